@@ -1,0 +1,146 @@
+//! Column families and key layouts of the RocksDB catalog.
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `patients` | issuer ␀ patient id | [`PatientRecord`](crate::model::PatientRecord) JSON |
+//! | `studies` | study uid | [`StudyRecord`](crate::model::StudyRecord) JSON |
+//! | `series` | study uid ␀ series uid | [`SeriesRecord`](crate::model::SeriesRecord) JSON |
+//! | `instances` | study uid ␀ series uid ␀ sop uid | [`InstanceRecord`](crate::model::InstanceRecord) JSON |
+//! | `series_by_uid` | series uid | study uid |
+//! | `instance_by_uid` | sop uid | study uid ␀ series uid |
+//! | `idx` | index id, value ␀ target | empty |
+//! | `intents` | tier ␀ object key | [`WriteIntent`](super::WriteIntent) JSON |
+//! | `audit` | seq (u64 big endian) | [`AuditRecord`](crate::audit::AuditRecord) JSON |
+//! | `meta` | name | JSON |
+//!
+//! Hierarchical keys make "series of a study" and "instances of a series" prefix scans.
+//! Index entries put the matched value first so that exact values and literal prefixes
+//! are prefix scans and date ranges are range scans.
+
+/// Column family names, in creation order.
+pub const COLUMN_FAMILIES: &[&str] = &[
+    CF_PATIENTS,
+    CF_STUDIES,
+    CF_SERIES,
+    CF_INSTANCES,
+    CF_SERIES_BY_UID,
+    CF_INSTANCE_BY_UID,
+    CF_IDX,
+    CF_INTENTS,
+    CF_AUDIT,
+    CF_META,
+];
+/// Patients.
+pub const CF_PATIENTS: &str = "patients";
+/// Studies.
+pub const CF_STUDIES: &str = "studies";
+/// Series.
+pub const CF_SERIES: &str = "series";
+/// Instances.
+pub const CF_INSTANCES: &str = "instances";
+/// Series UID → study UID.
+pub const CF_SERIES_BY_UID: &str = "series_by_uid";
+/// SOP Instance UID → study and series UIDs.
+pub const CF_INSTANCE_BY_UID: &str = "instance_by_uid";
+/// Secondary indexes.
+pub const CF_IDX: &str = "idx";
+/// Write intents.
+pub const CF_INTENTS: &str = "intents";
+/// Audit records.
+pub const CF_AUDIT: &str = "audit";
+/// Catalog metadata: schema version, stats.
+pub const CF_META: &str = "meta";
+
+/// Version of this key layout, stored under `schema_version` in `meta`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Secondary index identifiers (first byte of an `idx` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum IndexId {
+    /// Studies by Patient ID.
+    StudyPatientId = 1,
+    /// Studies by normalised Patient Name.
+    StudyPatientName = 2,
+    /// Studies by Study Date (YYYYMMDD).
+    StudyDate = 3,
+    /// Studies by Accession Number.
+    StudyAccession = 4,
+    /// Studies by each modality of their series.
+    StudyModality = 5,
+    /// Patients by Patient ID.
+    PatientId = 6,
+    /// Patients by normalised Patient Name.
+    PatientName = 7,
+}
+
+/// Joins parts with NUL separators.
+pub fn join(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+/// An index entry key: id, value, NUL, target.
+pub fn index_key(id: IndexId, value: &str, target: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + value.len() + target.len());
+    k.push(id as u8);
+    k.extend_from_slice(clean(value).as_bytes());
+    k.push(0);
+    k.extend_from_slice(target);
+    k
+}
+
+/// The prefix of every entry of an index whose value starts with `prefix`.
+pub fn index_prefix(id: IndexId, prefix: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + prefix.len());
+    k.push(id as u8);
+    k.extend_from_slice(clean(prefix).as_bytes());
+    k
+}
+
+/// The prefix of every entry of an index whose value is exactly `value`.
+pub fn index_exact(id: IndexId, value: &str) -> Vec<u8> {
+    let mut k = index_prefix(id, value);
+    k.push(0);
+    k
+}
+
+/// Splits an index key into value and target.
+pub fn split_index_key(key: &[u8]) -> Option<(&[u8], &[u8])> {
+    let body = key.get(1..)?;
+    let nul = body.iter().position(|b| *b == 0)?;
+    Some((&body[..nul], &body[nul + 1..]))
+}
+
+/// Values are stored without NUL so that the separator stays unambiguous.
+fn clean(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', ""))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// Audit key: big-endian sequence number, so that keys sort in chain order.
+pub fn audit_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn index_keys_roundtrip() {
+        let k = index_key(IndexId::StudyDate, "20200101", b"1.2.3");
+        assert_eq!(split_index_key(&k), Some((&b"20200101"[..], &b"1.2.3"[..])));
+        assert!(k.starts_with(&index_exact(IndexId::StudyDate, "20200101")));
+        assert!(k.starts_with(&index_prefix(IndexId::StudyDate, "2020")));
+        assert!(!k.starts_with(&index_exact(IndexId::StudyDate, "2020")));
+    }
+}

@@ -1,0 +1,187 @@
+//! The catalog: what the archive holds and where each object lives.
+//!
+//! [`Catalog`] is the seam for other engines (PostgreSQL for scale-out comes later);
+//! [`rocks::RocksCatalog`] is the embedded engine on RocksDB.
+//!
+//! # Ordering rules
+//! - An object is written to its tier (durably) *before* the catalog entry that names it.
+//! - Before the write, ingest records an *intent* naming the object; the commit that
+//!   names the object removes the intent in the same atomic batch. On start, every
+//!   remaining intent is resolved against the catalog: an object no record names is
+//!   deleted, so a crash between the two steps leaves no orphan.
+//! - A commit returns only after the write-ahead log is synced; concurrent commits
+//!   share one sync (group commit).
+
+pub mod keys;
+pub mod rocks;
+mod writer;
+
+use crate::attribute::AttrMap;
+use crate::audit::{AuditRecord, ChainError};
+use crate::checksum::Checksum;
+use crate::matching::MatchOptions;
+use crate::model::{InstanceRecord, PatientKey, PatientRecord, SeriesRecord, StudyRecord};
+use crate::query::{Query, QueryPage};
+use crate::tier::{ObjectKey, TierName};
+use crate::uid::{SeriesUid, SopInstanceUid, StudyUid};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// What to do when an instance arrives under a SOP Instance UID already stored with different bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictPolicy {
+    /// Refuse the new object (the default).
+    #[default]
+    Reject,
+    /// Replace the stored object, keeping an audit record of the replaced checksum.
+    Replace,
+}
+
+/// An instance to add to the catalog, with the attributes of every level as received.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    /// The instance record, with the location just written.
+    pub instance: InstanceRecord,
+    /// The patient identity.
+    pub patient: PatientKey,
+    /// Patient-level attributes.
+    pub patient_attrs: AttrMap,
+    /// Study-level attributes.
+    pub study_attrs: AttrMap,
+    /// Series-level attributes.
+    pub series_attrs: AttrMap,
+    /// What to do on a conflict.
+    pub policy: ConflictPolicy,
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// The instance is new and now stored.
+    Stored,
+    /// The same bytes were already stored under this SOP Instance UID; nothing changed.
+    AlreadyStored {
+        /// The record already in the catalog.
+        existing: Box<InstanceRecord>,
+    },
+    /// Different bytes were stored under this UID and were replaced (policy `replace`).
+    Replaced {
+        /// The record that was replaced; its object copies are no longer referenced.
+        previous: Box<InstanceRecord>,
+    },
+}
+
+/// Counts of what the catalog holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogStats {
+    /// Patients.
+    pub patients: u64,
+    /// Studies.
+    pub studies: u64,
+    /// Series.
+    pub series: u64,
+    /// Instances.
+    pub instances: u64,
+    /// Bytes of all instances.
+    pub bytes: u64,
+}
+
+/// A write that was started and may not have been committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteIntent {
+    /// The tier written to.
+    pub tier: TierName,
+    /// The object written.
+    pub key: ObjectKey,
+    /// The instance the object belongs to.
+    pub sop_instance: SopInstanceUid,
+}
+
+/// Catalog errors.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// Different bytes are already stored under this SOP Instance UID and the policy is `reject`.
+    #[error("sop instance {sop_instance} is already stored with different content (checksum {existing})")]
+    Conflict {
+        /// The instance.
+        sop_instance: SopInstanceUid,
+        /// Checksum of the stored object.
+        existing: Checksum,
+    },
+    /// The query cannot be run.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// The storage engine failed.
+    #[error("catalog storage error: {0}")]
+    Storage(String),
+    /// A stored record cannot be decoded.
+    #[error("corrupt catalog record {key}: {message}")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// Decoder message.
+        message: String,
+    },
+    /// The catalog is shutting down.
+    #[error("catalog is closed")]
+    Closed,
+}
+
+impl From<rocksdb::Error> for CatalogError {
+    fn from(e: rocksdb::Error) -> Self {
+        CatalogError::Storage(e.to_string())
+    }
+}
+
+/// The archive's index of patients, studies, series and instances.
+///
+/// Reads are synchronous and fast (point lookups and prefix scans); callers on an async
+/// runtime run large queries on a blocking thread. Writes go through one committer.
+#[async_trait]
+pub trait Catalog: Send + Sync {
+    /// Adds an instance (or resolves it as a duplicate or replacement), durably.
+    ///
+    /// # Behavior
+    /// - Identical checksum under an existing SOP Instance UID: `AlreadyStored`, nothing changes.
+    /// - Different checksum: `Conflict` error under `Reject`; `Replaced` under `Replace`.
+    /// - Removes the write intent of the new instance's location in the same batch.
+    /// - Appends an audit record in the same batch.
+    /// - Returns after the write-ahead log is synced.
+    async fn insert_instance(&self, new: NewInstance) -> Result<InsertOutcome, CatalogError>;
+
+    /// Records that an object is about to be written (not synced: a crash of the process keeps it).
+    fn begin_write(&self, intent: &WriteIntent) -> Result<(), CatalogError>;
+    /// Forgets a write intent (after the object was removed or is known to be referenced).
+    fn end_write(&self, intent: &WriteIntent) -> Result<(), CatalogError>;
+    /// Write intents left by earlier runs.
+    fn pending_writes(&self) -> Result<Vec<WriteIntent>, CatalogError>;
+
+    /// An instance by SOP Instance UID.
+    fn instance(&self, uid: &SopInstanceUid) -> Result<Option<InstanceRecord>, CatalogError>;
+    /// A series by Series Instance UID.
+    fn series(&self, uid: &SeriesUid) -> Result<Option<SeriesRecord>, CatalogError>;
+    /// A study by Study Instance UID.
+    fn study(&self, uid: &StudyUid) -> Result<Option<StudyRecord>, CatalogError>;
+    /// A patient by identity.
+    fn patient(&self, key: &PatientKey) -> Result<Option<PatientRecord>, CatalogError>;
+    /// The series of a study, by UID order.
+    fn series_of_study(&self, study: &StudyUid) -> Result<Vec<SeriesRecord>, CatalogError>;
+    /// The instances of a series, by UID order.
+    fn instances_of_series(&self, study: &StudyUid, series: &SeriesUid) -> Result<Vec<InstanceRecord>, CatalogError>;
+    /// The instances of a study, by series then instance UID.
+    fn instances_of_study(&self, study: &StudyUid) -> Result<Vec<InstanceRecord>, CatalogError>;
+
+    /// Runs a query.
+    fn query(&self, query: &Query, opts: MatchOptions) -> Result<QueryPage, CatalogError>;
+
+    /// Counts of what the catalog holds.
+    fn stats(&self) -> Result<CatalogStats, CatalogError>;
+
+    /// The audit records in order, from `from_seq` (1 for all).
+    fn audit_records(&self, from_seq: u64) -> Result<Vec<Result<AuditRecord, String>>, CatalogError>;
+    /// Verifies the audit chain and returns the number of records checked.
+    fn verify_audit(&self) -> Result<Result<u64, ChainError>, CatalogError> {
+        Ok(crate::audit::verify_chain(self.audit_records(1)?))
+    }
+}

@@ -1,0 +1,592 @@
+//! The catalog on RocksDB: reads, queries and opening; writes go through [`super::writer`].
+
+use super::keys::{self, IndexId, CF_AUDIT, CF_IDX, CF_INSTANCES, CF_INSTANCE_BY_UID, CF_INTENTS, CF_META};
+use super::keys::{CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
+use super::writer::{WriterHandle, WriterState};
+use super::{Catalog, CatalogError, CatalogStats, InsertOutcome, NewInstance, WriteIntent};
+use crate::attribute::{Attribute, Level};
+use crate::audit::AuditRecord;
+use crate::matching::{normalize_date, normalize_pn, MatchOptions, Matcher};
+use crate::model::{InstanceRecord, PatientKey, PatientRecord, SeriesRecord, StudyRecord};
+use crate::query::{Query, QueryPage, QueryRow};
+use crate::uid::{SeriesUid, SopInstanceUid, StudyUid};
+use async_trait::async_trait;
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteOptions, DB};
+use serde::de::DeserializeOwned;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Tuning of the RocksDB catalog.
+#[derive(Debug, Clone)]
+pub struct RocksCatalogOptions {
+    /// Sync the write-ahead log on every commit (never turn off outside benchmarks of the engine itself).
+    pub sync_commits: bool,
+    /// Most commits merged into one synced write.
+    pub max_group: usize,
+}
+
+impl Default for RocksCatalogOptions {
+    fn default() -> Self {
+        Self { sync_commits: true, max_group: 512 }
+    }
+}
+
+/// The RocksDB catalog.
+pub struct RocksCatalog {
+    db: Arc<DB>,
+    writer: WriterHandle,
+}
+
+impl std::fmt::Debug for RocksCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksCatalog").field("path", &self.db.path()).finish()
+    }
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, CatalogError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| CatalogError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), message: e.to_string() })
+}
+
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    db.cf_handle(name).expect("column families are created at open")
+}
+
+impl RocksCatalog {
+    /// Opens (or creates) the catalog in `path`.
+    pub fn open(path: &Path, opts: RocksCatalogOptions) -> Result<Self, CatalogError> {
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_keep_log_file_num(5);
+        db_opts.set_max_total_wal_size(256 << 20);
+        let cfs = keys::COLUMN_FAMILIES.iter().map(|name| {
+            let mut o = Options::default();
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
+        let db = Arc::new(db);
+        check_schema(&db)?;
+        let state = WriterState::load(&db)?;
+        let writer = WriterHandle::spawn(db.clone(), state, opts);
+        Ok(Self { db, writer })
+    }
+
+    /// Waits for queued commits and flushes memtables (used at shutdown).
+    pub async fn close(&self) -> Result<(), CatalogError> {
+        self.writer.flush().await?;
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    fn get<T: DeserializeOwned>(&self, cf_name: &str, key: &[u8]) -> Result<Option<T>, CatalogError> {
+        match self.db.get_cf(cf(&self.db, cf_name), key)? {
+            Some(v) => Ok(Some(decode(key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Values of every key starting with `prefix` in a column family.
+    fn scan_prefix<T: DeserializeOwned>(&self, cf_name: &str, prefix: &[u8]) -> Result<Vec<T>, CatalogError> {
+        let mut out = Vec::new();
+        self.for_each_prefix(cf_name, prefix, |k, v| {
+            out.push(decode(k, v)?);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` on each entry whose key starts with `prefix`, until it returns false.
+    fn for_each_prefix(
+        &self,
+        cf_name: &str,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, CatalogError>,
+    ) -> Result<(), CatalogError> {
+        let mut ro = ReadOptions::default();
+        if let Some(upper) = prefix_upper_bound(prefix) {
+            ro.set_iterate_upper_bound(upper);
+        }
+        let iter = self.db.iterator_cf_opt(cf(&self.db, cf_name), ro, IteratorMode::From(prefix, Direction::Forward));
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if !f(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Index targets for entries between `from` (inclusive) and `to` (exclusive).
+    fn index_range(&self, from: &[u8], to: Option<Vec<u8>>, out: &mut Vec<Vec<u8>>) -> Result<(), CatalogError> {
+        let mut ro = ReadOptions::default();
+        if let Some(to) = to {
+            ro.set_iterate_upper_bound(to);
+        }
+        let iter = self.db.iterator_cf_opt(cf(&self.db, CF_IDX), ro, IteratorMode::From(from, Direction::Forward));
+        for item in iter {
+            let (k, _) = item?;
+            if let Some((_, target)) = keys::split_index_key(&k) {
+                out.push(target.to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    /// Targets of index entries whose value matches `m` as far as the index can tell (a superset).
+    /// `None` when the index cannot narrow this matcher.
+    fn index_candidates(
+        &self,
+        id: IndexId,
+        m: &Matcher,
+        norm: fn(&str) -> String,
+    ) -> Result<Option<Vec<Vec<u8>>>, CatalogError> {
+        let mut out = Vec::new();
+        match m {
+            Matcher::Single(v) => {
+                let p = keys::index_exact(id, &norm(v));
+                self.index_range(&p, prefix_upper_bound(&p), &mut out)?;
+            }
+            Matcher::List(vs) => {
+                for v in vs {
+                    let p = keys::index_exact(id, &norm(v));
+                    self.index_range(&p, prefix_upper_bound(&p), &mut out)?;
+                }
+            }
+            Matcher::Wildcard(_) => {
+                let prefix = match m.literal_prefix() {
+                    Some(p) if !p.is_empty() => norm(p),
+                    _ => return Ok(None),
+                };
+                if prefix.is_empty() {
+                    return Ok(None);
+                }
+                let p = keys::index_prefix(id, &prefix);
+                self.index_range(&p, prefix_upper_bound(&p), &mut out)?;
+            }
+            Matcher::Range { lower, upper } => {
+                let from = keys::index_prefix(id, lower.as_deref().unwrap_or(""));
+                let to = match upper {
+                    Some(u) => prefix_upper_bound(&keys::index_prefix(id, u)),
+                    None => prefix_upper_bound(&[id as u8]),
+                };
+                self.index_range(&from, to, &mut out)?;
+            }
+            Matcher::Universal => return Ok(None),
+        }
+        let mut seen = HashSet::new();
+        out.retain(|t| seen.insert(t.clone()));
+        Ok(Some(out))
+    }
+
+    /// Study UIDs that may match the study-level keys of `q`, or `None` when no index applies.
+    fn study_candidates(&self, q: &Query) -> Result<Option<Vec<StudyUid>>, CatalogError> {
+        if let Some(m) = q.constraint(Attribute::StudyInstanceUID) {
+            let uids = uid_list(m, Attribute::StudyInstanceUID)?;
+            return Ok(Some(uids.iter().filter_map(|u| StudyUid::new(u).ok()).collect()));
+        }
+        let plans: [(Attribute, IndexId, fn(&str) -> String); 5] = [
+            (Attribute::AccessionNumber, IndexId::StudyAccession, identity),
+            (Attribute::PatientID, IndexId::StudyPatientId, identity),
+            (Attribute::StudyDate, IndexId::StudyDate, date_or_raw),
+            (Attribute::PatientName, IndexId::StudyPatientName, normalize_pn),
+            (Attribute::ModalitiesInStudy, IndexId::StudyModality, identity),
+        ];
+        for (attr, id, norm) in plans {
+            if let Some(m) = q.constraint(attr) {
+                if let Some(targets) = self.index_candidates(id, m, norm)? {
+                    return Ok(Some(targets.iter().filter_map(|t| uid_from_bytes(t)).collect()));
+                }
+            }
+        }
+        // A series-level Modality key narrows studies through their modalities.
+        if let Some(m) = q.constraint(Attribute::Modality) {
+            if let Some(targets) = self.index_candidates(IndexId::StudyModality, m, identity)? {
+                return Ok(Some(targets.iter().filter_map(|t| uid_from_bytes(t)).collect()));
+            }
+        }
+        Ok(None)
+    }
+
+    fn query_patients(&self, q: &Query, opts: MatchOptions, sink: &mut RowSink) -> Result<(), CatalogError> {
+        let plans: [(Attribute, IndexId, fn(&str) -> String); 2] = [
+            (Attribute::PatientID, IndexId::PatientId, identity),
+            (Attribute::PatientName, IndexId::PatientName, normalize_pn),
+        ];
+        for (attr, id, norm) in plans {
+            if let Some(m) = q.constraint(attr) {
+                if let Some(targets) = self.index_candidates(id, m, norm)? {
+                    for t in targets {
+                        if let Some(p) = self.get::<PatientRecord>(CF_PATIENTS, &t)? {
+                            if !sink.offer(patient_row(p), q, opts) {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        self.for_each_prefix(CF_PATIENTS, b"", |k, v| Ok(sink.offer(patient_row(decode(k, v)?), q, opts)))
+    }
+
+    fn query_studies(&self, q: &Query, opts: MatchOptions, sink: &mut RowSink) -> Result<(), CatalogError> {
+        match self.study_candidates(q)? {
+            Some(uids) => {
+                for uid in uids {
+                    if let Some(s) = self.study(&uid)? {
+                        if !sink.offer(study_row(s), q, opts) {
+                            break;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            None => self.for_each_prefix(CF_STUDIES, b"", |k, v| Ok(sink.offer(study_row(decode(k, v)?), q, opts))),
+        }
+    }
+
+    fn query_series(&self, q: &Query, opts: MatchOptions, sink: &mut RowSink) -> Result<(), CatalogError> {
+        if let Some(m) = q.constraint(Attribute::SeriesInstanceUID) {
+            let uids = uid_list(m, Attribute::SeriesInstanceUID)?;
+            for u in uids {
+                let Ok(uid) = SeriesUid::new(&u) else { continue };
+                if let Some(series) = self.series(&uid)? {
+                    if let Some(study) = self.study(&series.study)? {
+                        if !sink.offer(series_row(study, series), q, opts) {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let studies = self.study_candidates(q)?;
+        let visit_study = |study: StudyRecord, sink: &mut RowSink| -> Result<bool, CatalogError> {
+            for series in self.series_of_study(&study.uid)? {
+                if !sink.offer(series_row(study.clone(), series), q, opts) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
+        match studies {
+            Some(uids) => {
+                for uid in uids {
+                    if let Some(study) = self.study(&uid)? {
+                        if !visit_study(study, sink)? {
+                            break;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            None => {
+                let mut current: Option<StudyRecord> = None;
+                self.for_each_prefix(CF_SERIES, b"", |k, v| {
+                    let series: SeriesRecord = decode(k, v)?;
+                    if current.as_ref().map(|s| &s.uid) != Some(&series.study) {
+                        current = self.study(&series.study)?;
+                    }
+                    match &current {
+                        Some(study) => Ok(sink.offer(series_row(study.clone(), series), q, opts)),
+                        None => Ok(true),
+                    }
+                })
+            }
+        }
+    }
+
+    fn query_instances(&self, q: &Query, opts: MatchOptions, sink: &mut RowSink) -> Result<(), CatalogError> {
+        let mut cache = ParentCache::default();
+        if let Some(m) = q.constraint(Attribute::SOPInstanceUID) {
+            let uids = uid_list(m, Attribute::SOPInstanceUID)?;
+            for u in uids {
+                let Ok(uid) = SopInstanceUid::new(&u) else { continue };
+                if let Some(inst) = self.instance(&uid)? {
+                    if let Some(row) = cache.row(self, inst)? {
+                        if !sink.offer(row, q, opts) {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let mut prefixes: Vec<Vec<u8>> = Vec::new();
+        if let Some(Matcher::Single(v)) = q.constraint(Attribute::SeriesInstanceUID) {
+            if let Ok(uid) = SeriesUid::new(v) {
+                if let Some(series) = self.series(&uid)? {
+                    prefixes.push(keys::join(&[series.study.as_str().as_bytes(), uid.as_str().as_bytes(), b""]));
+                }
+            }
+        } else if let Some(uids) = self.study_candidates(q)? {
+            for uid in uids {
+                prefixes.push(keys::join(&[uid.as_str().as_bytes(), b""]));
+            }
+        } else {
+            prefixes.push(Vec::new());
+        }
+        for prefix in prefixes {
+            let mut go_on = true;
+            self.for_each_prefix(CF_INSTANCES, &prefix, |k, v| {
+                let inst: InstanceRecord = decode(k, v)?;
+                if let Some(row) = cache.row(self, inst)? {
+                    go_on = sink.offer(row, q, opts);
+                }
+                Ok(go_on)
+            })?;
+            if !go_on {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The UIDs of a UID key: a single UID or a list.
+fn uid_list(m: &Matcher, attribute: Attribute) -> Result<Vec<String>, CatalogError> {
+    match m {
+        Matcher::Single(v) => Ok(vec![v.clone()]),
+        Matcher::List(vs) => Ok(vs.clone()),
+        _ => Err(CatalogError::InvalidQuery(format!("{} must be a UID or a list of UIDs", attribute.keyword()))),
+    }
+}
+
+fn identity(s: &str) -> String {
+    s.trim().to_string()
+}
+
+fn date_or_raw(s: &str) -> String {
+    normalize_date(s).unwrap_or_else(|_| s.to_string())
+}
+
+fn uid_from_bytes(b: &[u8]) -> Option<StudyUid> {
+    std::str::from_utf8(b).ok().and_then(|s| StudyUid::new(s).ok())
+}
+
+/// The smallest key greater than every key starting with `prefix` (None if there is none).
+pub(crate) fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut v = prefix.to_vec();
+    while let Some(last) = v.pop() {
+        if last < 0xFF {
+            v.push(last + 1);
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn patient_row(p: PatientRecord) -> QueryRow {
+    QueryRow { level: Level::Patient, patient: Some(p), study: None, series: None, instance: None }
+}
+fn study_row(s: StudyRecord) -> QueryRow {
+    QueryRow { level: Level::Study, patient: None, study: Some(s), series: None, instance: None }
+}
+fn series_row(study: StudyRecord, series: SeriesRecord) -> QueryRow {
+    QueryRow { level: Level::Series, patient: None, study: Some(study), series: Some(series), instance: None }
+}
+
+/// Remembers the last study and series seen, so that instance rows of one series share their parents.
+#[derive(Default)]
+struct ParentCache {
+    study: Option<StudyRecord>,
+    series: Option<SeriesRecord>,
+}
+
+impl ParentCache {
+    fn row(&mut self, cat: &RocksCatalog, inst: InstanceRecord) -> Result<Option<QueryRow>, CatalogError> {
+        if self.study.as_ref().map(|s| &s.uid) != Some(&inst.study) {
+            self.study = cat.study(&inst.study)?;
+        }
+        if self.series.as_ref().map(|s| (&s.study, &s.uid)) != Some((&inst.study, &inst.series)) {
+            self.series =
+                cat.get(CF_SERIES, &keys::join(&[inst.study.as_str().as_bytes(), inst.series.as_str().as_bytes()]))?;
+        }
+        match (&self.study, &self.series) {
+            (Some(st), Some(se)) => Ok(Some(QueryRow {
+                level: Level::Instance,
+                patient: None,
+                study: Some(st.clone()),
+                series: Some(se.clone()),
+                instance: Some(inst),
+            })),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Collects matching rows, applying offset and limit; tells the scan when to stop.
+struct RowSink {
+    skipped: usize,
+    offset: usize,
+    limit: Option<usize>,
+    rows: Vec<QueryRow>,
+    more: bool,
+}
+
+impl RowSink {
+    /// Offers a row; returns false once the page is full (the scan may stop).
+    fn offer(&mut self, row: QueryRow, q: &Query, opts: MatchOptions) -> bool {
+        if !row_matches(&row, q, opts) {
+            return true;
+        }
+        if self.skipped < self.offset {
+            self.skipped += 1;
+            return true;
+        }
+        if let Some(limit) = self.limit {
+            if self.rows.len() >= limit {
+                self.more = true;
+                return false;
+            }
+        }
+        self.rows.push(row);
+        true
+    }
+}
+
+/// Whether a row satisfies every key of the query.
+pub fn row_matches(row: &QueryRow, q: &Query, opts: MatchOptions) -> bool {
+    q.keys.iter().all(|k| {
+        if !k.matcher.is_constraining() {
+            return true;
+        }
+        let value = row.value(k.attribute);
+        k.matcher.matches(k.attribute.match_vr(), value.as_deref(), opts)
+    })
+}
+
+fn check_schema(db: &DB) -> Result<(), CatalogError> {
+    let meta = cf(db, CF_META);
+    match db.get_cf(meta, b"schema_version")? {
+        None => {
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            db.put_cf_opt(meta, b"schema_version", keys::SCHEMA_VERSION.to_string(), &wo)?;
+            Ok(())
+        }
+        Some(v) => {
+            let found: u32 = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+            if found == keys::SCHEMA_VERSION {
+                Ok(())
+            } else {
+                Err(CatalogError::Storage(format!(
+                    "catalog schema version {found} is not supported by this vna (expects {})",
+                    keys::SCHEMA_VERSION
+                )))
+            }
+        }
+    }
+}
+
+fn check_level(q: &Query) -> Result<(), CatalogError> {
+    for k in &q.keys {
+        if k.matcher.is_constraining() && k.attribute.level() > q.level && k.attribute != Attribute::Modality {
+            return Err(CatalogError::InvalidQuery(format!(
+                "{} is an attribute of the {} level and cannot constrain a {} level query",
+                k.attribute.keyword(),
+                k.attribute.level().as_dicom(),
+                q.level.as_dicom()
+            )));
+        }
+    }
+    if q.level == Level::Patient
+        && q.keys.iter().any(|k| k.matcher.is_constraining() && k.attribute.level() != Level::Patient)
+    {
+        return Err(CatalogError::InvalidQuery("a PATIENT level query can only use patient attributes".into()));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Catalog for RocksCatalog {
+    async fn insert_instance(&self, new: NewInstance) -> Result<InsertOutcome, CatalogError> {
+        self.writer.insert(new).await
+    }
+
+    fn begin_write(&self, intent: &WriteIntent) -> Result<(), CatalogError> {
+        let key = keys::join(&[intent.tier.as_str().as_bytes(), intent.key.as_str().as_bytes()]);
+        let value = serde_json::to_vec(intent).map_err(|e| CatalogError::Storage(e.to_string()))?;
+        self.db.put_cf(cf(&self.db, CF_INTENTS), key, value)?;
+        Ok(())
+    }
+
+    fn end_write(&self, intent: &WriteIntent) -> Result<(), CatalogError> {
+        let key = keys::join(&[intent.tier.as_str().as_bytes(), intent.key.as_str().as_bytes()]);
+        self.db.delete_cf(cf(&self.db, CF_INTENTS), key)?;
+        Ok(())
+    }
+
+    fn pending_writes(&self) -> Result<Vec<WriteIntent>, CatalogError> {
+        self.scan_prefix(CF_INTENTS, b"")
+    }
+
+    fn instance(&self, uid: &SopInstanceUid) -> Result<Option<InstanceRecord>, CatalogError> {
+        let Some(parent) = self.db.get_cf(cf(&self.db, CF_INSTANCE_BY_UID), uid.as_str())? else {
+            return Ok(None);
+        };
+        let key = keys::join(&[&parent, uid.as_str().as_bytes()]);
+        self.get(CF_INSTANCES, &key)
+    }
+
+    fn series(&self, uid: &SeriesUid) -> Result<Option<SeriesRecord>, CatalogError> {
+        let Some(study) = self.db.get_cf(cf(&self.db, CF_SERIES_BY_UID), uid.as_str())? else {
+            return Ok(None);
+        };
+        self.get(CF_SERIES, &keys::join(&[&study, uid.as_str().as_bytes()]))
+    }
+
+    fn study(&self, uid: &StudyUid) -> Result<Option<StudyRecord>, CatalogError> {
+        self.get(CF_STUDIES, uid.as_str().as_bytes())
+    }
+
+    fn patient(&self, key: &PatientKey) -> Result<Option<PatientRecord>, CatalogError> {
+        self.get(CF_PATIENTS, &key.encode())
+    }
+
+    fn series_of_study(&self, study: &StudyUid) -> Result<Vec<SeriesRecord>, CatalogError> {
+        self.scan_prefix(CF_SERIES, &keys::join(&[study.as_str().as_bytes(), b""]))
+    }
+
+    fn instances_of_series(&self, study: &StudyUid, series: &SeriesUid) -> Result<Vec<InstanceRecord>, CatalogError> {
+        self.scan_prefix(CF_INSTANCES, &keys::join(&[study.as_str().as_bytes(), series.as_str().as_bytes(), b""]))
+    }
+
+    fn instances_of_study(&self, study: &StudyUid) -> Result<Vec<InstanceRecord>, CatalogError> {
+        self.scan_prefix(CF_INSTANCES, &keys::join(&[study.as_str().as_bytes(), b""]))
+    }
+
+    fn query(&self, q: &Query, opts: MatchOptions) -> Result<QueryPage, CatalogError> {
+        check_level(q)?;
+        let mut sink = RowSink { skipped: 0, offset: q.offset, limit: q.limit, rows: Vec::new(), more: false };
+        match q.level {
+            Level::Patient => self.query_patients(q, opts, &mut sink)?,
+            Level::Study => self.query_studies(q, opts, &mut sink)?,
+            Level::Series => self.query_series(q, opts, &mut sink)?,
+            Level::Instance => self.query_instances(q, opts, &mut sink)?,
+        }
+        Ok(QueryPage { rows: sink.rows, more: sink.more })
+    }
+
+    fn stats(&self) -> Result<CatalogStats, CatalogError> {
+        Ok(self.get(CF_META, b"stats")?.unwrap_or_default())
+    }
+
+    fn audit_records(&self, from_seq: u64) -> Result<Vec<Result<AuditRecord, String>>, CatalogError> {
+        let iter = self
+            .db
+            .iterator_cf(cf(&self.db, CF_AUDIT), IteratorMode::From(&keys::audit_key(from_seq), Direction::Forward));
+        let mut out = Vec::new();
+        for item in iter {
+            let (_, v) = item?;
+            out.push(serde_json::from_slice::<AuditRecord>(&v).map_err(|e| e.to_string()));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,578 @@
+//! The catalog's single committer: group commit over a RocksDB write batch.
+//!
+//! All catalog mutations run on one thread. It takes every request queued while the
+//! previous batch was syncing, applies them in order to an overlay of the records they
+//! touch (so counts stay right when two instances of one series share a batch), writes
+//! records, index entries, the removal of write intents, the audit records and the
+//! stats as one `WriteBatch` with a synced WAL, and only then answers the callers.
+
+use super::keys::{self, IndexId, CF_AUDIT, CF_IDX, CF_INSTANCES, CF_INSTANCE_BY_UID, CF_INTENTS, CF_META};
+use super::keys::{CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
+use super::rocks::{cf, decode, RocksCatalogOptions};
+use super::{CatalogError, CatalogStats, ConflictPolicy, InsertOutcome, NewInstance};
+use crate::attribute::Attribute;
+use crate::audit::{genesis_hash, AuditAction, AuditEvent, AuditObject, AuditOutcome, AuditRecord};
+use crate::checksum::Checksum;
+use crate::matching::{normalize_date, normalize_pn};
+use crate::model::{InstanceRecord, PatientKey, PatientRecord, SeriesRecord, StudyRecord, RECORD_VERSION};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+enum Command {
+    Insert(Box<NewInstance>, oneshot::Sender<Result<InsertOutcome, CatalogError>>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The handle callers use to reach the committer thread.
+pub(crate) struct WriterHandle {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl WriterHandle {
+    pub(crate) fn spawn(db: Arc<DB>, state: WriterState, opts: RocksCatalogOptions) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("catalog-writer".into())
+            .spawn(move || run(db, state, opts, rx))
+            .expect("spawning the catalog writer thread");
+        Self { tx }
+    }
+
+    pub(crate) async fn insert(&self, new: NewInstance) -> Result<InsertOutcome, CatalogError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Insert(Box::new(new), tx)).map_err(|_| CatalogError::Closed)?;
+        rx.await.map_err(|_| CatalogError::Closed)?
+    }
+
+    pub(crate) async fn flush(&self) -> Result<(), CatalogError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Flush(tx)).map_err(|_| CatalogError::Closed)?;
+        rx.await.map_err(|_| CatalogError::Closed)
+    }
+}
+
+/// What the committer keeps between batches.
+pub(crate) struct WriterState {
+    stats: CatalogStats,
+    audit_seq: u64,
+    audit_hash: Checksum,
+}
+
+impl WriterState {
+    pub(crate) fn load(db: &DB) -> Result<Self, CatalogError> {
+        let stats = match db.get_cf(cf(db, CF_META), b"stats")? {
+            Some(v) => decode(b"stats", &v)?,
+            None => CatalogStats::default(),
+        };
+        let mut iter = db.iterator_cf(cf(db, CF_AUDIT), IteratorMode::End);
+        let (audit_seq, audit_hash) = match iter.next() {
+            Some(item) => {
+                let (k, v) = item?;
+                let rec: AuditRecord = decode(&k, &v)?;
+                (rec.seq, rec.hash)
+            }
+            None => (0, genesis_hash()),
+        };
+        Ok(Self { stats, audit_seq, audit_hash })
+    }
+}
+
+fn run(db: Arc<DB>, mut state: WriterState, opts: RocksCatalogOptions, mut rx: mpsc::UnboundedReceiver<Command>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut commands = vec![first];
+        while commands.len() < opts.max_group {
+            match rx.try_recv() {
+                Ok(c) => commands.push(c),
+                Err(_) => break,
+            }
+        }
+        commit_group(&db, &mut state, &opts, commands);
+    }
+}
+
+fn commit_group(db: &DB, state: &mut WriterState, opts: &RocksCatalogOptions, commands: Vec<Command>) {
+    let saved = (state.stats, state.audit_seq, state.audit_hash);
+    let mut batch = Batch::new(db, state);
+    let mut replies = Vec::new();
+    let mut flushes = Vec::new();
+    for cmd in commands {
+        match cmd {
+            Command::Insert(new, reply) => {
+                let result = batch.insert(*new);
+                replies.push((reply, result));
+            }
+            Command::Flush(reply) => flushes.push(reply),
+        }
+    }
+    let written = batch.finish().and_then(|wb| {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(opts.sync_commits);
+        db.write_opt(wb, &wo).map_err(CatalogError::from)
+    });
+    match written {
+        Ok(()) => {
+            for (reply, result) in replies {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "catalog commit failed");
+            (state.stats, state.audit_seq, state.audit_hash) = saved;
+            for (reply, result) in replies {
+                let _ = reply.send(result.and(Err(CatalogError::Storage(e.to_string()))));
+            }
+        }
+    }
+    for f in flushes {
+        let _ = f.send(());
+    }
+}
+
+/// A record as it was before the batch, and as the batch leaves it.
+struct Slot<T> {
+    before: Option<T>,
+    after: Option<T>,
+}
+
+/// Records touched by one batch, keyed by their catalog key.
+struct Overlay<K, T> {
+    slots: HashMap<K, Slot<T>>,
+}
+
+impl<K: Hash + Eq + Clone, T: Clone + DeserializeOwned> Overlay<K, T> {
+    fn new() -> Self {
+        Self { slots: HashMap::new() }
+    }
+    fn get(&mut self, db: &DB, cf_name: &str, key: &K, raw: &[u8]) -> Result<Option<T>, CatalogError> {
+        if let Some(slot) = self.slots.get(key) {
+            return Ok(slot.after.clone());
+        }
+        let before: Option<T> = match db.get_cf(cf(db, cf_name), raw)? {
+            Some(v) => Some(decode(raw, &v)?),
+            None => None,
+        };
+        self.slots.insert(key.clone(), Slot { before: before.clone(), after: before.clone() });
+        Ok(before)
+    }
+    fn set(&mut self, key: K, value: Option<T>) {
+        if let Some(slot) = self.slots.get_mut(&key) {
+            slot.after = value;
+        }
+    }
+}
+
+struct Batch<'a> {
+    db: &'a DB,
+    state: &'a mut WriterState,
+    wb: WriteBatch,
+    patients: Overlay<PatientKey, PatientRecord>,
+    studies: Overlay<String, StudyRecord>,
+    series: Overlay<(String, String), SeriesRecord>,
+    instances: Overlay<(String, String, String), InstanceRecord>,
+    /// SOP Instance UID → (study, series) as the batch leaves it.
+    instance_parents: HashMap<String, Option<(String, String)>>,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("catalog records always serialize")
+}
+
+impl<'a> Batch<'a> {
+    fn new(db: &'a DB, state: &'a mut WriterState) -> Self {
+        Self {
+            db,
+            state,
+            wb: WriteBatch::default(),
+            patients: Overlay::new(),
+            studies: Overlay::new(),
+            series: Overlay::new(),
+            instances: Overlay::new(),
+            instance_parents: HashMap::new(),
+        }
+    }
+
+    fn instance_parent(&mut self, sop: &str) -> Result<Option<(String, String)>, CatalogError> {
+        if let Some(p) = self.instance_parents.get(sop) {
+            return Ok(p.clone());
+        }
+        let parent = match self.db.get_cf(cf(self.db, CF_INSTANCE_BY_UID), sop)? {
+            Some(v) => {
+                let s = String::from_utf8_lossy(&v).into_owned();
+                s.split_once('\0').map(|(a, b)| (a.to_string(), b.to_string()))
+            }
+            None => None,
+        };
+        self.instance_parents.insert(sop.to_string(), parent.clone());
+        Ok(parent)
+    }
+
+    fn existing_instance(&mut self, sop: &str) -> Result<Option<InstanceRecord>, CatalogError> {
+        let Some((study, series)) = self.instance_parent(sop)? else { return Ok(None) };
+        let raw = keys::join(&[study.as_bytes(), series.as_bytes(), sop.as_bytes()]);
+        self.instances.get(self.db, CF_INSTANCES, &(study, series, sop.to_string()), &raw)
+    }
+
+    fn insert(&mut self, new: NewInstance) -> Result<InsertOutcome, CatalogError> {
+        let sop = new.instance.uid.as_str().to_string();
+        let mut outcome = InsertOutcome::Stored;
+        if let Some(existing) = self.existing_instance(&sop)? {
+            if existing.checksum == new.instance.checksum {
+                self.remove_intent(&new.instance);
+                return Ok(InsertOutcome::AlreadyStored { existing: Box::new(existing) });
+            }
+            if new.policy == ConflictPolicy::Reject {
+                self.audit_conflict(&new, &existing);
+                return Err(CatalogError::Conflict {
+                    sop_instance: new.instance.uid.clone(),
+                    existing: existing.checksum,
+                });
+            }
+            self.remove_instance(&existing)?;
+            outcome = InsertOutcome::Replaced { previous: Box::new(existing) };
+        }
+        self.add_instance(&new)?;
+        self.remove_intent(&new.instance);
+        self.audit_stored(&new, &outcome);
+        Ok(outcome)
+    }
+
+    fn remove_intent(&mut self, inst: &InstanceRecord) {
+        for loc in &inst.locations {
+            let key = keys::join(&[loc.tier.as_str().as_bytes(), loc.key.as_str().as_bytes()]);
+            self.wb.delete_cf(cf(self.db, CF_INTENTS), key);
+        }
+    }
+
+    fn add_instance(&mut self, new: &NewInstance) -> Result<(), CatalogError> {
+        let inst = &new.instance;
+        let (study_uid, series_uid, sop) =
+            (inst.study.as_str().to_string(), inst.series.as_str().to_string(), inst.uid.as_str().to_string());
+        let size = inst.size;
+        let now = inst.received_at;
+
+        // Patient.
+        let pkey = new.patient.clone();
+        let mut patient = self.patients.get(self.db, CF_PATIENTS, &pkey, &pkey.encode())?.unwrap_or_else(|| {
+            self.state.stats.patients += 1;
+            PatientRecord {
+                v: RECORD_VERSION,
+                key: pkey.clone(),
+                attrs: new.patient_attrs.clone(),
+                study_count: 0,
+                series_count: 0,
+                instance_count: 0,
+            }
+        });
+
+        // Study.
+        let mut study = match self.studies.get(self.db, CF_STUDIES, &study_uid, study_uid.as_bytes())? {
+            Some(s) => s,
+            None => {
+                self.state.stats.studies += 1;
+                patient.study_count += 1;
+                let mut attrs = new.patient_attrs.clone();
+                attrs.extend(&new.study_attrs);
+                StudyRecord {
+                    v: RECORD_VERSION,
+                    uid: inst.study.clone(),
+                    patient: pkey.clone(),
+                    attrs,
+                    modalities: BTreeSet::new(),
+                    sop_classes: BTreeSet::new(),
+                    series_count: 0,
+                    instance_count: 0,
+                    size_bytes: 0,
+                    created_at: now,
+                    updated_at: now,
+                    last_access: None,
+                }
+            }
+        };
+
+        // Series.
+        let skey = (study_uid.clone(), series_uid.clone());
+        let raw_series = keys::join(&[study_uid.as_bytes(), series_uid.as_bytes()]);
+        let mut series = match self.series.get(self.db, CF_SERIES, &skey, &raw_series)? {
+            Some(s) => s,
+            None => {
+                self.state.stats.series += 1;
+                study.series_count += 1;
+                patient.series_count += 1;
+                SeriesRecord {
+                    v: RECORD_VERSION,
+                    study: inst.study.clone(),
+                    uid: inst.series.clone(),
+                    attrs: new.series_attrs.clone(),
+                    instance_count: 0,
+                    size_bytes: 0,
+                    source: inst.source.clone(),
+                    created_at: now,
+                }
+            }
+        };
+
+        if let Some(m) = series.attrs.get(Attribute::Modality) {
+            study.modalities.insert(m.to_string());
+        }
+        study.sop_classes.insert(inst.sop_class.as_str().to_string());
+        study.instance_count += 1;
+        study.size_bytes += size;
+        study.updated_at = now;
+        series.instance_count += 1;
+        series.size_bytes += size;
+        patient.instance_count += 1;
+        self.state.stats.instances += 1;
+        self.state.stats.bytes += size;
+
+        self.patients.set(pkey, Some(patient));
+        self.studies.set(study_uid.clone(), Some(study));
+        self.series.set(skey, Some(series));
+        let ikey = (study_uid.clone(), series_uid.clone(), sop.clone());
+        let raw_inst = keys::join(&[study_uid.as_bytes(), series_uid.as_bytes(), sop.as_bytes()]);
+        self.instances.get(self.db, CF_INSTANCES, &ikey, &raw_inst)?;
+        self.instances.set(ikey, Some(inst.clone()));
+        self.instance_parents.insert(sop, Some((study_uid, series_uid)));
+        Ok(())
+    }
+
+    /// Removes an instance and adjusts every count; empty series, studies and patients go too.
+    fn remove_instance(&mut self, old: &InstanceRecord) -> Result<(), CatalogError> {
+        let (study_uid, series_uid, sop) =
+            (old.study.as_str().to_string(), old.series.as_str().to_string(), old.uid.as_str().to_string());
+        let size = old.size;
+        self.instances.set((study_uid.clone(), series_uid.clone(), sop.clone()), None);
+        self.instance_parents.insert(sop, None);
+        self.state.stats.instances -= 1;
+        self.state.stats.bytes = self.state.stats.bytes.saturating_sub(size);
+
+        let skey = (study_uid.clone(), series_uid.clone());
+        let raw_series = keys::join(&[study_uid.as_bytes(), series_uid.as_bytes()]);
+        let mut series_removed = false;
+        if let Some(mut series) = self.series.get(self.db, CF_SERIES, &skey, &raw_series)? {
+            series.instance_count = series.instance_count.saturating_sub(1);
+            series.size_bytes = series.size_bytes.saturating_sub(size);
+            if series.instance_count == 0 {
+                self.series.set(skey, None);
+                self.state.stats.series -= 1;
+                series_removed = true;
+            } else {
+                self.series.set(skey, Some(series));
+            }
+        }
+        let Some(mut study) = self.studies.get(self.db, CF_STUDIES, &study_uid, study_uid.as_bytes())? else {
+            return Ok(());
+        };
+        study.instance_count = study.instance_count.saturating_sub(1);
+        study.size_bytes = study.size_bytes.saturating_sub(size);
+        if series_removed {
+            study.series_count = study.series_count.saturating_sub(1);
+            study.modalities = self.modalities_of(&study_uid)?;
+        }
+        let pkey = study.patient.clone();
+        let mut patient = self.patients.get(self.db, CF_PATIENTS, &pkey, &pkey.encode())?;
+        if let Some(p) = patient.as_mut() {
+            p.instance_count = p.instance_count.saturating_sub(1);
+            if series_removed {
+                p.series_count = p.series_count.saturating_sub(1);
+            }
+        }
+        if study.instance_count == 0 {
+            self.studies.set(study_uid, None);
+            self.state.stats.studies -= 1;
+            if let Some(p) = patient.as_mut() {
+                p.study_count = p.study_count.saturating_sub(1);
+            }
+        } else {
+            self.studies.set(study_uid, Some(study));
+        }
+        match patient {
+            Some(p) if p.study_count == 0 => {
+                self.patients.set(pkey, None);
+                self.state.stats.patients -= 1;
+            }
+            Some(p) => self.patients.set(pkey, Some(p)),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Modalities of a study's remaining series, as the batch leaves them.
+    fn modalities_of(&mut self, study_uid: &str) -> Result<BTreeSet<String>, CatalogError> {
+        let prefix = keys::join(&[study_uid.as_bytes(), b""]);
+        let mut series_uids = Vec::new();
+        for item in self.db.iterator_cf(cf(self.db, CF_SERIES), IteratorMode::From(&prefix, Direction::Forward)) {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            series_uids.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+        }
+        for ((st, se), _) in self.series.slots.iter() {
+            if st == study_uid && !series_uids.contains(se) {
+                series_uids.push(se.clone());
+            }
+        }
+        let mut out = BTreeSet::new();
+        for se in series_uids {
+            let raw = keys::join(&[study_uid.as_bytes(), se.as_bytes()]);
+            if let Some(s) = self.series.get(self.db, CF_SERIES, &(study_uid.to_string(), se), &raw)? {
+                if let Some(m) = s.attrs.get(Attribute::Modality) {
+                    out.insert(m.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn audit(&mut self, event: AuditEvent) {
+        let seq = self.state.audit_seq + 1;
+        let rec = AuditRecord::chain(seq, self.state.audit_hash, event);
+        self.wb.put_cf(cf(self.db, CF_AUDIT), keys::audit_key(seq), encode(&rec));
+        self.state.audit_seq = seq;
+        self.state.audit_hash = rec.hash;
+    }
+
+    fn audit_object(new: &NewInstance, checksum: Checksum) -> AuditObject {
+        AuditObject {
+            patient: format!("{}^^^{}", new.patient.patient_id, new.patient.issuer),
+            study: new.instance.study.to_string(),
+            sop_instance: Some(new.instance.uid.to_string()),
+            checksum: Some(checksum),
+        }
+    }
+
+    fn audit_stored(&mut self, new: &NewInstance, outcome: &InsertOutcome) {
+        let (action, detail) = match outcome {
+            InsertOutcome::Replaced { previous } => {
+                (AuditAction::InstanceReplaced, Some(format!("replaced checksum {}", previous.checksum)))
+            }
+            _ => (AuditAction::InstanceStored, None),
+        };
+        self.audit(AuditEvent {
+            time: new.instance.received_at,
+            action,
+            actor: new.instance.source.actor.clone(),
+            actor_address: new.instance.source.address.clone(),
+            objects: vec![Self::audit_object(new, new.instance.checksum)],
+            reason: None,
+            outcome: AuditOutcome::Success,
+            detail,
+        });
+    }
+
+    fn audit_conflict(&mut self, new: &NewInstance, existing: &InstanceRecord) {
+        self.audit(AuditEvent {
+            time: new.instance.received_at,
+            action: AuditAction::InstanceConflictRejected,
+            actor: new.instance.source.actor.clone(),
+            actor_address: new.instance.source.address.clone(),
+            objects: vec![Self::audit_object(new, new.instance.checksum)],
+            reason: Some("different content under an existing SOP Instance UID".into()),
+            outcome: AuditOutcome::MinorFailure,
+            detail: Some(format!("stored checksum {}", existing.checksum)),
+        });
+    }
+
+    /// Writes every touched record and its index changes into the batch.
+    fn finish(mut self) -> Result<WriteBatch, CatalogError> {
+        let db = self.db;
+        let mut wb = std::mem::take(&mut self.wb);
+        let idx = cf(db, CF_IDX);
+        for (key, slot) in self.patients.slots.drain() {
+            write_slot(&mut wb, cf(db, CF_PATIENTS), &key.encode(), &slot);
+            diff_index(&mut wb, idx, patient_index(slot.before.as_ref()), patient_index(slot.after.as_ref()));
+        }
+        for (key, slot) in self.studies.slots.drain() {
+            write_slot(&mut wb, cf(db, CF_STUDIES), key.as_bytes(), &slot);
+            diff_index(&mut wb, idx, study_index(slot.before.as_ref()), study_index(slot.after.as_ref()));
+        }
+        for ((study, series), slot) in self.series.slots.drain() {
+            write_slot(&mut wb, cf(db, CF_SERIES), &keys::join(&[study.as_bytes(), series.as_bytes()]), &slot);
+            match (&slot.before, &slot.after) {
+                (_, Some(_)) => wb.put_cf(cf(db, CF_SERIES_BY_UID), series.as_bytes(), study.as_bytes()),
+                (Some(_), None) => wb.delete_cf(cf(db, CF_SERIES_BY_UID), series.as_bytes()),
+                (None, None) => {}
+            }
+        }
+        for ((study, series, sop), slot) in self.instances.slots.drain() {
+            write_slot(
+                &mut wb,
+                cf(db, CF_INSTANCES),
+                &keys::join(&[study.as_bytes(), series.as_bytes(), sop.as_bytes()]),
+                &slot,
+            );
+        }
+        for (sop, parent) in self.instance_parents.drain() {
+            match parent {
+                Some((study, series)) => wb.put_cf(
+                    cf(db, CF_INSTANCE_BY_UID),
+                    sop.as_bytes(),
+                    keys::join(&[study.as_bytes(), series.as_bytes()]),
+                ),
+                None => wb.delete_cf(cf(db, CF_INSTANCE_BY_UID), sop.as_bytes()),
+            }
+        }
+        wb.put_cf(cf(db, CF_META), b"stats", encode(&self.state.stats));
+        Ok(wb)
+    }
+}
+
+fn write_slot<T: Serialize + PartialEq>(wb: &mut WriteBatch, cf: &rocksdb::ColumnFamily, key: &[u8], slot: &Slot<T>) {
+    if slot.before == slot.after {
+        return;
+    }
+    match &slot.after {
+        Some(v) => wb.put_cf(cf, key, encode(v)),
+        None => wb.delete_cf(cf, key),
+    }
+}
+
+fn diff_index(wb: &mut WriteBatch, idx: &rocksdb::ColumnFamily, before: BTreeSet<Vec<u8>>, after: BTreeSet<Vec<u8>>) {
+    for gone in before.difference(&after) {
+        wb.delete_cf(idx, gone);
+    }
+    for added in after.difference(&before) {
+        wb.put_cf(idx, added, b"");
+    }
+}
+
+/// Index entries of a patient record.
+fn patient_index(p: Option<&PatientRecord>) -> BTreeSet<Vec<u8>> {
+    let mut out = BTreeSet::new();
+    if let Some(p) = p {
+        let target = p.key.encode();
+        out.insert(keys::index_key(IndexId::PatientId, &p.key.patient_id, &target));
+        if let Some(name) = p.attrs.get(Attribute::PatientName) {
+            out.insert(keys::index_key(IndexId::PatientName, &normalize_pn(name), &target));
+        }
+    }
+    out
+}
+
+/// Index entries of a study record.
+fn study_index(s: Option<&StudyRecord>) -> BTreeSet<Vec<u8>> {
+    let mut out = BTreeSet::new();
+    if let Some(s) = s {
+        let target = s.uid.as_str().as_bytes();
+        out.insert(keys::index_key(IndexId::StudyPatientId, &s.patient.patient_id, target));
+        if let Some(name) = s.attrs.get(Attribute::PatientName) {
+            out.insert(keys::index_key(IndexId::StudyPatientName, &normalize_pn(name), target));
+        }
+        if let Some(date) = s.attrs.get(Attribute::StudyDate) {
+            let d = normalize_date(date).unwrap_or_else(|_| date.to_string());
+            out.insert(keys::index_key(IndexId::StudyDate, &d, target));
+        }
+        if let Some(acc) = s.attrs.get(Attribute::AccessionNumber) {
+            out.insert(keys::index_key(IndexId::StudyAccession, acc.trim(), target));
+        }
+        for m in &s.modalities {
+            out.insert(keys::index_key(IndexId::StudyModality, m, target));
+        }
+    }
+    out
+}

@@ -1,0 +1,394 @@
+//! Configuration: TOML file plus `VNA_<SECTION>__<KEY>` environment overrides.
+//!
+//! Loading has two stages. [`VnaConfig::load`] parses the file strictly (unknown keys
+//! are refused with file, line and key named), merges the environment through the
+//! `config` crate, then [`VnaConfig::validate`] checks values and derives paths.
+//! With no file, the embedded defaults apply (data under `./vna-data`).
+
+use crate::catalog::ConflictPolicy;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VnaConfig {
+    /// Root of all data (catalog, tiers) unless a section names its own path.
+    pub data_dir: PathBuf,
+    /// The catalog database.
+    pub catalog: CatalogConfig,
+    /// The hot tier, where ingest writes.
+    pub hot: HotConfig,
+    /// Ingest behaviour.
+    pub ingest: IngestConfig,
+    /// Query behaviour.
+    pub query: QueryConfig,
+    /// The DIMSE server.
+    pub dicom: DicomConfig,
+    /// The HTTP server.
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for VnaConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./vna-data"),
+            catalog: CatalogConfig::default(),
+            hot: HotConfig::default(),
+            ingest: IngestConfig::default(),
+            query: QueryConfig::default(),
+            dicom: DicomConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `[catalog]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// Database directory (default `<data_dir>/catalog`).
+    pub path: Option<PathBuf>,
+    /// Ingest is refused when the catalog's file system has less free space than this (MiB).
+    pub min_free_mb: u64,
+}
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self { path: None, min_free_mb: 256 }
+    }
+}
+
+/// `[hot]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HotConfig {
+    /// Directory of the hot tier (default `<data_dir>/hot`).
+    pub path: Option<PathBuf>,
+    /// Ingest is refused when the hot tier's file system has less free space than this (MiB).
+    pub min_free_mb: u64,
+}
+impl Default for HotConfig {
+    fn default() -> Self {
+        Self { path: None, min_free_mb: 1024 }
+    }
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// What to do when a SOP Instance UID arrives again with different bytes: `reject` or `replace`.
+    pub on_conflict: ConflictPolicy,
+}
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self { on_conflict: ConflictPolicy::Reject }
+    }
+}
+
+/// `[query]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Match person names without regard to case (PS3.4 allows it as an option).
+    pub case_insensitive_pn: bool,
+    /// Largest number of results one query returns.
+    pub max_results: usize,
+}
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self { case_insensitive_pn: true, max_results: 10_000 }
+    }
+}
+
+/// A remote application entity: a C-MOVE destination and, optionally, an allowed caller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteAe {
+    /// Its AE title.
+    pub ae_title: String,
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// `[dicom]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DicomConfig {
+    /// The archive's own AE title.
+    pub ae_title: String,
+    /// Address to listen on.
+    pub listen: String,
+    /// Accept associations only from the AE titles in `remote_aes`.
+    pub restrict_to_remote_aes: bool,
+    /// Most associations served at once.
+    pub max_associations: usize,
+    /// Largest PDU the archive receives, in bytes.
+    pub max_pdu_length: u32,
+    /// Seconds of silence after which an association is aborted.
+    pub idle_timeout_secs: u64,
+    /// Known remote AEs.
+    pub remote_aes: Vec<RemoteAe>,
+}
+impl Default for DicomConfig {
+    fn default() -> Self {
+        Self {
+            ae_title: "VNA".into(),
+            listen: "0.0.0.0:11112".into(),
+            restrict_to_remote_aes: false,
+            max_associations: 64,
+            max_pdu_length: 65_536,
+            idle_timeout_secs: 300,
+            remote_aes: Vec::new(),
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: String,
+}
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: "0.0.0.0:8080".into() }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Filter in `tracing` env-filter syntax, e.g. `info` or `vna=debug,info`.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: "text".into() }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and key.
+        message: String,
+    },
+    /// An environment override is invalid.
+    #[error("invalid configuration from environment overrides (VNA_*): {0}")]
+    Environment(String),
+    /// A value is out of range.
+    #[error("invalid configuration: {key}: {message}")]
+    Invalid {
+        /// The key, dotted.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+/// Checks an AE title: 1 to 16 characters of printable ASCII without backslash, not only spaces.
+pub fn validate_ae_title(ae: &str) -> Result<(), String> {
+    if ae.trim().is_empty() {
+        return Err("an AE title cannot be empty".into());
+    }
+    if ae.len() > 16 {
+        return Err(format!("AE title {ae:?} is longer than 16 characters"));
+    }
+    if ae.chars().any(|c| !(' '..='~').contains(&c) || c == '\\') {
+        return Err(format!("AE title {ae:?} holds a character that is not allowed"));
+    }
+    Ok(())
+}
+
+impl VnaConfig {
+    /// Loads the file (if any), applies `VNA_*` environment overrides, and validates.
+    pub fn load(file: Option<&Path>) -> Result<VnaConfig, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// Like [`VnaConfig::load`] with an explicit environment (for tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<VnaConfig, ConfigError> {
+        let text = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                // Strict parse first: toml names the line and the key of any mistake.
+                toml::from_str::<VnaConfig>(&text)
+                    .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+                text
+            }
+            None => String::new(),
+        };
+        let overrides: std::collections::HashMap<String, String> =
+            env.into_iter().filter(|(k, _)| k.starts_with("VNA_")).collect();
+        let defaults = toml::to_string(&VnaConfig::default()).expect("defaults serialize");
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(&defaults, config::FileFormat::Toml))
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("VNA")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(overrides)),
+            )
+            .build()
+            .map_err(|e| ConfigError::Environment(e.to_string()))?;
+        let cfg: VnaConfig = built.try_deserialize().map_err(|e| ConfigError::Environment(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_ae_title(&self.dicom.ae_title).map_err(|m| invalid("dicom.ae_title", m))?;
+        self.dicom_listen()?;
+        self.http_listen()?;
+        if self.dicom.max_associations == 0 {
+            return Err(invalid("dicom.max_associations", "must be at least 1"));
+        }
+        if !(4096..=(1 << 24)).contains(&self.dicom.max_pdu_length) {
+            return Err(invalid("dicom.max_pdu_length", "must be between 4096 and 16777216"));
+        }
+        for (i, ae) in self.dicom.remote_aes.iter().enumerate() {
+            let key = format!("dicom.remote_aes[{i}]");
+            validate_ae_title(&ae.ae_title).map_err(|m| invalid(&format!("{key}.ae_title"), m))?;
+            if ae.host.trim().is_empty() {
+                return Err(invalid(&format!("{key}.host"), "cannot be empty"));
+            }
+            if ae.port == 0 {
+                return Err(invalid(&format!("{key}.port"), "cannot be 0"));
+            }
+        }
+        if self.query.max_results == 0 {
+            return Err(invalid("query.max_results", "must be at least 1"));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(invalid("log.format", "must be \"text\" or \"json\""));
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("the configuration always serializes")
+    }
+
+    /// The DIMSE listen address.
+    pub fn dicom_listen(&self) -> Result<SocketAddr, ConfigError> {
+        self.dicom
+            .listen
+            .parse()
+            .map_err(|_| invalid("dicom.listen", format!("{:?} is not an address:port", self.dicom.listen)))
+    }
+    /// The HTTP listen address.
+    pub fn http_listen(&self) -> Result<SocketAddr, ConfigError> {
+        self.http
+            .listen
+            .parse()
+            .map_err(|_| invalid("http.listen", format!("{:?} is not an address:port", self.http.listen)))
+    }
+    /// The catalog directory.
+    pub fn catalog_path(&self) -> PathBuf {
+        self.catalog.path.clone().unwrap_or_else(|| self.data_dir.join("catalog"))
+    }
+    /// The hot tier directory.
+    pub fn hot_path(&self) -> PathBuf {
+        self.hot.path.clone().unwrap_or_else(|| self.data_dir.join("hot"))
+    }
+    /// A remote AE by title.
+    pub fn remote_ae(&self, ae_title: &str) -> Option<&RemoteAe> {
+        self.dicom.remote_aes.iter().find(|r| r.ae_title == ae_title.trim())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_without_file() {
+        let c = VnaConfig::load_with_env(None, vec![]).unwrap();
+        assert_eq!(c, VnaConfig::default());
+        assert_eq!(c.dicom.ae_title, "VNA");
+        assert_eq!(c.catalog_path(), PathBuf::from("./vna-data/catalog"));
+    }
+
+    #[test]
+    fn file_and_env_overrides() {
+        let f = file("data_dir = \"/srv/vna\"\n[dicom]\nae_title = \"ARCH\"\n[[dicom.remote_aes]]\nae_title = \"WS\"\nhost = \"10.0.0.2\"\nport = 104\n");
+        let env = vec![
+            ("VNA_DICOM__LISTEN".to_string(), "127.0.0.1:11113".to_string()),
+            ("VNA_HTTP__LISTEN".to_string(), "127.0.0.1:8081".to_string()),
+            ("VNA_QUERY__CASE_INSENSITIVE_PN".to_string(), "false".to_string()),
+            ("VNA_DATA_DIR".to_string(), "/data".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let c = VnaConfig::load_with_env(Some(f.path()), env).unwrap();
+        assert_eq!(c.dicom.ae_title, "ARCH");
+        assert_eq!(c.dicom.listen, "127.0.0.1:11113");
+        assert_eq!(c.http.listen, "127.0.0.1:8081");
+        assert!(!c.query.case_insensitive_pn);
+        assert_eq!(c.data_dir, PathBuf::from("/data"));
+        assert_eq!(c.remote_ae("WS").unwrap().port, 104);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let f = file("data_dir = \"x\"\n\n[dicom]\nae_titel = \"X\"\n");
+        let e = VnaConfig::load_with_env(Some(f.path()), vec![]).unwrap_err().to_string();
+        assert!(e.contains("line 4"), "{e}");
+        assert!(e.contains("ae_titel"), "{e}");
+        assert!(e.contains(&f.path().display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn bad_values_refused() {
+        let f = file("[dicom]\nae_title = \"THIS_TITLE_IS_TOO_LONG\"\n");
+        let e = VnaConfig::load_with_env(Some(f.path()), vec![]).unwrap_err().to_string();
+        assert!(e.contains("dicom.ae_title"), "{e}");
+        let f = file("[dicom]\nlisten = \"nowhere\"\n");
+        assert!(VnaConfig::load_with_env(Some(f.path()), vec![]).is_err());
+        let f = file("[ingest]\non_conflict = \"maybe\"\n");
+        let e = VnaConfig::load_with_env(Some(f.path()), vec![]).unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+    }
+}

@@ -1,0 +1,404 @@
+//! Ingest: from received bytes to a durable, cataloged instance.
+//!
+//! # Steps, in this order
+//! 1. Parse the header (refuse malformed, truncated or UID-less objects; nothing is stored).
+//! 2. Check the free-space floors (refuse with "out of resources").
+//! 3. Hash the bytes; an identical instance already stored ends here as a duplicate.
+//! 4. Record a write intent, then write the object to the ingest tier (durable on return).
+//! 5. Commit the catalog entry (WAL synced, shared with concurrent ingests), which
+//!    also clears the intent and appends the audit record.
+//! 6. Only now report success. A conflicting object is removed again; a replaced
+//!    object's old copies are deleted after the commit that unreferenced them.
+
+use crate::attribute::{Attribute, Level};
+use crate::catalog::{Catalog, CatalogError, ConflictPolicy, InsertOutcome, NewInstance, WriteIntent};
+use crate::checksum::Checksum;
+use crate::disk::{DiskGuard, OutOfSpace};
+use crate::metrics::Metrics;
+use crate::model::{InstanceRecord, Location, PatientKey, Source, RECORD_VERSION};
+use crate::parse::{parse_part10, wrap_dataset, ParseError, ParsedObject};
+use crate::tier::{ObjectKey, PutOpts, Tier, TierError, TierExt};
+use crate::tiers::TierSet;
+use crate::uid::{SeriesUid, SopClassUid, SopInstanceUid, StudyUid, TransferSyntaxUid};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Instant;
+use time::OffsetDateTime;
+
+/// What arrived.
+#[derive(Debug, Clone)]
+pub enum IngestInput {
+    /// A Part-10 file (preamble optional).
+    Part10(Bytes),
+    /// A data set as DIMSE delivers it, with the SOP identity from the command and the
+    /// transfer syntax of the presentation context.
+    Dataset {
+        /// The data set bytes.
+        dataset: Bytes,
+        /// Transfer syntax of the data set.
+        transfer_syntax: TransferSyntaxUid,
+        /// Affected SOP Class UID of the command.
+        sop_class: SopClassUid,
+        /// Affected SOP Instance UID of the command.
+        sop_instance: SopInstanceUid,
+    },
+}
+
+/// What happened to an ingested object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestStatus {
+    /// Stored for the first time.
+    Stored,
+    /// Identical bytes were already stored; nothing changed.
+    Duplicate,
+    /// Different bytes were stored under the same UID and were replaced.
+    Replaced,
+}
+
+/// The receipt of a successful ingest: the instance is durable.
+#[derive(Debug, Clone)]
+pub struct IngestReceipt {
+    /// What happened.
+    pub status: IngestStatus,
+    /// Study Instance UID.
+    pub study: StudyUid,
+    /// Series Instance UID.
+    pub series: SeriesUid,
+    /// SOP Instance UID.
+    pub sop_instance: SopInstanceUid,
+    /// SOP Class UID.
+    pub sop_class: SopClassUid,
+    /// Transfer syntax as stored.
+    pub transfer_syntax: TransferSyntaxUid,
+    /// Checksum of the stored object.
+    pub checksum: Checksum,
+    /// Size of the stored object.
+    pub size: u64,
+}
+
+/// Why an ingest failed; nothing was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The object cannot be parsed or lacks required attributes.
+    #[error(transparent)]
+    Invalid(#[from] ParseError),
+    /// The data set does not carry the SOP identity its command announced.
+    #[error("data set {attribute} {found:?} differs from the command's {expected:?}")]
+    IdentityMismatch {
+        /// The attribute's keyword.
+        attribute: &'static str,
+        /// In the command.
+        expected: String,
+        /// In the data set.
+        found: String,
+    },
+    /// A free-space floor is reached.
+    #[error(transparent)]
+    OutOfSpace(#[from] OutOfSpace),
+    /// Different bytes are already stored under the SOP Instance UID.
+    #[error("sop instance {sop_instance} is already stored with different content")]
+    Conflict {
+        /// The instance.
+        sop_instance: SopInstanceUid,
+    },
+    /// The tier failed.
+    #[error("storage tier failed: {0}")]
+    Tier(#[from] TierError),
+    /// The catalog failed.
+    #[error("catalog failed: {0}")]
+    Catalog(CatalogError),
+}
+
+/// What a protocol should tell its client, independent of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestErrorKind {
+    /// The client sent something unacceptable (DIMSE A900/C000, HTTP 400/409 per STOW rules).
+    InvalidObject,
+    /// The archive is out of room (DIMSE A700, HTTP 507).
+    OutOfResources,
+    /// A conflicting instance exists (DIMSE A900 "duplicate with different content", HTTP 409).
+    Conflict,
+    /// The archive failed (DIMSE A700 processing failure, HTTP 500).
+    Internal,
+}
+
+impl IngestError {
+    /// The kind of failure, for mapping to wire statuses.
+    pub fn kind(&self) -> IngestErrorKind {
+        match self {
+            IngestError::Invalid(_) | IngestError::IdentityMismatch { .. } => IngestErrorKind::InvalidObject,
+            IngestError::OutOfSpace(_) => IngestErrorKind::OutOfResources,
+            IngestError::Tier(TierError::InsufficientSpace { .. }) => IngestErrorKind::OutOfResources,
+            IngestError::Conflict { .. } => IngestErrorKind::Conflict,
+            IngestError::Tier(_) | IngestError::Catalog(_) => IngestErrorKind::Internal,
+        }
+    }
+    fn metric_label(&self) -> &'static str {
+        match self.kind() {
+            IngestErrorKind::InvalidObject => "rejected",
+            IngestErrorKind::OutOfResources => "out_of_space",
+            IngestErrorKind::Conflict => "conflict",
+            IngestErrorKind::Internal => "error",
+        }
+    }
+}
+
+/// The ingest service.
+#[derive(Clone)]
+pub struct Ingest {
+    catalog: Arc<dyn Catalog>,
+    tiers: Arc<TierSet>,
+    disk: DiskGuard,
+    policy: ConflictPolicy,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest").field("policy", &self.policy).finish_non_exhaustive()
+    }
+}
+
+/// The object key of an instance in the ingest tier: study/series/sop.checksum.dcm.
+///
+/// The checksum in the name makes every distinct content a distinct object, so a
+/// replacement never overwrites the copy the catalog still names.
+pub fn object_key(study: &StudyUid, series: &SeriesUid, sop: &SopInstanceUid, checksum: &Checksum) -> ObjectKey {
+    ObjectKey::new(format!("{study}/{series}/{sop}.{}.dcm", checksum.short_hex(16)))
+        .expect("uids and hex are valid key segments")
+}
+
+impl Ingest {
+    /// Creates the service.
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        tiers: Arc<TierSet>,
+        disk: DiskGuard,
+        policy: ConflictPolicy,
+        metrics: Metrics,
+    ) -> Self {
+        Self { catalog, tiers, disk, policy, metrics }
+    }
+
+    /// Ingests one object; returns after it is durable.
+    pub async fn ingest(&self, input: IngestInput, source: Source) -> Result<IngestReceipt, IngestError> {
+        let started = Instant::now();
+        let result = self.ingest_inner(input, source).await;
+        match &result {
+            Ok(r) => {
+                let label = match r.status {
+                    IngestStatus::Stored => "stored",
+                    IngestStatus::Duplicate => "duplicate",
+                    IngestStatus::Replaced => "replaced",
+                };
+                self.metrics.ingest_total.with_label_values(&[label]).inc();
+                if r.status != IngestStatus::Duplicate {
+                    self.metrics.ingest_bytes.inc_by(r.size);
+                }
+                self.metrics.ingest_seconds.observe(started.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                self.metrics.ingest_total.with_label_values(&[e.metric_label()]).inc();
+                tracing::warn!(error = %e, "ingest refused");
+            }
+        }
+        result
+    }
+
+    async fn ingest_inner(&self, input: IngestInput, source: Source) -> Result<IngestReceipt, IngestError> {
+        let (bytes, parsed) = prepare(input, &source)?;
+        self.disk.check()?;
+        let checksum = Checksum::of(&bytes);
+        let size = bytes.len() as u64;
+        let receipt = |status| IngestReceipt {
+            status,
+            study: parsed.study.clone(),
+            series: parsed.series.clone(),
+            sop_instance: parsed.sop_instance.clone(),
+            sop_class: parsed.sop_class.clone(),
+            transfer_syntax: parsed.transfer_syntax.clone(),
+            checksum,
+            size,
+        };
+
+        if let Some(existing) = self.catalog.instance(&parsed.sop_instance).map_err(IngestError::Catalog)? {
+            if existing.checksum == checksum {
+                return Ok(receipt(IngestStatus::Duplicate));
+            }
+        }
+
+        let tier = self.tiers.ingest_tier();
+        let key = object_key(&parsed.study, &parsed.series, &parsed.sop_instance, &checksum);
+        let intent =
+            WriteIntent { tier: tier.name().clone(), key: key.clone(), sop_instance: parsed.sop_instance.clone() };
+        self.catalog.begin_write(&intent).map_err(IngestError::Catalog)?;
+        if let Err(e) = write_object(tier.as_ref(), &key, bytes, checksum).await {
+            let _ = self.catalog.end_write(&intent);
+            return Err(e);
+        }
+
+        let now = OffsetDateTime::now_utc();
+        let record = InstanceRecord {
+            v: RECORD_VERSION,
+            study: parsed.study.clone(),
+            series: parsed.series.clone(),
+            uid: parsed.sop_instance.clone(),
+            sop_class: parsed.sop_class.clone(),
+            transfer_syntax: parsed.transfer_syntax.clone(),
+            attrs: parsed.attrs.of_level(Level::Instance),
+            size,
+            checksum,
+            locations: vec![Location { tier: tier.name().clone(), key: key.clone(), verified_at: now }],
+            source,
+            received_at: now,
+        };
+        let new = NewInstance {
+            instance: record,
+            patient: PatientKey::new(
+                parsed.attrs.get(Attribute::IssuerOfPatientID).unwrap_or(""),
+                parsed.attrs.get(Attribute::PatientID).unwrap_or(""),
+            ),
+            patient_attrs: parsed.attrs.of_level(Level::Patient),
+            study_attrs: parsed.attrs.of_level(Level::Study),
+            series_attrs: parsed.attrs.of_level(Level::Series),
+            policy: self.policy,
+        };
+        match self.catalog.insert_instance(new).await {
+            Ok(InsertOutcome::Stored) => Ok(receipt(IngestStatus::Stored)),
+            Ok(InsertOutcome::AlreadyStored { existing }) => {
+                if !existing.locations.iter().any(|l| l.tier == *tier.name() && l.key == key) {
+                    self.discard(tier.as_ref(), &intent).await;
+                }
+                Ok(receipt(IngestStatus::Duplicate))
+            }
+            Ok(InsertOutcome::Replaced { previous }) => {
+                self.delete_copies(&previous).await;
+                Ok(receipt(IngestStatus::Replaced))
+            }
+            Err(CatalogError::Conflict { sop_instance, .. }) => {
+                self.discard(tier.as_ref(), &intent).await;
+                Err(IngestError::Conflict { sop_instance })
+            }
+            Err(e) => {
+                // The commit did not happen: the object is unreferenced.
+                self.discard(tier.as_ref(), &intent).await;
+                Err(IngestError::Catalog(e))
+            }
+        }
+    }
+
+    /// Deletes an unreferenced object and its intent; on failure the intent stays for recovery.
+    async fn discard(&self, tier: &dyn Tier, intent: &WriteIntent) {
+        // A concurrent ingest of the same bytes may have committed this very object.
+        if let Ok(Some(rec)) = self.catalog.instance(&intent.sop_instance) {
+            if rec.locations.iter().any(|l| l.tier == intent.tier && l.key == intent.key) {
+                let _ = self.catalog.end_write(intent);
+                return;
+            }
+        }
+        match tier.delete(&intent.key).await {
+            Ok(()) => {
+                let _ = self.catalog.end_write(intent);
+            }
+            Err(e) => {
+                tracing::warn!(key = %intent.key, error = %e, "could not remove an unreferenced object; recovery will")
+            }
+        }
+    }
+
+    /// Deletes the copies of a record the catalog no longer references.
+    async fn delete_copies(&self, previous: &InstanceRecord) {
+        for loc in &previous.locations {
+            if let Some(tier) = self.tiers.get(&loc.tier) {
+                if let Err(e) = tier.delete(&loc.key).await {
+                    tracing::warn!(tier = %loc.tier, key = %loc.key, error = %e, "could not delete a replaced copy");
+                }
+            }
+        }
+    }
+
+    /// Resolves write intents left by a crash: objects no catalog record names are deleted.
+    pub async fn recover(&self) -> Result<RecoveryReport, IngestError> {
+        let mut report = RecoveryReport::default();
+        for intent in self.catalog.pending_writes().map_err(IngestError::Catalog)? {
+            let referenced = self
+                .catalog
+                .instance(&intent.sop_instance)
+                .map_err(IngestError::Catalog)?
+                .is_some_and(|r| r.locations.iter().any(|l| l.tier == intent.tier && l.key == intent.key));
+            if referenced {
+                report.committed += 1;
+            } else if let Some(tier) = self.tiers.get(&intent.tier) {
+                tier.delete(&intent.key).await?;
+                report.removed += 1;
+            } else {
+                tracing::warn!(tier = %intent.tier, key = %intent.key, "write intent names an unconfigured tier");
+                continue;
+            }
+            self.catalog.end_write(&intent).map_err(IngestError::Catalog)?;
+        }
+        if report.committed + report.removed > 0 {
+            tracing::info!(removed = report.removed, committed = report.committed, "resolved interrupted writes");
+        }
+        Ok(report)
+    }
+}
+
+/// What [`Ingest::recover`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Unreferenced objects deleted.
+    pub removed: u64,
+    /// Intents whose object was committed after all.
+    pub committed: u64,
+}
+
+/// Turns the input into Part-10 bytes and parses them.
+fn prepare(input: IngestInput, source: &Source) -> Result<(Bytes, ParsedObject), IngestError> {
+    match input {
+        IngestInput::Part10(bytes) => {
+            let parsed = parse_part10(&bytes)?;
+            Ok((bytes, parsed))
+        }
+        IngestInput::Dataset { dataset, transfer_syntax, sop_class, sop_instance } => {
+            let file = wrap_dataset(&dataset, &transfer_syntax, &sop_class, &sop_instance, Some(&source.actor))?;
+            let parsed = parse_part10(&file)?;
+            if parsed.sop_instance != sop_instance {
+                return Err(IngestError::IdentityMismatch {
+                    attribute: "SOPInstanceUID",
+                    expected: sop_instance.to_string(),
+                    found: parsed.sop_instance.to_string(),
+                });
+            }
+            if parsed.sop_class != sop_class {
+                return Err(IngestError::IdentityMismatch {
+                    attribute: "SOPClassUID",
+                    expected: sop_class.to_string(),
+                    found: parsed.sop_class.to_string(),
+                });
+            }
+            Ok((Bytes::from(file), parsed))
+        }
+    }
+}
+
+/// Writes the object; an object already there with the same checksum counts as written.
+async fn write_object(tier: &dyn Tier, key: &ObjectKey, bytes: Bytes, checksum: Checksum) -> Result<(), IngestError> {
+    let opts = PutOpts { expected_checksum: Some(checksum), overwrite: false };
+    match tier.put_bytes(key, bytes, opts).await {
+        Ok(_) => Ok(()),
+        Err(TierError::AlreadyExists(_)) => {
+            let meta = tier.head(key).await?;
+            if meta.checksum == checksum {
+                Ok(())
+            } else {
+                Err(IngestError::Tier(TierError::ChecksumMismatch {
+                    key: key.clone(),
+                    expected: checksum,
+                    actual: meta.checksum,
+                }))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,47 @@
+//! # archive-core
+//!
+//! The core of vna, a Vendor Neutral Archive for medical images. It knows no storage
+//! backend, no network protocol and no binary: tiers plug in through [`tier::Tier`],
+//! protocols call [`archive::Archive`].
+//!
+//! ## Map
+//! - [`uid`], [`attribute`], [`model`]: typed identifiers, the attributes the catalog holds, records.
+//! - [`parse`], [`walk`]: reading what indexing needs from a DICOM object.
+//! - [`matching`], [`query`]: DICOM matching rules (PS3.4 C.2.2.2) and the query model.
+//! - [`catalog`]: the catalog trait and its RocksDB engine (group commit, indexes, intents).
+//! - [`tier`], [`tiers`]: the tier trait, its conformance suite, an in-memory tier, the configured set.
+//! - [`ingest`], [`retrieve`]: the two data paths.
+//! - [`audit`]: the hash-chained audit trail.
+//! - [`config`], [`disk`], [`metrics`]: configuration, free-space floors, Prometheus metrics.
+//!
+//! ## Invariants
+//! 1. Acknowledged means durable: ingest returns only after the object is fsynced in its
+//!    tier and the catalog commit's WAL is synced.
+//! 2. Byte-exact: the stored object is the received one (a DIMSE data set gets a file
+//!    meta header in front; its bytes are untouched).
+//! 3. Object before catalog entry; a crash in between leaves an intent that recovery resolves.
+//! 4. Bad input changes nothing: a refused object leaves no record and no object.
+//! 5. Every change is audited in the same atomic batch as the change.
+
+#![warn(missing_docs)]
+
+pub mod archive;
+pub mod attribute;
+pub mod audit;
+pub mod catalog;
+pub mod checksum;
+pub mod config;
+pub mod disk;
+pub mod ingest;
+pub mod matching;
+pub mod metrics;
+pub mod model;
+pub mod parse;
+pub mod query;
+pub mod retrieve;
+pub mod tier;
+pub mod tiers;
+pub mod uid;
+pub mod walk;
+
+pub use archive::Archive;

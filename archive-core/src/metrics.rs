@@ -1,0 +1,101 @@
+//! Prometheus metrics of the core, registered in one [`prometheus::Registry`] that the
+//! HTTP server exposes at `/metrics`. Protocol adapters register their own metrics in
+//! the same registry.
+
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+
+/// The core's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Ingests by outcome (`stored`, `duplicate`, `replaced`, `rejected`, `conflict`, `out_of_space`, `error`).
+    pub ingest_total: IntCounterVec,
+    /// Bytes of objects stored.
+    pub ingest_bytes: IntCounter,
+    /// Seconds from receipt of the bytes to a durable commit.
+    pub ingest_seconds: Histogram,
+    /// Queries by level.
+    pub query_total: IntCounterVec,
+    /// Query latency by level.
+    pub query_seconds: HistogramVec,
+    /// Objects read by tier.
+    pub retrieve_total: IntCounterVec,
+    /// Bytes read by tier.
+    pub retrieve_bytes: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+impl Metrics {
+    /// Creates and registers the core metrics in a new registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let ingest_total =
+            IntCounterVec::new(Opts::new("vna_ingest_total", "Objects offered for ingest, by outcome"), &["outcome"])
+                .expect("valid metric");
+        let ingest_bytes = IntCounter::new("vna_ingest_bytes_total", "Bytes of objects stored").expect("valid metric");
+        let ingest_seconds = Histogram::with_opts(
+            HistogramOpts::new("vna_ingest_seconds", "Ingest latency until durable").buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let query_total = IntCounterVec::new(Opts::new("vna_query_total", "Catalog queries, by level"), &["level"])
+            .expect("valid metric");
+        let query_seconds = HistogramVec::new(
+            HistogramOpts::new("vna_query_seconds", "Catalog query latency, by level")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["level"],
+        )
+        .expect("valid metric");
+        let retrieve_total = IntCounterVec::new(Opts::new("vna_retrieve_total", "Objects read, by tier"), &["tier"])
+            .expect("valid metric");
+        let retrieve_bytes =
+            IntCounterVec::new(Opts::new("vna_retrieve_bytes_total", "Bytes read, by tier"), &["tier"])
+                .expect("valid metric");
+        for c in [
+            Box::new(ingest_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(ingest_bytes.clone()),
+            Box::new(ingest_seconds.clone()),
+            Box::new(query_total.clone()),
+            Box::new(query_seconds.clone()),
+            Box::new(retrieve_total.clone()),
+            Box::new(retrieve_bytes.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Self {
+            registry,
+            ingest_total,
+            ingest_bytes,
+            ingest_seconds,
+            query_total,
+            query_seconds,
+            retrieve_total,
+            retrieve_bytes,
+        }
+    }
+
+    /// The registry, for exposition and for adapters' own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The Prometheus text exposition of every registered metric.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut buf = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

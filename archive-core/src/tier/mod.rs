@@ -1,0 +1,431 @@
+//! The storage tier abstraction: one trait that every object store implements.
+//!
+//! `archive-core` knows no implementation: the hot, warm, S3 and tape tiers live in
+//! `tier-plugins`. An in-memory tier ([`memory::MemoryTier`]) serves unit tests, and
+//! [`conformance`] is the one test suite every implementation runs.
+//!
+//! # Contract shared by all tiers
+//! - An object is named by an [`ObjectKey`] and is immutable once written.
+//! - Every object carries a BLAKE3 [`Checksum`] computed while it is written; a full
+//!   read verifies it and ends the stream with [`TierError::ChecksumMismatch`] on a difference.
+//! - A successful [`Tier::put`] means the object is durable (on local disks: fsynced
+//!   data and directory entry).
+//! - A failed put leaves no object behind under the key.
+
+pub mod conformance;
+pub mod memory;
+
+use crate::checksum::Checksum;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::ops::Range;
+
+/// The name of a configured tier instance (`hot`, `warm`, `s3-glacier`...).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TierName(String);
+
+/// A tier name that is empty, too long or holds characters other than `[A-Za-z0-9_-]`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid tier name {0:?}: use 1 to 64 characters of letters, digits, '-' and '_'")]
+pub struct TierNameError(String);
+
+impl TierName {
+    /// Validates a tier name.
+    pub fn new(s: impl Into<String>) -> Result<Self, TierNameError> {
+        let s = s.into();
+        let ok = !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err(TierNameError(s))
+        }
+    }
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+impl fmt::Display for TierName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Debug for TierName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TierName({})", self.0)
+    }
+}
+impl TryFrom<String> for TierName {
+    type Error = TierNameError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::new(s)
+    }
+}
+impl From<TierName> for String {
+    fn from(t: TierName) -> String {
+        t.0
+    }
+}
+
+/// The name of an object inside a tier: a relative path of `/`-separated segments.
+///
+/// Each segment is 1 to 128 characters of `[A-Za-z0-9._~-]`, and is neither `.` nor
+/// `..`; the whole key is at most 512 characters. A key can therefore never escape a
+/// tier's root directory or bucket prefix.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ObjectKey(String);
+
+/// Why a string is not a valid [`ObjectKey`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid object key {key:?}: {reason}")]
+pub struct ObjectKeyError {
+    key: String,
+    reason: &'static str,
+}
+
+impl ObjectKey {
+    /// Validates an object key.
+    pub fn new(s: impl Into<String>) -> Result<Self, ObjectKeyError> {
+        let key = s.into();
+        let err = |reason| ObjectKeyError { key: key.clone(), reason };
+        if key.is_empty() || key.len() > 512 {
+            return Err(err("length must be 1 to 512"));
+        }
+        for seg in key.split('/') {
+            if seg.is_empty() || seg.len() > 128 {
+                return Err(err("each segment must be 1 to 128 characters"));
+            }
+            if seg == "." || seg == ".." {
+                return Err(err("segments '.' and '..' are not allowed"));
+            }
+            if !seg.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~')) {
+                return Err(err("only letters, digits and . _ - ~ are allowed"));
+            }
+        }
+        Ok(Self(key))
+    }
+    /// The key as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The segments of the key.
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/')
+    }
+}
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Debug for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectKey({})", self.0)
+    }
+}
+impl TryFrom<String> for ObjectKey {
+    type Error = ObjectKeyError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::new(s)
+    }
+}
+impl From<ObjectKey> for String {
+    fn from(k: ObjectKey) -> String {
+        k.0
+    }
+}
+
+/// How quickly a tier can hand out its objects; reported by C-FIND and QIDO-RS as
+/// Instance Availability (0008,0056).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Availability {
+    /// Readable at once.
+    Online,
+    /// Readable after a delay measured in seconds to minutes (e.g. a robot mounts a tape).
+    Nearline,
+    /// Needs an explicit recall before it can be read (archive storage classes).
+    Offline,
+}
+
+impl Availability {
+    /// The DICOM code string.
+    pub fn as_dicom(&self) -> &'static str {
+        match self {
+            Availability::Online => "ONLINE",
+            Availability::Nearline => "NEARLINE",
+            Availability::Offline => "OFFLINE",
+        }
+    }
+}
+
+/// What a tier can do, as data: lifecycle code branches on these, never on tier kinds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierCapabilities {
+    /// How quickly objects can be read.
+    pub availability: Availability,
+    /// Whether [`GetOpts::range`] is served without reading the whole object.
+    pub ranged_reads: bool,
+    /// Whether objects must be recalled before they can be read.
+    pub needs_recall: bool,
+    /// The largest object the tier accepts, if limited.
+    pub max_object_size: Option<u64>,
+}
+
+/// Errors of tier operations, with kinds callers can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum TierError {
+    /// No object under this key.
+    #[error("object {0} not found")]
+    NotFound(ObjectKey),
+    /// An object already exists under this key and overwriting was not asked for.
+    #[error("object {0} already exists")]
+    AlreadyExists(ObjectKey),
+    /// The bytes read or written do not match the expected checksum.
+    #[error("checksum mismatch for {key}: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        /// The object.
+        key: ObjectKey,
+        /// What the object should hash to.
+        expected: Checksum,
+        /// What its bytes hash to.
+        actual: Checksum,
+    },
+    /// The tier has no room for the object.
+    #[error("tier {tier} is out of space: {detail}")]
+    InsufficientSpace {
+        /// The tier.
+        tier: TierName,
+        /// What ran out.
+        detail: String,
+    },
+    /// The requested range lies outside the object.
+    #[error("range {start}..{end} is outside object {key} of {size} bytes")]
+    InvalidRange {
+        /// The object.
+        key: ObjectKey,
+        /// Range start.
+        start: u64,
+        /// Range end (exclusive).
+        end: u64,
+        /// Object size.
+        size: u64,
+    },
+    /// The object exists but must be recalled before it can be read.
+    #[error("object {0} must be recalled before it can be read")]
+    NeedsRecall(ObjectKey),
+    /// The operation is not supported by this tier.
+    #[error("operation not supported by tier {tier}: {operation}")]
+    NotSupported {
+        /// The tier.
+        tier: TierName,
+        /// The operation.
+        operation: &'static str,
+    },
+    /// A failure of the body stream handed to `put`.
+    #[error("body stream failed: {0}")]
+    Body(String),
+    /// A transient failure (timeout, throttling, 5xx): retrying may succeed.
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// A local I/O error.
+    #[error("i/o error on {context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Any other permanent failure.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl TierError {
+    /// Whether retrying the same operation cannot help.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, TierError::Transient(_))
+    }
+    /// Wraps an I/O error with what was being done; a full disk becomes `InsufficientSpace`.
+    pub fn io(tier: &TierName, context: impl Into<String>, source: std::io::Error) -> Self {
+        let context = context.into();
+        if source.raw_os_error() == Some(libc::ENOSPC) || source.raw_os_error() == Some(libc::EDQUOT) {
+            return TierError::InsufficientSpace { tier: tier.clone(), detail: format!("{context}: {source}") };
+        }
+        TierError::Io { context, source }
+    }
+}
+
+/// A stream of byte chunks: request and response bodies.
+pub type ByteStream = BoxStream<'static, Result<Bytes, TierError>>;
+
+/// Size and checksum of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The object's key.
+    pub key: ObjectKey,
+    /// Size in bytes.
+    pub size: u64,
+    /// BLAKE3 of the whole object.
+    pub checksum: Checksum,
+}
+
+/// Options of [`Tier::put`].
+#[derive(Debug, Clone, Default)]
+pub struct PutOpts {
+    /// When set, the put fails with `ChecksumMismatch` (storing nothing) unless the body hashes to it.
+    pub expected_checksum: Option<Checksum>,
+    /// Replace an existing object instead of failing with `AlreadyExists`.
+    pub overwrite: bool,
+}
+
+/// Options of [`Tier::get`].
+#[derive(Debug, Clone, Default)]
+pub struct GetOpts {
+    /// Read only these bytes (end exclusive). Ranged reads are not checksum-verified.
+    pub range: Option<Range<u64>>,
+}
+
+/// The answer of [`Tier::get`].
+pub struct GetResult {
+    /// Size and checksum of the whole object.
+    pub meta: ObjectMeta,
+    /// The requested bytes.
+    pub body: ByteStream,
+}
+
+impl fmt::Debug for GetResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GetResult").field("meta", &self.meta).finish_non_exhaustive()
+    }
+}
+
+/// An object store that holds archived DICOM objects.
+#[async_trait]
+pub trait Tier: Send + Sync + fmt::Debug {
+    /// The configured name of this tier instance.
+    fn name(&self) -> &TierName;
+
+    /// What this tier can do.
+    fn capabilities(&self) -> TierCapabilities;
+
+    /// Stores an object.
+    ///
+    /// # Behavior
+    /// - Returns only when the object is durable; the returned meta holds the checksum computed from the body.
+    /// - Fails with `AlreadyExists` if the key is taken and `opts.overwrite` is false.
+    /// - Fails with `ChecksumMismatch` if `opts.expected_checksum` is set and differs; nothing is stored.
+    /// - A failing body stream or any error leaves no object (and no partial object) under the key.
+    async fn put(&self, key: &ObjectKey, body: ByteStream, opts: PutOpts) -> Result<ObjectMeta, TierError>;
+
+    /// Reads an object, or a range of it.
+    ///
+    /// # Behavior
+    /// - `NotFound` for a missing key; `InvalidRange` for a range past the end.
+    /// - A full read verifies the checksum as the bytes stream and ends with `ChecksumMismatch` on a difference.
+    /// - `NeedsRecall` on tiers whose objects are not readable until recalled.
+    async fn get(&self, key: &ObjectKey, opts: GetOpts) -> Result<GetResult, TierError>;
+
+    /// Size and checksum of an object without reading it; `NotFound` for a missing key.
+    async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta, TierError>;
+
+    /// Deletes an object.
+    ///
+    /// # Behavior
+    /// - Deleting a missing key succeeds (deletes are idempotent).
+    /// - Durable on return.
+    async fn delete(&self, key: &ObjectKey) -> Result<(), TierError>;
+
+    /// Lists the objects whose keys start with `prefix` (all objects for `None`), sorted by key.
+    ///
+    /// # Behavior
+    /// - The prefix is a string prefix of whole keys, not only of segments.
+    /// - Objects being written (not yet durable) are not listed.
+    async fn list(&self, prefix: Option<&str>) -> Result<Vec<ObjectMeta>, TierError>;
+}
+
+/// Helpers over [`Tier`] for callers that hold whole objects in memory.
+#[async_trait]
+pub trait TierExt: Tier {
+    /// Stores a byte buffer as one object.
+    async fn put_bytes(&self, key: &ObjectKey, bytes: Bytes, opts: PutOpts) -> Result<ObjectMeta, TierError> {
+        self.put(key, bytes_stream(bytes), opts).await
+    }
+    /// Reads a whole object into memory, verifying its checksum.
+    async fn get_bytes(&self, key: &ObjectKey) -> Result<Bytes, TierError> {
+        let res = self.get(key, GetOpts::default()).await?;
+        collect_stream(res.body).await
+    }
+}
+impl<T: Tier + ?Sized> TierExt for T {}
+
+/// A body stream of one buffer.
+pub fn bytes_stream(bytes: Bytes) -> ByteStream {
+    futures::stream::once(async move { Ok(bytes) }).boxed()
+}
+
+/// Collects a body stream into one buffer.
+pub async fn collect_stream(mut body: ByteStream) -> Result<Bytes, TierError> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out.freeze())
+}
+
+/// Wraps a full-object stream so that its last item is a `ChecksumMismatch` error when
+/// the bytes do not hash to `expected`.
+pub fn verify_stream(key: ObjectKey, expected: Checksum, body: ByteStream) -> ByteStream {
+    use crate::checksum::ChecksumHasher;
+    let state = (body, ChecksumHasher::new(), Some((key, expected)));
+    futures::stream::unfold(state, |(mut body, mut hasher, pending)| async move {
+        let pending = pending?;
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                hasher.update(&chunk);
+                Some((Ok(chunk), (body, hasher, Some(pending))))
+            }
+            Some(Err(e)) => Some((Err(e), (body, hasher, None))),
+            None => {
+                let actual = hasher.finish();
+                let (key, expected) = pending;
+                if actual == expected {
+                    None
+                } else {
+                    Some((Err(TierError::ChecksumMismatch { key, expected, actual }), (body, hasher, None)))
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_keys_reject_path_tricks() {
+        for bad in ["", "/abs", "a//b", "a/../b", "..", ".", "a/./b", "a\\b", "a b", "a/b/", "%2e%2e"] {
+            assert!(ObjectKey::new(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["1.2.3/4.5/6.7.dcm", "a", "x_y-z~1"] {
+            assert!(ObjectKey::new(good).is_ok(), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn tier_names() {
+        assert!(TierName::new("hot").is_ok());
+        assert!(TierName::new("s3-glacier_2").is_ok());
+        assert!(TierName::new("").is_err());
+        assert!(TierName::new("a/b").is_err());
+    }
+}

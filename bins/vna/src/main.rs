@@ -1,0 +1,113 @@
+//! `vna`: the Vendor Neutral Archive binary. A page of wiring: configuration,
+//! logging, the servers and the admin commands; all logic lives in the libraries.
+
+mod import;
+mod logging;
+mod serve;
+mod wiring;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// vna — a Vendor Neutral Archive for medical images.
+///
+/// Stores DICOM objects durably and byte-exact, indexes them for C-FIND and QIDO-RS,
+/// and serves them back over DIMSE and DICOMweb. Configuration comes from a TOML file
+/// (--config) with VNA_<SECTION>__<KEY> environment overrides, e.g.
+/// VNA_DICOM__LISTEN=127.0.0.1:11112; without a file, embedded defaults apply and data
+/// lives under ./vna-data.
+#[derive(Debug, Parser)]
+#[command(name = "vna", version, propagate_version = true)]
+struct Cli {
+    /// TOML configuration file (embedded defaults when absent).
+    #[arg(long, short, global = true, env = "VNA_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the archive: the DICOM (DIMSE) and HTTP servers, until SIGINT or SIGTERM.
+    Serve,
+    /// Bulk-ingest folder trees of DICOM files (the first step of a PACS migration).
+    ///
+    /// Walks each DIR recursively, ingests every DICOM file durably, skips and reports
+    /// files that are not DICOM or are broken, and prints a summary. Exits with status 1
+    /// when any file was rejected. The archive must not be running (it holds the catalog).
+    Import(import::ImportArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Check the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (file, then environment overrides) as TOML.
+    Show,
+    /// Validate the configuration and exit 0 when it is usable.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain of the audit trail; names the first altered, removed or reordered record.
+    Verify,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = archive_core::config::VnaConfig::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", config.to_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check) => {
+            println!("configuration is valid");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve => {
+            logging::init(&config.log)?;
+            runtime()?.block_on(serve::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import(args) => {
+            logging::init_quiet(&config.log)?;
+            runtime()?.block_on(import::run(config, args))
+        }
+        Command::Audit(AuditCommand::Verify) => runtime()?.block_on(async {
+            let (archive, _) = wiring::open_archive(config).await?;
+            let result = archive_core::catalog::Catalog::verify_audit(archive.catalog())?;
+            archive.close().await?;
+            match result {
+                Ok(n) => {
+                    println!("audit trail intact: {n} records verified");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("audit trail BROKEN: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}

@@ -1,0 +1,33 @@
+//! Builds the archive from the configuration: tiers, then the core.
+
+use anyhow::Context;
+use archive_core::config::VnaConfig;
+use archive_core::ingest::RecoveryReport;
+use archive_core::tier::{Tier, TierName};
+use archive_core::Archive;
+use std::sync::Arc;
+use tier_plugins::hot::HotTier;
+
+/// Name of the hot tier.
+pub const HOT: &str = "hot";
+
+/// Opens the tiers and the archive, resolving writes a crash interrupted.
+pub async fn open_archive(config: VnaConfig) -> anyhow::Result<(Archive, RecoveryReport)> {
+    let hot_name = TierName::new(HOT)?;
+    let hot_path = config.hot_path();
+    let hot = HotTier::open(hot_name.clone(), hot_path.clone())
+        .with_context(|| format!("opening the hot tier at {}", hot_path.display()))?;
+    let tiers: Vec<Arc<dyn Tier>> = vec![Arc::new(hot)];
+    let catalog_path = config.catalog_path();
+    Archive::open(config, tiers, hot_name).await.map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("lock") {
+            anyhow::anyhow!(
+                "the catalog at {} is in use by another vna process (is `vna serve` running?): {msg}",
+                catalog_path.display()
+            )
+        } else {
+            anyhow::Error::new(e)
+        }
+    })
+}

@@ -1,0 +1,13 @@
+//! Storage tier implementations for vna: one module per tier kind, each implementing
+//! [`archive_core::tier::Tier`].
+//!
+//! # Map of the crate
+//! - [`hot`]: [`hot::HotTier`], one plain file per object under a local root directory,
+//!   with the object's BLAKE3 checksum in a user extended attribute. Linux only.
+//!
+//! Every tier runs [`archive_core::tier::conformance`] in its integration tests
+//! (`tests/<tier>_conformance.rs`).
+
+#![warn(missing_docs)]
+
+pub mod hot;
