@@ -1,24 +1,19 @@
 //! Reading what the catalog needs from a DICOM object, and nothing more.
 //!
-//! [`parse_part10`] reads the file meta group and the data set up to Pixel Data
-//! (the bulk of an image is never decoded), extracts the catalog attributes with
-//! text decoded from the object's Specific Character Set, and walks the remaining
-//! top-level elements by their headers only, so that a truncated object is refused
-//! without reading its pixel data into structures.
+//! [`parse_part10`] reads the file meta group, then walks the data set once by element
+//! headers ([`crate::walk`]): a truncated or malformed object is refused, and the values
+//! of the catalog's attributes are decoded with the object's Specific Character Set.
+//! Pixel data and sequences are skipped, never decoded.
 //!
 //! [`wrap_dataset`] turns a data set received over DIMSE (bytes plus the transfer
 //! syntax of its presentation context) into a Part-10 file by prefixing a file meta
 //! group: the data set bytes are kept exactly as received.
 
-use crate::attribute::{AttrMap, Attribute, Level};
+use crate::attribute::{AttrMap, Attribute};
 use crate::uid::{SeriesUid, SopClassUid, SopInstanceUid, StudyUid, TransferSyntaxUid, UidError};
-use dicom_core::Tag;
-use dicom_dictionary_std::tags;
-use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::file::ReadPreamble;
+use dicom_encoding::text::{SpecificCharacterSet, TextCodec};
 use dicom_object::meta::FileMetaTableBuilder;
-use dicom_object::{FileMetaTable, OpenFileOptions};
-use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use dicom_object::FileMetaTable;
 use std::io::Read;
 
 /// Implementation Class UID written in the file meta groups vna creates.
@@ -38,14 +33,11 @@ pub enum ParseError {
     /// The file meta group is broken.
     #[error("invalid file meta information: {0}")]
     BadMeta(String),
-    /// The transfer syntax is unknown to the archive.
-    #[error("unsupported transfer syntax {0}")]
-    UnsupportedTransferSyntax(String),
     /// The data set cannot be decoded.
     #[error("malformed data set: {0}")]
     Malformed(String),
-    /// The data set ends before its last element does.
-    #[error("truncated object: {0}")]
+    /// The data set ends before its last element does, or its element headers make no sense.
+    #[error("truncated or malformed data set: {0}")]
     Truncated(String),
     /// A required attribute is absent or empty.
     #[error("missing required attribute {0}")]
@@ -113,7 +105,19 @@ fn read_meta(bytes: &[u8]) -> Result<(FileMetaTable, usize), ParseError> {
     Ok((meta, start + reader.read))
 }
 
+/// Deflated Explicit VR Little Endian.
+pub const DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1.99";
+/// Explicit VR Big Endian (retired, still found in old archives).
+pub const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
+/// Largest inflated size of a deflated data set (guards against decompression bombs).
+const MAX_INFLATED: u64 = 1 << 30;
+
 /// Parses a Part-10 object for indexing.
+///
+/// The data set is walked once by element headers: every element must fit in the object
+/// (nested sequences included), and the values of the catalog's top-level attributes are
+/// decoded; nothing else is. Transfer syntaxes unknown to the archive are read as explicit
+/// VR little endian, as PS3.5 requires of every syntax but the three defaults, and stored as they are.
 pub fn parse_part10(bytes: &[u8]) -> Result<ParsedObject, ParseError> {
     let (meta, dataset_offset) = read_meta(bytes)?;
     let ts_uid = crate::uid::trim_uid(meta.transfer_syntax()).to_string();
@@ -122,36 +126,46 @@ pub fn parse_part10(bytes: &[u8]) -> Result<ParsedObject, ParseError> {
         value: ts_uid.clone(),
         reason,
     })?;
-    let ts =
-        TransferSyntaxRegistry.get(&ts_uid).ok_or_else(|| ParseError::UnsupportedTransferSyntax(ts_uid.clone()))?;
-
-    let start = magic_offset(bytes)?;
-    let obj = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Never)
-        .read_until(tags::PIXEL_DATA)
-        .from_reader(&bytes[start..])
-        .map_err(|e| ParseError::Malformed(e.to_string()))?;
-
-    // A deflated data set is checked by inflating it; the others are walked by element headers.
-    if !matches!(ts.codec(), dicom_encoding::Codec::Dataset(_)) {
-        let explicit = ts_uid != IMPLICIT_VR_LITTLE_ENDIAN;
-        let big_endian = matches!(ts.endianness(), dicom_encoding::Endianness::Big);
-        crate::walk::check_complete(&bytes[dataset_offset..], explicit, big_endian).map_err(ParseError::Truncated)?;
-    }
-
-    let mut attrs = AttrMap::new();
-    for level in [Level::Patient, Level::Study, Level::Series, Level::Instance] {
-        for attr in Attribute::stored_at(level) {
-            if attr == Attribute::TransferSyntaxUID {
-                continue;
-            }
-            let (g, e) = attr.group_element();
-            if let Ok(Some(el)) = obj.element_opt(Tag(g, e)) {
-                if let Some(v) = element_text(el) {
-                    attrs.set(attr, v.trim_matches(|c: char| c == ' ' || c == '\0'));
-                }
-            }
+    let dataset = &bytes[dataset_offset..];
+    let inflated;
+    let (data, explicit, big_endian) = match ts_uid.as_str() {
+        IMPLICIT_VR_LITTLE_ENDIAN => (dataset, false, false),
+        EXPLICIT_VR_BIG_ENDIAN => (dataset, true, true),
+        DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => {
+            inflated = inflate(dataset)?;
+            (&inflated[..], true, false)
         }
+        _ => (dataset, true, false),
+    };
+
+    let mut found: Vec<(Attribute, crate::walk::Element<'_>)> = Vec::new();
+    let mut charset_raw: Option<&[u8]> = None;
+    crate::walk::walk(data, explicit, big_endian, |el| {
+        if el.tag.0 > 0x0028 {
+            return;
+        }
+        if el.tag == (0x0008, 0x0005) {
+            charset_raw = el.value;
+        }
+        if let Some(a) = Attribute::from_tag(el.tag.0, el.tag.1).filter(|a| a.is_stored()) {
+            found.push((a, el));
+        }
+    })
+    .map_err(ParseError::Truncated)?;
+
+    let charset = charset_raw.map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+    let codec = text_codec(&charset);
+    let mut attrs = AttrMap::new();
+    for (attr, el) in found {
+        let Some(value) = el.value else { continue };
+        let text = if matches!(attr, Attribute::Rows | Attribute::Columns | Attribute::BitsAllocated) {
+            binary_u16(value, el.vr, big_endian)
+        } else if charset_sensitive(attr) {
+            codec.decode(value).unwrap_or_else(|_| String::from_utf8_lossy(value).into_owned())
+        } else {
+            String::from_utf8_lossy(value).into_owned()
+        };
+        attrs.set(attr, text.trim_matches(|c: char| c == ' ' || c == '\0'));
     }
 
     let study = required_uid(&attrs, Attribute::StudyInstanceUID, |v| StudyUid::new(v))?;
@@ -163,13 +177,47 @@ pub fn parse_part10(bytes: &[u8]) -> Result<ParsedObject, ParseError> {
     Ok(ParsedObject { study, series, sop_instance, sop_class, transfer_syntax, attrs, dataset_offset })
 }
 
-/// The text of an element. Elements stored with an unknown or binary VR (UN, OB), as some
-/// exporters write them, are read as the text their bytes hold.
-fn element_text<D>(el: &dicom_object::mem::InMemElement<D>) -> Option<String> {
-    use dicom_core::value::{PrimitiveValue, Value};
-    match el.value() {
-        Value::Primitive(PrimitiveValue::U8(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
-        v => v.to_str().ok().map(|s| s.into_owned()),
+/// Inflates a deflated data set, refusing more than [`MAX_INFLATED`] bytes.
+fn inflate(data: &[u8]) -> Result<Vec<u8>, ParseError> {
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(data)
+        .take(MAX_INFLATED + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ParseError::Malformed(format!("cannot inflate the deflated data set: {e}")))?;
+    if out.len() as u64 > MAX_INFLATED {
+        return Err(ParseError::Malformed("deflated data set inflates past 1 GiB".into()));
+    }
+    Ok(out)
+}
+
+/// The decoder for a Specific Character Set value; the last code of a multi-valued one
+/// names the extension used for non-ASCII text. Unknown codes fall back to UTF-8.
+fn text_codec(charset: &str) -> SpecificCharacterSet {
+    let code = charset.split('\\').map(str::trim).rfind(|c| !c.is_empty()).unwrap_or("");
+    if code.is_empty() {
+        return SpecificCharacterSet::ISO_IR_6;
+    }
+    SpecificCharacterSet::from_code(code).unwrap_or(SpecificCharacterSet::ISO_IR_192)
+}
+
+/// Whether the attribute's VR is one whose text depends on the Specific Character Set.
+fn charset_sensitive(attr: Attribute) -> bool {
+    matches!(attr.match_vr(), crate::matching::MatchVr::Pn | crate::matching::MatchVr::Text)
+}
+
+/// A US value as decimal text (first value of a multi-valued element).
+fn binary_u16(value: &[u8], vr: Option<[u8; 2]>, big_endian: bool) -> String {
+    if let Some(vr) = vr {
+        if &vr != b"US" && &vr != b"UN" && &vr != b"SS" {
+            return String::from_utf8_lossy(value).into_owned();
+        }
+    }
+    match value {
+        [a, b, ..] => {
+            let v = if big_endian { u16::from_be_bytes([*a, *b]) } else { u16::from_le_bytes([*a, *b]) };
+            v.to_string()
+        }
+        _ => String::new(),
     }
 }
 

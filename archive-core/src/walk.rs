@@ -1,6 +1,8 @@
 //! A header-only walk over an encoded data set: checks that every element's value
-//! lies inside the buffer without decoding any value. Used to refuse truncated
-//! objects while reading only their headers.
+//! lies inside the buffer without decoding any value, and hands each top-level
+//! element's header and value bytes to a visitor. Ingest uses it to refuse truncated
+//! or malformed objects and to read the few values the catalog needs, in one linear
+//! pass that never decodes pixel data or sequences.
 
 /// Value representations whose explicit-VR header has a 4-byte length.
 const LONG_VRS: [&[u8; 2]; 11] = [b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"];
@@ -17,8 +19,8 @@ struct Cursor<'a> {
     big_endian: bool,
 }
 
-impl Cursor<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len());
         match end {
             Some(end) => {
@@ -45,14 +47,42 @@ impl Cursor<'_> {
     }
 }
 
+/// A top-level element as the walk finds it.
+#[derive(Debug, Clone, Copy)]
+pub struct Element<'a> {
+    /// Group and element number.
+    pub tag: (u16, u16),
+    /// The VR as written (explicit VR transfer syntaxes only).
+    pub vr: Option<[u8; 2]>,
+    /// The value bytes; `None` for undefined-length values (sequences, encapsulated pixel data).
+    pub value: Option<&'a [u8]>,
+}
+
 /// Checks that a data set's elements all fit in `buf`. Returns a description of the first problem.
 pub fn check_complete(buf: &[u8], explicit: bool, big_endian: bool) -> Result<(), String> {
+    walk(buf, explicit, big_endian, |_| {})
+}
+
+/// Walks a data set, calling `visit` for each top-level element, and checks that every
+/// element (nested ones included) fits in `buf`.
+pub fn walk<'a>(
+    buf: &'a [u8],
+    explicit: bool,
+    big_endian: bool,
+    mut visit: impl FnMut(Element<'a>),
+) -> Result<(), String> {
     let mut c = Cursor { buf, pos: 0, big_endian };
-    walk_dataset(&mut c, explicit, 0, false)
+    walk_dataset(&mut c, explicit, 0, false, &mut visit)
 }
 
 /// Walks elements until the end of the buffer, or until an item delimiter when `in_item`.
-fn walk_dataset(c: &mut Cursor<'_>, explicit: bool, depth: usize, in_item: bool) -> Result<(), String> {
+fn walk_dataset<'a>(
+    c: &mut Cursor<'a>,
+    explicit: bool,
+    depth: usize,
+    in_item: bool,
+    visit: &mut dyn FnMut(Element<'a>),
+) -> Result<(), String> {
     if depth > MAX_DEPTH {
         return Err("sequences nested too deeply".into());
     }
@@ -88,8 +118,14 @@ fn walk_dataset(c: &mut Cursor<'_>, explicit: bool, depth: usize, in_item: bool)
                 _ => explicit,
             };
             walk_items(c, nested_explicit, depth + 1)?;
+            if depth == 0 {
+                visit(Element { tag, vr, value: None });
+            }
         } else {
-            c.take(len as usize).map_err(|e| format!("element ({:04X},{:04X}) {e}", tag.0, tag.1))?;
+            let value = c.take(len as usize).map_err(|e| format!("element ({:04X},{:04X}) {e}", tag.0, tag.1))?;
+            if depth == 0 {
+                visit(Element { tag, vr, value: Some(value) });
+            }
         }
     }
 }
@@ -107,7 +143,7 @@ fn walk_items(c: &mut Cursor<'_>, explicit: bool, depth: usize) -> Result<(), St
             return Err(format!("expected an item, found ({:04X},{:04X}) at offset {}", tag.0, tag.1, c.pos - 8));
         }
         if len == UNDEFINED {
-            walk_dataset(c, explicit, depth + 1, true)?;
+            walk_dataset(c, explicit, depth + 1, true, &mut |_| {})?;
         } else {
             c.take(len as usize).map_err(|e| format!("item {e}"))?;
         }

@@ -175,13 +175,16 @@ fn uids(cat: &RocksCatalog, q: &Query, opts: MatchOptions) -> Vec<String> {
     out
 }
 
+/// Level, keys, options, expected UIDs.
+type Case = (Level, Vec<(Attribute, &'static str)>, MatchOptions, Vec<&'static str>);
+
 #[tokio::test]
 async fn matching_rules_at_every_level() {
     let (_dir, cat) = catalog().await;
     let ci = MatchOptions { case_insensitive_pn: true };
     let cs = MatchOptions { case_insensitive_pn: false };
     use Attribute as A;
-    let cases: Vec<(Level, Vec<(Attribute, &str)>, MatchOptions, Vec<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         // Universal matching.
         (Level::Study, vec![], ci, vec!["1.2.1", "1.2.2", "1.2.3", "1.2.4", "1.2.5"]),
         (Level::Study, vec![(A::PatientName, "")], ci, vec!["1.2.1", "1.2.2", "1.2.3", "1.2.4", "1.2.5"]),

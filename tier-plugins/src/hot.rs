@@ -671,6 +671,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn link_fallback_never_replaces() {
+        let dir = std::env::temp_dir().join(format!("vna-hot-link-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("create test dir");
+        let (from, to) = (dir.join("from"), dir.join("to"));
+        fs::write(&from, b"new").expect("write from");
+        fs::write(&to, b"old").expect("write to");
+        let err = link_then_unlink(&from, &to).expect_err("linking over an existing file");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&to).expect("read to"), b"old");
+        fs::remove_file(&to).expect("remove to");
+        link_then_unlink(&from, &to).expect("link to a free name");
+        assert!(!from.exists(), "source kept after link");
+        assert_eq!(fs::read(&to).expect("read to"), b"new");
+        fs::remove_dir_all(&dir).expect("remove test dir");
+    }
+
+    #[test]
+    fn rename_noreplace_refuses_existing_targets() {
+        let dir = std::env::temp_dir().join(format!("vna-hot-rename-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("create test dir");
+        let (from, to) = (dir.join("from"), dir.join("to"));
+        fs::write(&from, b"new").expect("write from");
+        fs::write(&to, b"old").expect("write to");
+        let err = rename_noreplace(&from, &to).expect_err("renaming over an existing file");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&to).expect("read to"), b"old");
+        fs::remove_file(&to).expect("remove to");
+        rename_noreplace(&from, &to).expect("rename to a free name");
+        assert_eq!(fs::read(&to).expect("read to"), b"new");
+        fs::remove_dir_all(&dir).expect("remove test dir");
+    }
+
+    #[test]
     fn directory_pruning_keeps_every_possible_match() {
         assert!(may_hold_matches("a/", ""));
         assert!(may_hold_matches("a/", "a"));

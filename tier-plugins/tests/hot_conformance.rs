@@ -158,3 +158,22 @@ async fn a_file_without_checksum_attribute_is_reported() {
     let err = tier.head(&key("stray")).await.expect_err("head of a file without checksum");
     assert!(err.to_string().contains("user.vna.blake3"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_of_one_key_have_one_winner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tier = open(dir.path());
+    let k = key("race/object");
+    let puts = (0..8u8).map(|i| tier.put_bytes(&k, Bytes::from(vec![i; 100_000]), PutOpts::default()));
+    let results = futures::future::join_all(puts).await;
+    let winners: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.is_ok()).map(|(i, _)| i).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for result in &results {
+        if let Err(e) = result {
+            assert!(matches!(e, TierError::AlreadyExists(_)), "{e:?}");
+        }
+    }
+    let stored = tier.get_bytes(&k).await.expect("get");
+    assert_eq!(stored, Bytes::from(vec![winners[0] as u8; 100_000]));
+    assert!(tmp_entries(&tier).is_empty(), "temporary files left behind: {:?}", tmp_entries(&tier));
+}

@@ -190,7 +190,7 @@ impl RocksCatalog {
             let uids = uid_list(m, Attribute::StudyInstanceUID)?;
             return Ok(Some(uids.iter().filter_map(|u| StudyUid::new(u).ok()).collect()));
         }
-        let plans: [(Attribute, IndexId, fn(&str) -> String); 5] = [
+        let plans: [IndexPlan; 5] = [
             (Attribute::AccessionNumber, IndexId::StudyAccession, identity),
             (Attribute::PatientID, IndexId::StudyPatientId, identity),
             (Attribute::StudyDate, IndexId::StudyDate, date_or_raw),
@@ -214,7 +214,7 @@ impl RocksCatalog {
     }
 
     fn query_patients(&self, q: &Query, opts: MatchOptions, sink: &mut RowSink) -> Result<(), CatalogError> {
-        let plans: [(Attribute, IndexId, fn(&str) -> String); 2] = [
+        let plans: [IndexPlan; 2] = [
             (Attribute::PatientID, IndexId::PatientId, identity),
             (Attribute::PatientName, IndexId::PatientName, normalize_pn),
         ];
@@ -357,6 +357,9 @@ fn uid_list(m: &Matcher, attribute: Attribute) -> Result<Vec<String>, CatalogErr
         _ => Err(CatalogError::InvalidQuery(format!("{} must be a UID or a list of UIDs", attribute.keyword()))),
     }
 }
+
+/// An index that can serve a key: the attribute, the index, and how values are normalised for it.
+type IndexPlan = (Attribute, IndexId, fn(&str) -> String);
 
 fn identity(s: &str) -> String {
     s.trim().to_string()

@@ -28,30 +28,46 @@ enum Command {
     Flush(oneshot::Sender<()>),
 }
 
-/// The handle callers use to reach the committer thread.
+/// The handle callers use to reach the committer thread. Dropping it waits for the thread
+/// to finish its queue and release the database, so that RocksDB is closed before the
+/// process exits (RocksDB aborts when its threads outlive the process's static destructors).
 pub(crate) struct WriterHandle {
-    tx: mpsc::UnboundedSender<Command>,
+    tx: Option<mpsc::UnboundedSender<Command>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl WriterHandle {
     pub(crate) fn spawn(db: Arc<DB>, state: WriterState, opts: RocksCatalogOptions) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("catalog-writer".into())
             .spawn(move || run(db, state, opts, rx))
             .expect("spawning the catalog writer thread");
-        Self { tx }
+        Self { tx: Some(tx), thread: Some(thread) }
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), CatalogError> {
+        self.tx.as_ref().ok_or(CatalogError::Closed)?.send(cmd).map_err(|_| CatalogError::Closed)
     }
 
     pub(crate) async fn insert(&self, new: NewInstance) -> Result<InsertOutcome, CatalogError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Command::Insert(Box::new(new), tx)).map_err(|_| CatalogError::Closed)?;
+        self.send(Command::Insert(Box::new(new), tx))?;
         rx.await.map_err(|_| CatalogError::Closed)?
     }
 
     pub(crate) async fn flush(&self) -> Result<(), CatalogError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Command::Flush(tx)).map_err(|_| CatalogError::Closed)?;
+        self.send(Command::Flush(tx))?;
         rx.await.map_err(|_| CatalogError::Closed)
     }
 }
