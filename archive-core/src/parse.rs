@@ -254,6 +254,7 @@ pub fn wrap_dataset(
     let meta = builder.build().map_err(|e| ParseError::BadMeta(e.to_string()))?;
     let mut out = Vec::with_capacity(dataset.len() + 256);
     out.extend_from_slice(&[0u8; 128]);
+    out.extend_from_slice(b"DICM");
     meta.write(&mut out).map_err(|e| ParseError::BadMeta(e.to_string()))?;
     out.extend_from_slice(dataset);
     Ok(out)
@@ -263,4 +264,40 @@ pub fn wrap_dataset(
 pub fn dataset_bytes(bytes: &[u8]) -> Result<&[u8], ParseError> {
     let (_, offset) = read_meta(bytes)?;
     Ok(&bytes[offset..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_dataset_parses_and_keeps_its_bytes() {
+        // A minimal explicit VR LE data set: SOP class, SOP instance, study and series UIDs.
+        let mut ds = Vec::new();
+        for (elem, group, value) in [
+            (0x0016u16, 0x0008u16, &b"1.2.840.10008.5.1.4.1.1.7\0"[..]),
+            (0x0018, 0x0008, &b"1.2.3.4"[..]),
+            (0x000D, 0x0020, &b"1.2.3"[..]),
+            (0x000E, 0x0020, &b"1.2.3.5\0"[..]),
+        ] {
+            let mut v = value.to_vec();
+            if v.len() % 2 == 1 {
+                v.push(0);
+            }
+            ds.extend_from_slice(&group.to_le_bytes());
+            ds.extend_from_slice(&elem.to_le_bytes());
+            ds.extend_from_slice(b"UI");
+            ds.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            ds.extend_from_slice(&v);
+        }
+        let ts = TransferSyntaxUid::new("1.2.840.10008.1.2.1").unwrap();
+        let class = SopClassUid::new("1.2.840.10008.5.1.4.1.1.7").unwrap();
+        let inst = SopInstanceUid::new("1.2.3.4").unwrap();
+        let file = wrap_dataset(&ds, &ts, &class, &inst, Some("MODALITY")).unwrap();
+        let parsed = parse_part10(&file).unwrap();
+        assert_eq!(parsed.sop_instance, inst);
+        assert_eq!(parsed.study.as_str(), "1.2.3");
+        assert_eq!(dataset_bytes(&file).unwrap(), &ds[..]);
+        assert_eq!(&file[parsed.dataset_offset..], &ds[..]);
+    }
 }

@@ -8,22 +8,37 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use std::future::IntoFuture;
 use tokio::net::TcpListener;
 
 /// Runs the archive until a shutdown signal, then drains and syncs.
 pub async fn run(config: VnaConfig) -> anyhow::Result<()> {
     let http_addr = config.http_listen()?;
+    let dicom_addr = config.dicom_listen()?;
     let data_dir = config.data_dir.clone();
+    let settings = dimse_scp::ServerSettings::from_config(&config);
     let (archive, recovery) = wiring::open_archive(config).await?;
-    tracing::info!(
-        data_dir = %data_dir.display(),
-        removed = recovery.removed,
-        "archive opened"
+    tracing::info!(data_dir = %data_dir.display(), removed = recovery.removed, "archive opened");
+
+    let dicom_listener = TcpListener::bind(dicom_addr).await?;
+    let http_listener = TcpListener::bind(http_addr).await?;
+    tracing::info!(addr = %dicom_listener.local_addr()?, ae_title = %settings.ae_title, "dicom listening");
+    tracing::info!(addr = %http_listener.local_addr()?, "http listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let dimse = dimse_scp::DimseServer::new(archive.clone(), settings);
+    let dimse_task = tokio::spawn(dimse.run(dicom_listener, stopped(stop_rx.clone())));
+    let http_task = tokio::spawn(
+        axum::serve(http_listener, router(archive.clone())).with_graceful_shutdown(stopped(stop_rx)).into_future(),
     );
-    let listener = TcpListener::bind(http_addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "http listening");
-    let app = router(archive.clone());
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    dimse_task.await??;
+    http_task.await??;
     tracing::info!("shutting down: waiting for pending commits");
     archive.close().await?;
     tracing::info!("stopped");

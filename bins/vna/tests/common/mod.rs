@@ -52,3 +52,88 @@ pub fn pydicom_files() -> Vec<TestFile> {
 pub fn vna_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vna"))
 }
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `vna serve`, stopped with SIGTERM when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    pub dicom_port: u16,
+    pub http_port: u16,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Server {
+    /// Starts `vna serve` on free ports with data in `dir`; `dicom_extra` goes into the `[dicom]` section.
+    pub fn start(dir: &Path, dicom_extra: &str) -> Server {
+        let dicom_port = free_port();
+        let http_port = free_port();
+        let config = dir.join("vna.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\n[catalog]\nmin_free_mb = 0\n[hot]\nmin_free_mb = 0\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[dicom]\nlisten = \"127.0.0.1:{dicom_port}\"\n{dicom_extra}",
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("vna.log")).unwrap();
+        let child = std::process::Command::new(vna_bin())
+            .arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let server = Server { child, dicom_port, http_port, dir: dir.to_path_buf(), config };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.dicom_port)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("vna serve did not start: {}", std::fs::read_to_string(self.dir.join("vna.log")).unwrap_or_default());
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("vna.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a dcmtk tool from /usr/bin (pynetdicom installs tools of the same names earlier on PATH),
+/// with TCP_NODELAY so that dcmtk does not stall on delayed ACKs.
+pub fn dcmtk(tool: &str) -> std::process::Command {
+    let path = PathBuf::from("/usr/bin").join(tool);
+    assert!(path.exists(), "{} is missing: install dcmtk (.ci/run does)", path.display());
+    let mut c = std::process::Command::new(path);
+    c.env("TCP_NODELAY", "1");
+    c
+}

@@ -1,0 +1,234 @@
+//! One association: negotiation, then a loop of P-DATA messages until release or abort.
+//!
+//! Each message is assembled from its fragments, decoded by the `dimse` crate and handed to
+//! its service. Protocol errors (undecodable command sets, fragments out of order, unknown
+//! presentation contexts) abort this association only.
+
+use crate::server::Shared;
+use crate::{find, store};
+use dicom_ul::association::server::ServerAssociationOptions;
+use dicom_ul::association::{Association, AsyncServerAssociation};
+use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextNegotiated, PresentationContextResultReason};
+use dicom_ul::Pdu;
+use dimse::command::{CEchoRsp, CGetRsp, CMoveRsp, Message, NActionRsp, SubOperations};
+use dimse::pdv::MessageAssembler;
+use dimse::status;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpStream;
+
+/// Why an association ends early.
+#[derive(Debug, thiserror::Error)]
+pub enum AssociationError {
+    /// The peer broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The network failed or timed out.
+    #[error("network error: {0}")]
+    Network(String),
+}
+
+/// An accepted association and what was negotiated.
+pub struct Connection {
+    assoc: AsyncServerAssociation<TcpStream>,
+    contexts: Vec<PresentationContextNegotiated>,
+    peer_max_pdu: u32,
+    /// The peer's AE title.
+    pub calling_ae: String,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("calling_ae", &self.calling_ae).field("peer", &self.peer).finish()
+    }
+}
+
+/// Serves one TCP connection from association request to release.
+pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr) {
+    let settings = &shared.settings;
+    let options = ServerAssociationOptions::new()
+        .ae_access_control(settings.callers.clone())
+        .ae_title(settings.ae_title.clone())
+        .promiscuous(true)
+        .strict(false)
+        .max_pdu_length(settings.max_pdu_length)
+        .read_timeout(settings.artim_timeout);
+    let assoc = match options.establish_async(socket).await {
+        Ok(a) => a,
+        Err(e) => {
+            shared.metrics.associations.with_label_values(&["rejected"]).inc();
+            tracing::info!(%peer, error = %e, "association not established");
+            return;
+        }
+    };
+    shared.metrics.associations.with_label_values(&["accepted"]).inc();
+    shared.metrics.active.inc();
+    let calling_ae = Association::peer_ae_title(&assoc).trim().to_string();
+    tracing::info!(%peer, calling = %calling_ae, "association accepted");
+    let mut conn = Connection {
+        contexts: assoc.presentation_contexts().to_vec(),
+        peer_max_pdu: assoc.requestor_max_pdu_length(),
+        assoc,
+        calling_ae,
+        peer,
+        shared: shared.clone(),
+    };
+    let result = conn.run().await;
+    match result {
+        Ok(()) => tracing::info!(%peer, "association released"),
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "association aborted");
+            let _ = conn.assoc.abort().await;
+        }
+    }
+    shared.metrics.active.dec();
+}
+
+impl Connection {
+    async fn run(&mut self) -> Result<(), AssociationError> {
+        let mut assembler = MessageAssembler::new(self.shared.settings.max_dataset_len);
+        loop {
+            let idle = self.shared.settings.idle_timeout;
+            let pdu = match tokio::time::timeout(idle, self.assoc.receive()).await {
+                Ok(Ok(pdu)) => pdu,
+                Ok(Err(e)) => return Err(AssociationError::Network(e.to_string())),
+                Err(_) => return Err(AssociationError::Network(format!("idle for {} s", idle.as_secs()))),
+            };
+            match pdu {
+                Pdu::PData { data } => {
+                    for pdv in data {
+                        let is_command = pdv.value_type == PDataValueType::Command;
+                        let done = assembler
+                            .push_parts(pdv.presentation_context_id, is_command, pdv.is_last, &pdv.data)
+                            .map_err(|e| AssociationError::Protocol(e.to_string()))?;
+                        if let Some(message) = done {
+                            let (pc, command, dataset) = message.into_parts();
+                            self.dispatch(pc, &command, dataset).await?;
+                        }
+                    }
+                }
+                Pdu::ReleaseRQ => {
+                    self.assoc.send(&Pdu::ReleaseRP).await.map_err(|e| AssociationError::Network(e.to_string()))?;
+                    return Ok(());
+                }
+                Pdu::AbortRQ { .. } => {
+                    tracing::info!(peer = %self.peer, "peer aborted the association");
+                    return Ok(());
+                }
+                other => {
+                    return Err(AssociationError::Protocol(format!("unexpected {}", other.short_description())));
+                }
+            }
+        }
+    }
+
+    /// The accepted presentation context with this id.
+    pub fn context(&self, pc: u8) -> Option<&PresentationContextNegotiated> {
+        self.contexts.iter().find(|c| c.id == pc && c.reason == PresentationContextResultReason::Acceptance)
+    }
+
+    async fn dispatch(&mut self, pc: u8, command: &[u8], dataset: Option<Vec<u8>>) -> Result<(), AssociationError> {
+        let message = Message::decode(command).map_err(|e| AssociationError::Protocol(e.to_string()))?;
+        let Some(context) = self.context(pc).cloned() else {
+            return Err(AssociationError::Protocol(format!(
+                "message on presentation context {pc}, which is not accepted"
+            )));
+        };
+        let started = Instant::now();
+        match message {
+            Message::CEchoRq(rq) => {
+                let rsp = CEchoRsp {
+                    message_id_being_responded_to: rq.message_id,
+                    affected_sop_class: Some(rq.affected_sop_class),
+                    status: status::SUCCESS,
+                    error_comment: None,
+                };
+                self.send(pc, &Message::from(rsp).encode(), None).await?;
+                self.shared.metrics.operation("echo", status::SUCCESS, started.elapsed().as_secs_f64());
+            }
+            Message::CStoreRq(rq) => {
+                let rsp = store::handle(self, &context, rq, dataset.unwrap_or_default()).await;
+                let code = rsp.status;
+                self.send(pc, &Message::from(rsp).encode(), None).await?;
+                self.shared.metrics.operation("store", code, started.elapsed().as_secs_f64());
+            }
+            Message::CFindRq(rq) => {
+                let code = find::handle(self, &context, rq, dataset.unwrap_or_default()).await?;
+                self.shared.metrics.operation("find", code, started.elapsed().as_secs_f64());
+            }
+            Message::CCancelRq(_) => {
+                // Operations run to completion before the next message is read: nothing to cancel.
+            }
+            Message::CMoveRq(rq) => {
+                let rsp = CMoveRsp {
+                    message_id_being_responded_to: rq.message_id,
+                    affected_sop_class: Some(rq.affected_sop_class),
+                    status: status::SOP_CLASS_NOT_SUPPORTED,
+                    sub_operations: SubOperations::default(),
+                    error_comment: Some("C-MOVE is not provided yet".into()),
+                    has_dataset: false,
+                };
+                self.send(pc, &Message::from(rsp).encode(), None).await?;
+            }
+            Message::CGetRq(rq) => {
+                let rsp = CGetRsp {
+                    message_id_being_responded_to: rq.message_id,
+                    affected_sop_class: Some(rq.affected_sop_class),
+                    status: status::SOP_CLASS_NOT_SUPPORTED,
+                    sub_operations: SubOperations::default(),
+                    error_comment: Some("C-GET is not provided yet".into()),
+                    has_dataset: false,
+                };
+                self.send(pc, &Message::from(rsp).encode(), None).await?;
+            }
+            Message::NActionRq(rq) => {
+                let rsp = NActionRsp {
+                    message_id_being_responded_to: rq.message_id,
+                    affected_sop_class: Some(rq.requested_sop_class),
+                    affected_sop_instance: Some(rq.requested_sop_instance),
+                    status: status::SOP_CLASS_NOT_SUPPORTED,
+                    action_type_id: Some(rq.action_type_id),
+                    error_comment: None,
+                    has_dataset: false,
+                };
+                self.send(pc, &Message::from(rsp).encode(), None).await?;
+            }
+            other if other.is_response() => {
+                tracing::debug!(peer = %self.peer, command = ?other.command_field(), "ignoring an unsolicited response");
+            }
+            other => {
+                return Err(AssociationError::Protocol(format!("unsupported request {:?}", other.command_field())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one message, fragmented to the peer's maximum PDU length.
+    pub async fn send(&mut self, pc: u8, command: &[u8], dataset: Option<&[u8]>) -> Result<(), AssociationError> {
+        self.send_part(pc, true, command).await?;
+        if let Some(ds) = dataset {
+            self.shared.metrics.bytes_out.inc_by(ds.len() as u64);
+            self.send_part(pc, false, ds).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_part(&mut self, pc: u8, is_command: bool, bytes: &[u8]) -> Result<(), AssociationError> {
+        for frag in dimse::pdv::fragments(pc, is_command, bytes, self.peer_max_pdu) {
+            let pdu = Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: frag.presentation_context_id,
+                    value_type: if frag.is_command { PDataValueType::Command } else { PDataValueType::Data },
+                    is_last: frag.is_last,
+                    data: frag.data.to_vec(),
+                }],
+            };
+            self.assoc.send(&pdu).await.map_err(|e| AssociationError::Network(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
