@@ -151,6 +151,38 @@ pub struct Ingest {
     disk: DiskGuard,
     policy: ConflictPolicy,
     metrics: Metrics,
+    sop_locks: Arc<SopLocks>,
+}
+
+/// Per-SOP-Instance-UID async locks; an entry lives only while someone holds or waits for it.
+#[derive(Default)]
+struct SopLocks {
+    map: parking_lot::Mutex<std::collections::HashMap<SopInstanceUid, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Holds the lock of one SOP Instance UID; releases and forgets it on drop.
+struct SopGuard<'a> {
+    locks: &'a SopLocks,
+    uid: SopInstanceUid,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl SopLocks {
+    async fn lock(&self, uid: &SopInstanceUid) -> SopGuard<'_> {
+        let mutex = self.map.lock().entry(uid.clone()).or_default().clone();
+        let guard = mutex.lock_owned().await;
+        SopGuard { locks: self, uid: uid.clone(), guard: Some(guard) }
+    }
+}
+
+impl Drop for SopGuard<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut map = self.locks.map.lock();
+        if map.get(&self.uid).is_some_and(|m| Arc::strong_count(m) == 1) {
+            map.remove(&self.uid);
+        }
+    }
 }
 
 impl std::fmt::Debug for Ingest {
@@ -177,7 +209,7 @@ impl Ingest {
         policy: ConflictPolicy,
         metrics: Metrics,
     ) -> Self {
-        Self { catalog, tiers, disk, policy, metrics }
+        Self { catalog, tiers, disk, policy, metrics, sop_locks: Arc::default() }
     }
 
     /// Ingests one object; returns after it is durable.
@@ -206,9 +238,10 @@ impl Ingest {
     }
 
     async fn ingest_inner(&self, input: IngestInput, source: Source) -> Result<IngestReceipt, IngestError> {
-        let (bytes, parsed) = prepare(input, &source)?;
+        let (bytes, parsed) = prepare(input)?;
         self.disk.check()?;
         let checksum = Checksum::of(&bytes);
+        let dataset_checksum = Checksum::of(&bytes[parsed.dataset_offset..]);
         let size = bytes.len() as u64;
         let receipt = |status| IngestReceipt {
             status,
@@ -221,8 +254,11 @@ impl Ingest {
             size,
         };
 
+        // One ingest at a time per SOP Instance UID: a replacement's cleanup can never race
+        // another arrival of the same instance.
+        let _guard = self.sop_locks.lock(&parsed.sop_instance).await;
         if let Some(existing) = self.catalog.instance(&parsed.sop_instance).map_err(IngestError::Catalog)? {
-            if existing.checksum == checksum {
+            if existing.dataset_checksum == dataset_checksum {
                 return Ok(receipt(IngestStatus::Duplicate));
             }
         }
@@ -248,6 +284,7 @@ impl Ingest {
             attrs: parsed.attrs.of_level(Level::Instance),
             size,
             checksum,
+            dataset_checksum,
             locations: vec![Location { tier: tier.name().clone(), key: key.clone(), verified_at: now }],
             source,
             received_at: now,
@@ -354,14 +391,14 @@ pub struct RecoveryReport {
 }
 
 /// Turns the input into Part-10 bytes and parses them.
-fn prepare(input: IngestInput, source: &Source) -> Result<(Bytes, ParsedObject), IngestError> {
+fn prepare(input: IngestInput) -> Result<(Bytes, ParsedObject), IngestError> {
     match input {
         IngestInput::Part10(bytes) => {
             let parsed = parse_part10(&bytes)?;
             Ok((bytes, parsed))
         }
         IngestInput::Dataset { dataset, transfer_syntax, sop_class, sop_instance } => {
-            let file = wrap_dataset(&dataset, &transfer_syntax, &sop_class, &sop_instance, Some(&source.actor))?;
+            let file = wrap_dataset(&dataset, &transfer_syntax, &sop_class, &sop_instance)?;
             let parsed = parse_part10(&file)?;
             if parsed.sop_instance != sop_instance {
                 return Err(IngestError::IdentityMismatch {

@@ -155,6 +155,9 @@ pub struct InstanceRecord {
     pub size: u64,
     /// BLAKE3 of the stored object.
     pub checksum: Checksum,
+    /// BLAKE3 of the data set alone (without the file meta group): two arrivals of the same
+    /// instance are the same content when their data sets are, whatever their file meta says.
+    pub dataset_checksum: Checksum,
     /// Copies of the object, first one preferred for reads.
     pub locations: Vec<Location>,
     /// Who sent it.

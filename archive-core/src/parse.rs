@@ -97,9 +97,41 @@ impl Read for CountingReader<'_> {
     }
 }
 
+/// Longest value a file meta element may have (UIDs and AE titles are short).
+const MAX_META_ELEMENT: usize = 64 * 1024;
+
+/// Checks the file meta elements' lengths before the meta parser sees them, so that a
+/// hostile length cannot make it allocate gigabytes.
+fn check_meta_lengths(meta: &[u8]) -> Result<(), ParseError> {
+    let mut pos = 0usize;
+    while pos + 8 <= meta.len() {
+        let group = u16::from_le_bytes([meta[pos], meta[pos + 1]]);
+        if group != 0x0002 {
+            return Ok(());
+        }
+        let element = u16::from_le_bytes([meta[pos + 2], meta[pos + 3]]);
+        let vr = [meta[pos + 4], meta[pos + 5]];
+        let (len, header) =
+            if matches!(&vr, b"OB" | b"OW" | b"UN" | b"SQ" | b"UT" | b"UC" | b"UR" | b"OD" | b"OF" | b"OL" | b"OV") {
+                if pos + 12 > meta.len() {
+                    break;
+                }
+                (u32::from_le_bytes([meta[pos + 8], meta[pos + 9], meta[pos + 10], meta[pos + 11]]) as usize, 12)
+            } else {
+                (u16::from_le_bytes([meta[pos + 6], meta[pos + 7]]) as usize, 8)
+            };
+        if len > MAX_META_ELEMENT || pos + header + len > meta.len() {
+            return Err(ParseError::BadMeta(format!("element (0002,{element:04X}) has an implausible length {len}")));
+        }
+        pos += header + len;
+    }
+    Ok(())
+}
+
 /// Reads the file meta group; returns it with the offset of the data set.
 fn read_meta(bytes: &[u8]) -> Result<(FileMetaTable, usize), ParseError> {
     let start = magic_offset(bytes)?;
+    check_meta_lengths(&bytes[start + 4..])?;
     let mut reader = CountingReader { inner: &bytes[start..], read: 0 };
     let meta = FileMetaTable::from_reader(&mut reader).map_err(|e| ParseError::BadMeta(e.to_string()))?;
     Ok((meta, start + reader.read))
@@ -110,7 +142,7 @@ pub const DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1.99";
 /// Explicit VR Big Endian (retired, still found in old archives).
 pub const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
 /// Largest inflated size of a deflated data set (guards against decompression bombs).
-const MAX_INFLATED: u64 = 1 << 30;
+const MAX_INFLATED: u64 = 256 << 20;
 
 /// Parses a Part-10 object for indexing.
 ///
@@ -185,7 +217,7 @@ fn inflate(data: &[u8]) -> Result<Vec<u8>, ParseError> {
         .read_to_end(&mut out)
         .map_err(|e| ParseError::Malformed(format!("cannot inflate the deflated data set: {e}")))?;
     if out.len() as u64 > MAX_INFLATED {
-        return Err(ParseError::Malformed("deflated data set inflates past 1 GiB".into()));
+        return Err(ParseError::Malformed("deflated data set inflates past 256 MiB".into()));
     }
     Ok(out)
 }
@@ -235,22 +267,19 @@ fn required_uid<T>(
 }
 
 /// Builds a Part-10 file from a data set and its transfer syntax, keeping the data set bytes as they are.
+/// The file meta group depends only on the arguments, so the same data set always makes the same file.
 pub fn wrap_dataset(
     dataset: &[u8],
     transfer_syntax: &TransferSyntaxUid,
     sop_class: &SopClassUid,
     sop_instance: &SopInstanceUid,
-    source_ae: Option<&str>,
 ) -> Result<Vec<u8>, ParseError> {
-    let mut builder = FileMetaTableBuilder::new()
+    let builder = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(sop_class.as_str())
         .media_storage_sop_instance_uid(sop_instance.as_str())
         .transfer_syntax(transfer_syntax.as_str())
         .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
         .implementation_version_name(IMPLEMENTATION_VERSION_NAME);
-    if let Some(ae) = source_ae.filter(|a| !a.trim().is_empty()) {
-        builder = builder.source_application_entity_title(ae.trim());
-    }
     let meta = builder.build().map_err(|e| ParseError::BadMeta(e.to_string()))?;
     let mut out = Vec::with_capacity(dataset.len() + 256);
     out.extend_from_slice(&[0u8; 128]);
@@ -293,7 +322,7 @@ mod tests {
         let ts = TransferSyntaxUid::new("1.2.840.10008.1.2.1").unwrap();
         let class = SopClassUid::new("1.2.840.10008.5.1.4.1.1.7").unwrap();
         let inst = SopInstanceUid::new("1.2.3.4").unwrap();
-        let file = wrap_dataset(&ds, &ts, &class, &inst, Some("MODALITY")).unwrap();
+        let file = wrap_dataset(&ds, &ts, &class, &inst).unwrap();
         let parsed = parse_part10(&file).unwrap();
         assert_eq!(parsed.sop_instance, inst);
         assert_eq!(parsed.study.as_str(), "1.2.3");

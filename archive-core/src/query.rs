@@ -104,6 +104,8 @@ impl QueryRow {
             A::NumberOfStudyRelatedInstances => return self.study.as_ref().map(|s| s.instance_count.to_string()),
             A::NumberOfSeriesRelatedInstances => return self.series.as_ref().map(|s| s.instance_count.to_string()),
             A::ModalitiesInStudy => return self.study.as_ref().and_then(|s| join(&s.modalities)),
+            // Above SERIES level a Modality key means "a series of this modality": ModalitiesInStudy.
+            A::Modality if self.series.is_none() => return self.study.as_ref().and_then(|s| join(&s.modalities)),
             A::SOPClassesInStudy => return self.study.as_ref().and_then(|s| join(&s.sop_classes)),
             A::StudyInstanceUID => return self.study.as_ref().map(|s| s.uid.to_string()),
             A::SeriesInstanceUID => return self.series.as_ref().map(|s| s.uid.to_string()),

@@ -216,6 +216,8 @@ async fn matching_rules_at_every_level() {
         // Multi-valued ModalitiesInStudy.
         (Level::Study, vec![(A::ModalitiesInStudy, "MR")], ci, vec!["1.2.1", "1.2.2"]),
         (Level::Study, vec![(A::ModalitiesInStudy, "CT\\US")], ci, vec!["1.2.1", "1.2.4", "1.2.5"]),
+        // A series-level Modality key at study level means "has a series of this modality".
+        (Level::Study, vec![(A::Modality, "MR")], ci, vec!["1.2.1", "1.2.2"]),
         // Combined keys.
         (Level::Study, vec![(A::PatientName, "DOE*"), (A::StudyDate, "20060101-")], ci, vec!["1.2.1", "1.2.4"]),
         // Patient level: identity scoped by issuer.

@@ -58,6 +58,9 @@ pub struct HotTier {
     name: TierName,
     root: PathBuf,
     tmp: PathBuf,
+    /// An exclusive `flock` on `root/.tmp`, held while the tier is open, so that a second
+    /// process cannot empty the temporary files of the first.
+    _lock: Option<fs::File>,
 }
 
 impl HotTier {
@@ -67,9 +70,10 @@ impl HotTier {
     /// and checks that the filesystem supports user extended attributes.
     pub fn open(name: TierName, root: PathBuf) -> Result<HotTier, TierError> {
         let tmp = root.join(TMP_DIR);
-        let tier = HotTier { name, root, tmp };
+        let mut tier = HotTier { name, root, tmp, _lock: None };
         fs::create_dir_all(&tier.root).map_err(|e| tier.io(format!("creating root {}", tier.root.display()), e))?;
         tier.create_tmp_dir()?;
+        tier._lock = Some(tier.lock_tmp_dir()?);
         tier.clean_tmp_dir()?;
         tier.probe_xattrs()?;
         Ok(tier)
@@ -113,6 +117,25 @@ impl HotTier {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && self.tmp.is_dir() => Ok(()),
             Err(e) => Err(self.io(format!("creating {}", self.tmp.display()), e)),
         }
+    }
+
+    /// Takes an exclusive lock on `root/.tmp`; fails if another process holds it.
+    fn lock_tmp_dir(&self) -> Result<fs::File, TierError> {
+        use std::os::fd::AsRawFd;
+        let dir = fs::File::open(&self.tmp).map_err(|e| self.io(format!("opening {}", self.tmp.display()), e))?;
+        // SAFETY: flock on a valid, owned file descriptor.
+        let rc = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(TierError::Other(format!(
+                    "the hot tier at {} is in use by another process (is `vna serve` running?)",
+                    self.root.display()
+                )));
+            }
+            return Err(self.io(format!("locking {}", self.tmp.display()), err));
+        }
+        Ok(dir)
     }
 
     /// Removes everything in `root/.tmp`: files of puts a crash interrupted.

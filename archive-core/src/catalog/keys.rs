@@ -127,6 +127,11 @@ fn clean(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Trims a value the way stored values are trimmed: spaces and NUL padding at both ends.
+pub fn trim_value(s: &str) -> &str {
+    s.trim_matches(|c| c == ' ' || c == '\0')
+}
+
 /// Audit key: big-endian sequence number, so that keys sort in chain order.
 pub fn audit_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()

@@ -143,8 +143,8 @@ pub trait Catalog: Send + Sync {
     /// Adds an instance (or resolves it as a duplicate or replacement), durably.
     ///
     /// # Behavior
-    /// - Identical checksum under an existing SOP Instance UID: `AlreadyStored`, nothing changes.
-    /// - Different checksum: `Conflict` error under `Reject`; `Replaced` under `Replace`.
+    /// - Identical data set checksum under an existing SOP Instance UID: `AlreadyStored`, nothing changes.
+    /// - Different data set checksum: `Conflict` error under `Reject`; `Replaced` under `Replace`.
     /// - Removes the write intent of the new instance's location in the same batch.
     /// - Appends an audit record in the same batch.
     /// - Returns after the write-ahead log is synced.

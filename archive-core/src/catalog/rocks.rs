@@ -362,7 +362,7 @@ fn uid_list(m: &Matcher, attribute: Attribute) -> Result<Vec<String>, CatalogErr
 type IndexPlan = (Attribute, IndexId, fn(&str) -> String);
 
 fn identity(s: &str) -> String {
-    s.trim().to_string()
+    keys::trim_value(s).to_string()
 }
 
 fn date_or_raw(s: &str) -> String {

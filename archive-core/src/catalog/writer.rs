@@ -237,7 +237,7 @@ impl<'a> Batch<'a> {
         let sop = new.instance.uid.as_str().to_string();
         let mut outcome = InsertOutcome::Stored;
         if let Some(existing) = self.existing_instance(&sop)? {
-            if existing.checksum == new.instance.checksum {
+            if existing.dataset_checksum == new.instance.dataset_checksum {
                 self.remove_intent(&new.instance);
                 return Ok(InsertOutcome::AlreadyStored { existing: Box::new(existing) });
             }
@@ -271,8 +271,17 @@ impl<'a> Batch<'a> {
         let size = inst.size;
         let now = inst.received_at;
 
-        // Patient.
-        let pkey = new.patient.clone();
+        // Patient: an existing study keeps the patient it was filed under, so that counts stay
+        // with one patient even when a later instance carries another identity.
+        let existing_study = self.studies.get(self.db, CF_STUDIES, &study_uid, study_uid.as_bytes())?;
+        let pkey = match &existing_study {
+            Some(s) if s.patient != new.patient => {
+                tracing::warn!(study = %study_uid, "instance carries another patient identity than its study; filed under the study's");
+                s.patient.clone()
+            }
+            Some(s) => s.patient.clone(),
+            None => new.patient.clone(),
+        };
         let mut patient = self.patients.get(self.db, CF_PATIENTS, &pkey, &pkey.encode())?.unwrap_or_else(|| {
             self.state.stats.patients += 1;
             PatientRecord {
@@ -286,7 +295,7 @@ impl<'a> Batch<'a> {
         });
 
         // Study.
-        let mut study = match self.studies.get(self.db, CF_STUDIES, &study_uid, study_uid.as_bytes())? {
+        let mut study = match existing_study {
             Some(s) => s,
             None => {
                 self.state.stats.studies += 1;
@@ -507,12 +516,25 @@ impl<'a> Batch<'a> {
             write_slot(&mut wb, cf(db, CF_STUDIES), key.as_bytes(), &slot);
             diff_index(&mut wb, idx, study_index(slot.before.as_ref()), study_index(slot.after.as_ref()));
         }
+        // A series UID maps to the study that has it after the batch: a present slot wins over a
+        // removed one, whatever order the slots come in (a replace may move a series between studies).
+        let mut series_parent: HashMap<String, Option<String>> = HashMap::new();
         for ((study, series), slot) in self.series.slots.drain() {
             write_slot(&mut wb, cf(db, CF_SERIES), &keys::join(&[study.as_bytes(), series.as_bytes()]), &slot);
             match (&slot.before, &slot.after) {
-                (_, Some(_)) => wb.put_cf(cf(db, CF_SERIES_BY_UID), series.as_bytes(), study.as_bytes()),
-                (Some(_), None) => wb.delete_cf(cf(db, CF_SERIES_BY_UID), series.as_bytes()),
+                (_, Some(_)) => {
+                    series_parent.insert(series, Some(study));
+                }
+                (Some(_), None) => {
+                    series_parent.entry(series).or_insert(None);
+                }
                 (None, None) => {}
+            }
+        }
+        for (series, study) in series_parent {
+            match study {
+                Some(study) => wb.put_cf(cf(db, CF_SERIES_BY_UID), series.as_bytes(), study.as_bytes()),
+                None => wb.delete_cf(cf(db, CF_SERIES_BY_UID), series.as_bytes()),
             }
         }
         for ((study, series, sop), slot) in self.instances.slots.drain() {
@@ -563,7 +585,7 @@ fn patient_index(p: Option<&PatientRecord>) -> BTreeSet<Vec<u8>> {
     if let Some(p) = p {
         let target = p.key.encode();
         out.insert(keys::index_key(IndexId::PatientId, &p.key.patient_id, &target));
-        if let Some(name) = p.attrs.get(Attribute::PatientName) {
+        for name in values(p.attrs.get(Attribute::PatientName)) {
             out.insert(keys::index_key(IndexId::PatientName, &normalize_pn(name), &target));
         }
     }
@@ -576,19 +598,24 @@ fn study_index(s: Option<&StudyRecord>) -> BTreeSet<Vec<u8>> {
     if let Some(s) = s {
         let target = s.uid.as_str().as_bytes();
         out.insert(keys::index_key(IndexId::StudyPatientId, &s.patient.patient_id, target));
-        if let Some(name) = s.attrs.get(Attribute::PatientName) {
+        for name in values(s.attrs.get(Attribute::PatientName)) {
             out.insert(keys::index_key(IndexId::StudyPatientName, &normalize_pn(name), target));
         }
-        if let Some(date) = s.attrs.get(Attribute::StudyDate) {
+        for date in values(s.attrs.get(Attribute::StudyDate)) {
             let d = normalize_date(date).unwrap_or_else(|_| date.to_string());
             out.insert(keys::index_key(IndexId::StudyDate, &d, target));
         }
-        if let Some(acc) = s.attrs.get(Attribute::AccessionNumber) {
-            out.insert(keys::index_key(IndexId::StudyAccession, acc.trim(), target));
+        for acc in values(s.attrs.get(Attribute::AccessionNumber)) {
+            out.insert(keys::index_key(IndexId::StudyAccession, acc, target));
         }
-        for m in &s.modalities {
+        for m in s.modalities.iter().flat_map(|m| values(Some(m))) {
             out.insert(keys::index_key(IndexId::StudyModality, m, target));
         }
     }
     out
+}
+
+/// The values of a possibly multi-valued attribute, trimmed as matching trims them.
+pub(crate) fn values(v: Option<&str>) -> impl Iterator<Item = &str> {
+    v.into_iter().flat_map(|v| v.split('\\')).map(crate::catalog::keys::trim_value).filter(|v| !v.is_empty())
 }

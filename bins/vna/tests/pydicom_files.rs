@@ -146,3 +146,27 @@ async fn bad_input_is_refused_and_stores_nothing() {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_data_set_from_another_door_is_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, hot) = common::open_archive(common::config_in(dir.path())).await;
+    let inst =
+        vna_benches::dataset::DatasetGenerator::new(21).study(&vna_benches::dataset::StudySpec::tiny("CT", 1, 1));
+    let file = Bytes::from(inst[0].bytes.clone());
+    let parsed = archive_core::parse::parse_part10(&file).unwrap();
+    let dataset = || IngestInput::Dataset {
+        dataset: Bytes::copy_from_slice(&file[parsed.dataset_offset..]),
+        transfer_syntax: parsed.transfer_syntax.clone(),
+        sop_class: parsed.sop_class.clone(),
+        sop_instance: parsed.sop_instance.clone(),
+    };
+    let first = archive.ingest().ingest(dataset(), source()).await.unwrap();
+    assert_eq!(first.status, IngestStatus::Stored);
+    let other_ae = Source { actor: "PACS2".into(), address: "10.0.0.2".into() };
+    assert_eq!(archive.ingest().ingest(dataset(), other_ae).await.unwrap().status, IngestStatus::Duplicate);
+    let as_file = archive.ingest().ingest(IngestInput::Part10(file.clone()), source()).await.unwrap();
+    assert_eq!(as_file.status, IngestStatus::Duplicate, "a Part-10 file with the same data set is the same instance");
+    assert_eq!(hot.list(None).await.unwrap().len(), 1);
+    archive.close().await.unwrap();
+}
