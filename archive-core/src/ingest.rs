@@ -343,12 +343,24 @@ impl Ingest {
         }
     }
 
-    /// Deletes the copies of a record the catalog no longer references.
+    /// Deletes the copies of a record the catalog no longer references, clearing the intents
+    /// the replacing commit recorded for them; a copy that cannot be deleted keeps its intent
+    /// and recovery deletes it at the next start.
     async fn delete_copies(&self, previous: &InstanceRecord) {
         for loc in &previous.locations {
             if let Some(tier) = self.tiers.get(&loc.tier) {
-                if let Err(e) = tier.delete(&loc.key).await {
-                    tracing::warn!(tier = %loc.tier, key = %loc.key, error = %e, "could not delete a replaced copy");
+                match tier.delete(&loc.key).await {
+                    Ok(()) => {
+                        let intent = WriteIntent {
+                            tier: loc.tier.clone(),
+                            key: loc.key.clone(),
+                            sop_instance: previous.uid.clone(),
+                        };
+                        let _ = self.catalog.end_write(&intent);
+                    }
+                    Err(e) => {
+                        tracing::warn!(tier = %loc.tier, key = %loc.key, error = %e, "could not delete a replaced copy")
+                    }
                 }
             }
         }

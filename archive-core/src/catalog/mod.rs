@@ -150,7 +150,7 @@ pub trait Catalog: Send + Sync {
     /// - Returns after the write-ahead log is synced.
     async fn insert_instance(&self, new: NewInstance) -> Result<InsertOutcome, CatalogError>;
 
-    /// Records that an object is about to be written (not synced: a crash of the process keeps it).
+    /// Records that an object is about to be written (synced before it returns).
     fn begin_write(&self, intent: &WriteIntent) -> Result<(), CatalogError>;
     /// Forgets a write intent (after the object was removed or is known to be referenced).
     fn end_write(&self, intent: &WriteIntent) -> Result<(), CatalogError>;

@@ -516,7 +516,11 @@ impl Catalog for RocksCatalog {
     fn begin_write(&self, intent: &WriteIntent) -> Result<(), CatalogError> {
         let key = keys::join(&[intent.tier.as_str().as_bytes(), intent.key.as_str().as_bytes()]);
         let value = serde_json::to_vec(intent).map_err(|e| CatalogError::Storage(e.to_string()))?;
-        self.db.put_cf(cf(&self.db, CF_INTENTS), key, value)?;
+        // Synced: the intent must outlive a power loss that the object (fsynced next) survives.
+        // RocksDB groups concurrent synced writes into one WAL sync.
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.put_cf_opt(cf(&self.db, CF_INTENTS), key, value, &wo)?;
         Ok(())
     }
 

@@ -112,37 +112,60 @@ fn run(db: Arc<DB>, mut state: WriterState, opts: RocksCatalogOptions, mut rx: m
 }
 
 fn commit_group(db: &DB, state: &mut WriterState, opts: &RocksCatalogOptions, commands: Vec<Command>) {
-    let saved = (state.stats, state.audit_seq, state.audit_hash);
-    let mut batch = Batch::new(db, state);
-    let mut replies = Vec::new();
+    type Reply = oneshot::Sender<Result<InsertOutcome, CatalogError>>;
+    let mut pending: Vec<(Box<NewInstance>, Reply)> = Vec::new();
     let mut flushes = Vec::new();
     for cmd in commands {
         match cmd {
-            Command::Insert(new, reply) => {
-                let result = batch.insert(*new);
-                replies.push((reply, result));
-            }
+            Command::Insert(new, reply) => pending.push((new, reply)),
             Command::Flush(reply) => flushes.push(reply),
         }
     }
-    let written = batch.finish().and_then(|wb| {
-        let mut wo = WriteOptions::default();
-        wo.set_sync(opts.sync_commits);
-        db.write_opt(wb, &wo).map_err(CatalogError::from)
-    });
-    match written {
-        Ok(()) => {
-            for (reply, result) in replies {
-                let _ = reply.send(result);
+    // Each insert is all or nothing: when one fails half way (a storage error, a corrupt
+    // record), the batch is dropped, that insert answered with its error, and the others
+    // replayed in a fresh batch. Conflicts are complete answers, not failures.
+    loop {
+        let saved = (state.stats, state.audit_seq, state.audit_hash);
+        let mut batch = Batch::new(db, state);
+        let mut results = Vec::with_capacity(pending.len());
+        let mut failed = None;
+        for (i, (new, _)) in pending.iter().enumerate() {
+            match batch.insert((**new).clone()) {
+                Err(e) if !matches!(e, CatalogError::Conflict { .. }) => {
+                    failed = Some((i, e));
+                    break;
+                }
+                r => results.push(r),
             }
         }
-        Err(e) => {
-            tracing::error!(error = %e, "catalog commit failed");
+        if let Some((i, e)) = failed {
+            drop(batch);
             (state.stats, state.audit_seq, state.audit_hash) = saved;
-            for (reply, result) in replies {
-                let _ = reply.send(result.and(Err(CatalogError::Storage(e.to_string()))));
+            tracing::error!(error = %e, "catalog insert failed; replaying the rest of its group");
+            let (_, reply) = pending.remove(i);
+            let _ = reply.send(Err(e));
+            continue;
+        }
+        let written = batch.finish().and_then(|wb| {
+            let mut wo = WriteOptions::default();
+            wo.set_sync(opts.sync_commits);
+            db.write_opt(wb, &wo).map_err(CatalogError::from)
+        });
+        match written {
+            Ok(()) => {
+                for ((_, reply), result) in pending.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "catalog commit failed");
+                (state.stats, state.audit_seq, state.audit_hash) = saved;
+                for (_, reply) in pending {
+                    let _ = reply.send(Err(CatalogError::Storage(e.to_string())));
+                }
             }
         }
+        break;
     }
     for f in flushes {
         let _ = f.send(());
@@ -238,7 +261,11 @@ impl<'a> Batch<'a> {
         let mut outcome = InsertOutcome::Stored;
         if let Some(existing) = self.existing_instance(&sop)? {
             if existing.dataset_checksum == new.instance.dataset_checksum {
-                self.remove_intent(&new.instance);
+                // The new copy's intent stays unless the stored record names that very object:
+                // ingest removes the extra copy, or recovery does after a crash.
+                if new.instance.locations.iter().all(|l| has_location(&existing, l)) {
+                    self.remove_intent(&new.instance);
+                }
                 return Ok(InsertOutcome::AlreadyStored { existing: Box::new(existing) });
             }
             if new.policy == ConflictPolicy::Reject {
@@ -249,6 +276,17 @@ impl<'a> Batch<'a> {
                 });
             }
             self.remove_instance(&existing)?;
+            // The replaced copies become write intents in the same batch: ingest deletes them
+            // and clears the intents, or recovery does after a crash.
+            for loc in &existing.locations {
+                let intent = super::WriteIntent {
+                    tier: loc.tier.clone(),
+                    key: loc.key.clone(),
+                    sop_instance: existing.uid.clone(),
+                };
+                let key = keys::join(&[loc.tier.as_str().as_bytes(), loc.key.as_str().as_bytes()]);
+                self.wb.put_cf(cf(self.db, CF_INTENTS), key, encode(&intent));
+            }
             outcome = InsertOutcome::Replaced { previous: Box::new(existing) };
         }
         self.add_instance(&new)?;
@@ -618,4 +656,9 @@ fn study_index(s: Option<&StudyRecord>) -> BTreeSet<Vec<u8>> {
 /// The values of a possibly multi-valued attribute, trimmed as matching trims them.
 pub(crate) fn values(v: Option<&str>) -> impl Iterator<Item = &str> {
     v.into_iter().flat_map(|v| v.split('\\')).map(crate::catalog::keys::trim_value).filter(|v| !v.is_empty())
+}
+
+/// Whether a record names the same object (tier and key) as a location.
+fn has_location(rec: &InstanceRecord, loc: &crate::model::Location) -> bool {
+    rec.locations.iter().any(|l| l.tier == loc.tier && l.key == loc.key)
 }

@@ -170,3 +170,69 @@ async fn same_data_set_from_another_door_is_a_duplicate() {
     assert_eq!(hot.list(None).await.unwrap().len(), 1);
     archive.close().await.unwrap();
 }
+
+/// A second version of an instance: same UIDs, different content (a changed PatientName).
+fn second_version(file: &[u8]) -> Bytes {
+    let mut v = file.to_vec();
+    let start = archive_core::parse::parse_part10(file).unwrap().dataset_offset;
+    let at = start
+        + v[start..]
+            .windows(4)
+            .position(|w| {
+                w == b"^JOH"
+                    || w == b"^JAN"
+                    || w == b"^ANN"
+                    || w == b"^LUI"
+                    || w == b"^MAR"
+                    || w == b"^PIO"
+                    || w == b"^SOF"
+                    || w == b"^CHI"
+                    || w == b"^AM\xc3"
+                    || w == b"^ANA"
+            })
+            .unwrap();
+    v[at + 1] = b'X';
+    Bytes::from(v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_are_refused_or_replaced_as_configured() {
+    let gen =
+        || vna_benches::dataset::DatasetGenerator::new(31).study(&vna_benches::dataset::StudySpec::tiny("CT", 1, 2));
+    let first = Bytes::from(gen()[0].bytes.clone());
+    let second = second_version(&first);
+
+    // Default: reject, nothing of the second version stays.
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, hot) = common::open_archive(common::config_in(dir.path())).await;
+    archive.ingest().ingest(IngestInput::Part10(first.clone()), source()).await.unwrap();
+    let err = archive.ingest().ingest(IngestInput::Part10(second.clone()), source()).await.unwrap_err();
+    assert!(matches!(err, IngestError::Conflict { .. }), "{err}");
+    assert_eq!(hot.list(None).await.unwrap().len(), 1);
+    assert!(archive.catalog().pending_writes().unwrap().is_empty());
+    archive.close().await.unwrap();
+    drop(archive);
+    drop(hot);
+
+    // Replace: the new version is served, the old copy is gone, the audit trail says so.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config_in(dir.path());
+    config.ingest.on_conflict = archive_core::catalog::ConflictPolicy::Replace;
+    let (archive, hot) = common::open_archive(config).await;
+    archive.ingest().ingest(IngestInput::Part10(first.clone()), source()).await.unwrap();
+    let r = archive.ingest().ingest(IngestInput::Part10(second.clone()), source()).await.unwrap();
+    assert_eq!(r.status, IngestStatus::Replaced);
+    let rec = archive.catalog().instance(&r.sop_instance).unwrap().unwrap();
+    let (_, bytes) = archive.retrieve().read(rec).await.unwrap();
+    assert!(bytes == second);
+    assert_eq!(hot.list(None).await.unwrap().len(), 1, "the replaced copy is deleted");
+    assert!(archive.catalog().pending_writes().unwrap().is_empty());
+    let stats = archive.catalog().stats().unwrap();
+    assert_eq!((stats.studies, stats.series, stats.instances), (1, 1, 1));
+    let audit = archive.catalog().audit_records(1).unwrap();
+    assert!(audit
+        .iter()
+        .any(|r| r.as_ref().unwrap().event.action == archive_core::audit::AuditAction::InstanceReplaced));
+    assert!(archive.catalog().verify_audit().unwrap().is_ok());
+    archive.close().await.unwrap();
+}
