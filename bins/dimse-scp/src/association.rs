@@ -5,12 +5,12 @@
 //! presentation contexts) abort this association only.
 
 use crate::server::Shared;
-use crate::{find, store};
+use crate::{find, retrieve, store};
 use dicom_ul::association::server::ServerAssociationOptions;
 use dicom_ul::association::{Association, AsyncServerAssociation};
 use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextNegotiated, PresentationContextResultReason};
 use dicom_ul::Pdu;
-use dimse::command::{CEchoRsp, CGetRsp, CMoveRsp, Message, NActionRsp, SubOperations};
+use dimse::command::{CEchoRsp, Message, NActionRsp};
 use dimse::pdv::MessageAssembler;
 use dimse::status;
 use std::net::SocketAddr;
@@ -32,6 +32,7 @@ pub enum AssociationError {
 /// An accepted association and what was negotiated.
 pub struct Connection {
     assoc: AsyncServerAssociation<TcpStream>,
+    message_id: u16,
     contexts: Vec<PresentationContextNegotiated>,
     peer_max_pdu: u32,
     /// The peer's AE title.
@@ -47,6 +48,21 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// Accepts the SCU/SCP roles a requestor proposes (C-GET needs the requestor as storage SCP).
+#[derive(Debug, Clone, Copy)]
+struct AcceptProposedRoles;
+
+impl dicom_ul::association::server::Negotiation for AcceptProposedRoles {
+    fn negotiate_roles(
+        &self,
+        _sop_class_uid: &str,
+        scu_role: bool,
+        scp_role: bool,
+    ) -> Option<dicom_ul::pdu::RequestorRoles> {
+        Some(dicom_ul::pdu::RequestorRoles { scu: scu_role, scp: scp_role })
+    }
+}
+
 /// Serves one TCP connection from association request to release.
 pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr) {
     let settings = &shared.settings;
@@ -54,6 +70,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAd
         .ae_access_control(settings.callers.clone())
         .ae_title(settings.ae_title.clone())
         .promiscuous(true)
+        .with_negotiation(AcceptProposedRoles)
         .strict(false)
         .max_pdu_length(settings.max_pdu_length)
         .read_timeout(settings.artim_timeout);
@@ -70,6 +87,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAd
     let calling_ae = Association::peer_ae_title(&assoc).trim().to_string();
     tracing::info!(%peer, calling = %calling_ae, "association accepted");
     let mut conn = Connection {
+        message_id: 0,
         contexts: assoc.presentation_contexts().to_vec(),
         peer_max_pdu: assoc.requestor_max_pdu_length(),
         assoc,
@@ -164,26 +182,12 @@ impl Connection {
                 // Operations run to completion before the next message is read: nothing to cancel.
             }
             Message::CMoveRq(rq) => {
-                let rsp = CMoveRsp {
-                    message_id_being_responded_to: rq.message_id,
-                    affected_sop_class: Some(rq.affected_sop_class),
-                    status: status::SOP_CLASS_NOT_SUPPORTED,
-                    sub_operations: SubOperations::default(),
-                    error_comment: Some("C-MOVE is not provided yet".into()),
-                    has_dataset: false,
-                };
-                self.send(pc, &Message::from(rsp).encode(), None).await?;
+                let code = retrieve::handle_move(self, &context, rq, dataset.unwrap_or_default()).await?;
+                self.shared.metrics.operation("move", code, started.elapsed().as_secs_f64());
             }
             Message::CGetRq(rq) => {
-                let rsp = CGetRsp {
-                    message_id_being_responded_to: rq.message_id,
-                    affected_sop_class: Some(rq.affected_sop_class),
-                    status: status::SOP_CLASS_NOT_SUPPORTED,
-                    sub_operations: SubOperations::default(),
-                    error_comment: Some("C-GET is not provided yet".into()),
-                    has_dataset: false,
-                };
-                self.send(pc, &Message::from(rsp).encode(), None).await?;
+                let code = retrieve::handle_get(self, &context, rq, dataset.unwrap_or_default()).await?;
+                self.shared.metrics.operation("get", code, started.elapsed().as_secs_f64());
             }
             Message::NActionRq(rq) => {
                 let rsp = NActionRsp {
@@ -205,6 +209,52 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// The accepted context for a SOP class in a transfer syntax, if any.
+    pub fn context_for(&self, sop_class: &str, transfer_syntax: &str) -> Option<u8> {
+        self.contexts
+            .iter()
+            .find(|c| {
+                c.reason == PresentationContextResultReason::Acceptance
+                    && c.abstract_syntax == sop_class
+                    && c.transfer_syntax == transfer_syntax
+            })
+            .map(|c| c.id)
+    }
+
+    /// A fresh message ID for a request the archive sends (C-GET sub-operations).
+    pub fn next_message_id(&mut self) -> u16 {
+        self.message_id = self.message_id.wrapping_add(1);
+        self.message_id
+    }
+
+    /// Reads the next complete message from the peer (used while an operation waits for a reply).
+    pub async fn receive_message(&mut self) -> Result<Message, AssociationError> {
+        let mut assembler = MessageAssembler::new(1 << 20);
+        loop {
+            let idle = self.shared.settings.idle_timeout;
+            let pdu = match tokio::time::timeout(idle, self.assoc.receive()).await {
+                Ok(Ok(pdu)) => pdu,
+                Ok(Err(e)) => return Err(AssociationError::Network(e.to_string())),
+                Err(_) => return Err(AssociationError::Network(format!("idle for {} s", idle.as_secs()))),
+            };
+            let Pdu::PData { data } = pdu else {
+                return Err(AssociationError::Protocol(format!(
+                    "unexpected {} during an operation",
+                    pdu.short_description()
+                )));
+            };
+            for pdv in data {
+                let is_command = pdv.value_type == PDataValueType::Command;
+                let done = assembler
+                    .push_parts(pdv.presentation_context_id, is_command, pdv.is_last, &pdv.data)
+                    .map_err(|e| AssociationError::Protocol(e.to_string()))?;
+                if let Some(m) = done {
+                    return Message::decode(&m.command).map_err(|e| AssociationError::Protocol(e.to_string()));
+                }
+            }
+        }
     }
 
     /// Sends one message, fragmented to the peer's maximum PDU length.

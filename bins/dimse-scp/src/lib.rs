@@ -7,7 +7,7 @@
 //! - [`server`]: the listener: TCP_NODELAY, association cap, graceful shutdown.
 //! - [`access`]: which calling AE titles are accepted.
 //! - [`association`]: one association: PDUs in, messages assembled, dispatched, answered.
-//! - [`store`], [`find`], [`identifier`]: the C-STORE and C-FIND services.
+//! - [`store`], [`find`], [`identifier`], [`retrieve`]: C-STORE, C-FIND, C-GET and C-MOVE.
 //! - [`metrics`]: Prometheus counters and histograms.
 //!
 //! ## Invariants
@@ -21,6 +21,7 @@ pub mod association;
 pub mod find;
 pub mod identifier;
 pub mod metrics;
+pub mod retrieve;
 pub mod server;
 pub mod store;
 

@@ -1,0 +1,112 @@
+//! C-MOVE and C-GET from the running `vna serve` with dcmtk's movescu and getscu: every
+//! moved or fetched instance arrives with the data set it was stored with.
+
+mod common;
+
+use std::path::Path;
+
+/// Data sets of the files a dcmtk SCP wrote, by SOP Instance UID.
+fn received(dir: &Path) -> std::collections::HashMap<String, Vec<u8>> {
+    let mut out = std::collections::HashMap::new();
+    for entry in walkdir::WalkDir::new(dir).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()) {
+        let bytes = std::fs::read(entry.path()).unwrap();
+        if let Ok(p) = archive_core::parse::parse_part10(&bytes) {
+            out.insert(p.sop_instance.to_string(), archive_core::parse::dataset_bytes(&bytes).unwrap().to_vec());
+        }
+    }
+    out
+}
+
+fn store_study(port: u16, dir: &Path, seed: u64) -> Vec<vna_benches::dataset::SyntheticInstance> {
+    let study =
+        vna_benches::dataset::DatasetGenerator::new(seed).study(&vna_benches::dataset::StudySpec::tiny("CT", 2, 4));
+    let src = dir.join(format!("src{seed}"));
+    std::fs::create_dir_all(&src).unwrap();
+    for (i, inst) in study.iter().enumerate() {
+        std::fs::write(src.join(format!("{i}.dcm")), &inst.bytes).unwrap();
+    }
+    let out = common::dcmtk("storescu")
+        .args(["-aec", "VNA", "+sd", "127.0.0.1", &port.to_string()])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    study
+}
+
+fn dataset_of(file: &[u8]) -> Vec<u8> {
+    archive_core::parse::dataset_bytes(file).unwrap().to_vec()
+}
+
+#[test]
+fn c_move_to_a_configured_destination_and_c_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest_port = common::free_port();
+    let extra = format!("[[dicom.remote_aes]]\nae_title = \"DEST\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n");
+    let server = common::Server::start(dir.path(), &extra);
+    let study = store_study(server.dicom_port, dir.path(), 41);
+
+    // A storage SCP that writes what it receives bit for bit.
+    let moved = dir.path().join("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    let mut scp = common::dcmtk("storescp")
+        .args(["-aet", "DEST", "--bit-preserving", "--output-directory"])
+        .arg(&moved)
+        .arg(dest_port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let out = common::dcmtk("movescu")
+        .args(["-v", "-aet", "MOVER", "-aec", "VNA", "-aem", "DEST", "-S", "-k", "QueryRetrieveLevel=STUDY"])
+        .args(["-k", &format!("StudyInstanceUID={}", study[0].study)])
+        .args(["127.0.0.1", &server.dicom_port.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", server.log());
+    let got = received(&moved);
+    for inst in &study {
+        assert_eq!(
+            got.get(&inst.sop_instance),
+            Some(&dataset_of(&inst.bytes)),
+            "{} not moved intact",
+            inst.sop_instance
+        );
+    }
+    let _ = scp.kill();
+    let _ = scp.wait();
+
+    // Unknown destination: A801, nothing sent.
+    let out = common::dcmtk("movescu")
+        .args(["-v", "-aet", "MOVER", "-aec", "VNA", "-aem", "NOWHERE", "-S", "-k", "QueryRetrieveLevel=STUDY"])
+        .args(["-k", &format!("StudyInstanceUID={}", study[0].study)])
+        .args(["127.0.0.1", &server.dicom_port.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("a801") || text.contains("A801") || text.contains("MoveDestinationUnknown"), "{text}");
+
+    // C-GET of one series over the requesting association.
+    let fetched = dir.path().join("fetched");
+    std::fs::create_dir_all(&fetched).unwrap();
+    let out = common::dcmtk("getscu")
+        .args(["-v", "-aet", "GETTER", "-aec", "VNA", "-S", "-k", "QueryRetrieveLevel=SERIES"])
+        .args(["-k", &format!("StudyInstanceUID={}", study[0].study)])
+        .args(["-k", &format!("SeriesInstanceUID={}", study[0].series)])
+        .arg("--output-directory")
+        .arg(&fetched)
+        .args(["127.0.0.1", &server.dicom_port.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", server.log());
+    let got = received(&fetched);
+    let series: Vec<_> = study.iter().filter(|i| i.series == study[0].series).collect();
+    assert_eq!(got.len(), series.len(), "{text}");
+    for inst in series {
+        assert_eq!(got.get(&inst.sop_instance), Some(&dataset_of(&inst.bytes)));
+    }
+}
