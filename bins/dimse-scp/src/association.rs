@@ -5,12 +5,12 @@
 //! presentation contexts) abort this association only.
 
 use crate::server::Shared;
-use crate::{find, retrieve, store};
+use crate::{commitment, find, retrieve, store};
 use dicom_ul::association::server::ServerAssociationOptions;
 use dicom_ul::association::{Association, AsyncServerAssociation};
 use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextNegotiated, PresentationContextResultReason};
 use dicom_ul::Pdu;
-use dimse::command::{CEchoRsp, Message, NActionRsp};
+use dimse::command::{CEchoRsp, Message};
 use dimse::pdv::MessageAssembler;
 use dimse::status;
 use std::net::SocketAddr;
@@ -190,16 +190,8 @@ impl Connection {
                 self.shared.metrics.operation("get", code, started.elapsed().as_secs_f64());
             }
             Message::NActionRq(rq) => {
-                let rsp = NActionRsp {
-                    message_id_being_responded_to: rq.message_id,
-                    affected_sop_class: Some(rq.requested_sop_class),
-                    affected_sop_instance: Some(rq.requested_sop_instance),
-                    status: status::SOP_CLASS_NOT_SUPPORTED,
-                    action_type_id: Some(rq.action_type_id),
-                    error_comment: None,
-                    has_dataset: false,
-                };
-                self.send(pc, &Message::from(rsp).encode(), None).await?;
+                let code = commitment::handle(self, &context, rq, dataset.unwrap_or_default()).await?;
+                self.shared.metrics.operation("commitment", code, started.elapsed().as_secs_f64());
             }
             other if other.is_response() => {
                 tracing::debug!(peer = %self.peer, command = ?other.command_field(), "ignoring an unsolicited response");

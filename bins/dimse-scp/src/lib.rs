@@ -8,6 +8,7 @@
 //! - [`access`]: which calling AE titles are accepted.
 //! - [`association`]: one association: PDUs in, messages assembled, dispatched, answered.
 //! - [`store`], [`find`], [`identifier`], [`retrieve`]: C-STORE, C-FIND, C-GET and C-MOVE.
+//! - [`commitment`]: Storage Commitment Push Model (N-ACTION, then N-EVENT-REPORT).
 //! - [`metrics`]: Prometheus counters and histograms.
 //!
 //! ## Invariants
@@ -18,6 +19,7 @@
 
 pub mod access;
 pub mod association;
+pub mod commitment;
 pub mod find;
 pub mod identifier;
 pub mod metrics;

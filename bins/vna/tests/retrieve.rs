@@ -110,3 +110,37 @@ fn c_move_to_a_configured_destination_and_c_get() {
         assert_eq!(got.get(&inst.sop_instance), Some(&dataset_of(&inst.bytes)));
     }
 }
+
+#[test]
+fn storage_commitment_reports_only_stored_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Server::start(dir.path(), "");
+    let study = store_study(server.dicom_port, dir.path(), 51);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scripts/commitment_scu.py");
+    let ct = "1.2.840.10008.5.1.4.1.1.2";
+    let unknown = "2.25.1234567890123456789";
+    let mut args: Vec<String> = study.iter().map(|i| format!("{ct}:{}", i.sop_instance)).collect();
+    args.push(format!("{ct}:{unknown}"));
+    args.push(format!("1.2.840.10008.5.1.4.1.1.4:{}", study[0].sop_instance));
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(server.dicom_port.to_string())
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), server.log());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["action_status"], 0, "{report}");
+    assert_eq!(report["event_type"], 2, "some failed: {report}");
+    assert_eq!(report["transaction"], report["sent_transaction"]);
+    let committed: Vec<String> =
+        report["committed"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    assert_eq!(committed.len(), study.len(), "{report}");
+    for inst in &study {
+        assert!(committed.contains(&inst.sop_instance));
+    }
+    let failed = report["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 2, "{report}");
+    assert!(failed.iter().any(|f| f["uid"] == unknown && f["reason"] == 0x0112));
+    assert!(failed.iter().any(|f| f["uid"] == study[0].sop_instance.as_str() && f["reason"] == 0x0119));
+}

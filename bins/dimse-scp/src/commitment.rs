@@ -1,0 +1,162 @@
+//! Storage Commitment Push Model SCP (PS3.4 Annex J).
+//!
+//! An N-ACTION asks the archive to take responsibility for a list of instances. The archive
+//! answers the N-ACTION at once, then reports per instance in an N-EVENT-REPORT on the same
+//! association: committed only when the catalog holds the instance with the same SOP class
+//! (an entry exists only after the object and its catalog record were made durable).
+//! Modalities delete their copies on this report, so nothing else is ever reported as committed.
+
+use crate::association::{AssociationError, Connection};
+use archive_core::catalog::Catalog;
+use archive_core::uid::SopInstanceUid;
+use dicom_core::value::{DataSetSequence, PrimitiveValue};
+use dicom_core::{DataElement, Tag, VR};
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use dicom_ul::pdu::PresentationContextNegotiated;
+use dimse::command::{Message, NActionRq, NActionRsp, NEventReportRq};
+use dimse::status;
+
+/// Storage Commitment Push Model SOP Class.
+pub const STORAGE_COMMITMENT_PUSH: &str = "1.2.840.10008.1.20.1";
+/// Its well-known SOP Instance.
+pub const STORAGE_COMMITMENT_INSTANCE: &str = "1.2.840.10008.1.20.1.1";
+
+const TRANSACTION_UID: Tag = Tag(0x0008, 0x1195);
+const REFERENCED_SOP_SEQUENCE: Tag = Tag(0x0008, 0x1199);
+const FAILED_SOP_SEQUENCE: Tag = Tag(0x0008, 0x1198);
+const REFERENCED_SOP_CLASS: Tag = Tag(0x0008, 0x1150);
+const REFERENCED_SOP_INSTANCE: Tag = Tag(0x0008, 0x1155);
+const FAILURE_REASON: Tag = Tag(0x0008, 0x1197);
+
+/// Failure reasons of PS3.4 J.3.2.1.1.
+const NO_SUCH_OBJECT_INSTANCE: u16 = 0x0112;
+const CLASS_INSTANCE_CONFLICT: u16 = 0x0119;
+
+fn text(obj: &InMemDicomObject, tag: Tag) -> String {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.value().to_str().ok().map(|s| s.trim_matches(|c| c == ' ' || c == '\0').to_string()))
+        .unwrap_or_default()
+}
+
+fn reference(class: &str, instance: &str, failure: Option<u16>) -> InMemDicomObject {
+    let mut item = InMemDicomObject::new_empty();
+    item.put(DataElement::new(REFERENCED_SOP_CLASS, VR::UI, PrimitiveValue::from(class)));
+    item.put(DataElement::new(REFERENCED_SOP_INSTANCE, VR::UI, PrimitiveValue::from(instance)));
+    if let Some(reason) = failure {
+        item.put(DataElement::new(FAILURE_REASON, VR::US, PrimitiveValue::from(reason)));
+    }
+    item
+}
+
+/// Handles an N-ACTION-RQ; returns the N-ACTION status.
+pub(crate) async fn handle(
+    conn: &mut Connection,
+    context: &PresentationContextNegotiated,
+    rq: NActionRq,
+    dataset: Vec<u8>,
+) -> Result<u16, AssociationError> {
+    let pc = context.id;
+    let respond = |status: u16, comment: Option<&str>| NActionRsp {
+        message_id_being_responded_to: rq.message_id,
+        affected_sop_class: Some(rq.requested_sop_class.clone()),
+        affected_sop_instance: Some(rq.requested_sop_instance.clone()),
+        status,
+        action_type_id: Some(rq.action_type_id),
+        error_comment: comment.map(|c| c.chars().take(64).collect()),
+        has_dataset: false,
+    };
+    if rq.requested_sop_class.trim_end_matches('\0') != STORAGE_COMMITMENT_PUSH {
+        conn.send(pc, &Message::from(respond(status::NO_SUCH_SOP_CLASS, None)).encode(), None).await?;
+        return Ok(status::NO_SUCH_SOP_CLASS);
+    }
+    if rq.action_type_id != 1 {
+        conn.send(pc, &Message::from(respond(status::NO_SUCH_ACTION_TYPE, None)).encode(), None).await?;
+        return Ok(status::NO_SUCH_ACTION_TYPE);
+    }
+    let request = TransferSyntaxRegistry
+        .get(&context.transfer_syntax)
+        .ok_or_else(|| format!("unknown transfer syntax {}", context.transfer_syntax))
+        .and_then(|ts| InMemDicomObject::read_dataset_with_ts(&dataset[..], ts).map_err(|e| e.to_string()));
+    let request = match request {
+        Ok(r) if !text(&r, TRANSACTION_UID).is_empty() => r,
+        Ok(_) => {
+            let code = status::MISSING_ATTRIBUTE;
+            conn.send(pc, &Message::from(respond(code, Some("missing TransactionUID"))).encode(), None).await?;
+            return Ok(code);
+        }
+        Err(e) => {
+            let code = status::PROCESSING_FAILURE;
+            conn.send(pc, &Message::from(respond(code, Some(&e))).encode(), None).await?;
+            return Ok(code);
+        }
+    };
+    conn.send(pc, &Message::from(respond(status::SUCCESS, None)).encode(), None).await?;
+
+    // Check every referenced instance against the catalog.
+    let transaction = text(&request, TRANSACTION_UID);
+    let items: Vec<(String, String)> = request
+        .element_opt(REFERENCED_SOP_SEQUENCE)
+        .ok()
+        .flatten()
+        .and_then(|e| e.value().items().map(|items| items.to_vec()))
+        .unwrap_or_default()
+        .iter()
+        .map(|item| (text(item, REFERENCED_SOP_CLASS), text(item, REFERENCED_SOP_INSTANCE)))
+        .collect();
+    let mut committed = Vec::new();
+    let mut failed = Vec::new();
+    for (class, instance) in items {
+        let stored = SopInstanceUid::new(&instance)
+            .ok()
+            .and_then(|uid| conn.shared.archive.catalog().instance(&uid).ok().flatten());
+        match stored {
+            Some(rec) if rec.sop_class.as_str() == class => committed.push(reference(&class, &instance, None)),
+            Some(_) => failed.push(reference(&class, &instance, Some(CLASS_INSTANCE_CONFLICT))),
+            None => failed.push(reference(&class, &instance, Some(NO_SUCH_OBJECT_INSTANCE))),
+        }
+    }
+    tracing::info!(
+        transaction = %transaction, committed = committed.len(), failed = failed.len(), calling = %conn.calling_ae,
+        "storage commitment"
+    );
+
+    let mut report = InMemDicomObject::new_empty();
+    report.put(DataElement::new(TRANSACTION_UID, VR::UI, PrimitiveValue::from(transaction)));
+    let event_type = if failed.is_empty() { 1 } else { 2 };
+    if !committed.is_empty() {
+        report.put(DataElement::new(REFERENCED_SOP_SEQUENCE, VR::SQ, DataSetSequence::from(committed)));
+    }
+    if !failed.is_empty() {
+        report.put(DataElement::new(FAILED_SOP_SEQUENCE, VR::SQ, DataSetSequence::from(failed)));
+    }
+    let ts = TransferSyntaxRegistry.get(&context.transfer_syntax).expect("checked above");
+    let mut data = Vec::new();
+    report
+        .write_dataset_with_ts(&mut data, ts)
+        .map_err(|e| AssociationError::Protocol(format!("cannot encode the commitment report: {e}")))?;
+    let event = NEventReportRq {
+        message_id: conn.next_message_id(),
+        affected_sop_class: STORAGE_COMMITMENT_PUSH.into(),
+        affected_sop_instance: STORAGE_COMMITMENT_INSTANCE.into(),
+        event_type_id: event_type,
+        has_dataset: true,
+    };
+    conn.send(pc, &Message::from(event).encode(), Some(&data)).await?;
+    match conn.receive_message().await? {
+        Message::NEventReportRsp(rsp) if status::kind(rsp.status) == status::StatusKind::Success => {}
+        Message::NEventReportRsp(rsp) => {
+            tracing::warn!(status = rsp.status, "the requestor refused the commitment report")
+        }
+        other => {
+            return Err(AssociationError::Protocol(format!(
+                "expected an N-EVENT-REPORT response, got {:?}",
+                other.command_field()
+            )))
+        }
+    }
+    Ok(status::SUCCESS)
+}
