@@ -249,6 +249,42 @@ impl Connection {
         }
     }
 
+    /// Whether the peer has asked to cancel the operation `message_id`, looking only at PDUs
+    /// already received (never waits). Reading is cancel-safe: a partly received PDU stays
+    /// buffered for the next read.
+    pub fn cancel_requested(
+        &mut self,
+        assembler: &mut MessageAssembler,
+        message_id: u16,
+    ) -> Result<bool, AssociationError> {
+        use futures::FutureExt;
+        while let Some(received) = self.assoc.receive().now_or_never() {
+            let pdu = received.map_err(|e| AssociationError::Network(e.to_string()))?;
+            let Pdu::PData { data } = pdu else {
+                return Err(AssociationError::Protocol(format!(
+                    "unexpected {} during an operation",
+                    pdu.short_description()
+                )));
+            };
+            for pdv in data {
+                let is_command = pdv.value_type == PDataValueType::Command;
+                let done = assembler
+                    .push_parts(pdv.presentation_context_id, is_command, pdv.is_last, &pdv.data)
+                    .map_err(|e| AssociationError::Protocol(e.to_string()))?;
+                if let Some(m) = done {
+                    match Message::decode(&m.command).map_err(|e| AssociationError::Protocol(e.to_string()))? {
+                        Message::CCancelRq(c) if c.message_id_being_responded_to == message_id => return Ok(true),
+                        other => return Err(AssociationError::Protocol(format!(
+                            "{:?} received while an operation is running (no asynchronous operations were negotiated)",
+                            other.command_field()
+                        ))),
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// Sends one message, fragmented to the peer's maximum PDU length.
     pub async fn send(&mut self, pc: u8, command: &[u8], dataset: Option<&[u8]>) -> Result<(), AssociationError> {
         self.send_part(pc, true, command).await?;

@@ -71,6 +71,7 @@ pub(crate) async fn handle(
     };
 
     let ae = conn.shared.settings.ae_title.clone();
+    let mut cancel_watch = dimse::pdv::MessageAssembler::new(0);
     for row in &rows {
         let availability = availability(conn, row);
         let data = match identifier::encode_response(&request, row, &ae, availability, &ts) {
@@ -89,6 +90,10 @@ pub(crate) async fn handle(
             has_dataset: true,
         };
         conn.send(pc, &Message::from(pending).encode(), Some(&data)).await?;
+        if conn.cancel_requested(&mut cancel_watch, rq.message_id)? {
+            conn.send(pc, &Message::from(final_rsp(status::CANCEL, None)).encode(), None).await?;
+            return Ok(status::CANCEL);
+        }
     }
     conn.send(pc, &Message::from(final_rsp(status::SUCCESS, None)).encode(), None).await?;
     Ok(status::SUCCESS)
