@@ -12,7 +12,7 @@ use archive_core::query::Query;
 use archive_core::tier::{Tier, TierName};
 use archive_core::Archive;
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,6 +60,8 @@ fn ingest_ct(c: &mut Criterion) {
     let mut group = c.benchmark_group("ingest_1000_ct_fsync");
     group
         .sample_size(10)
+        // Flat sampling: every sample is whole runs of 1,000 instances into a fresh archive.
+        .sampling_mode(SamplingMode::Flat)
         .measurement_time(Duration::from_secs(60))
         .throughput(Throughput::Elements(objects.len() as u64));
     for concurrency in [1usize, 4, 16] {
