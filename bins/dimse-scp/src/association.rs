@@ -274,10 +274,12 @@ impl Connection {
                 if let Some(m) = done {
                     match Message::decode(&m.command).map_err(|e| AssociationError::Protocol(e.to_string()))? {
                         Message::CCancelRq(c) if c.message_id_being_responded_to == message_id => return Ok(true),
-                        other => return Err(AssociationError::Protocol(format!(
+                        other => {
+                            return Err(AssociationError::Protocol(format!(
                             "{:?} received while an operation is running (no asynchronous operations were negotiated)",
                             other.command_field()
-                        ))),
+                        )))
+                        }
                     }
                 }
             }
