@@ -203,16 +203,9 @@ impl Connection {
         Ok(())
     }
 
-    /// The accepted context for a SOP class in a transfer syntax, if any.
-    pub fn context_for(&self, sop_class: &str, transfer_syntax: &str) -> Option<u8> {
-        self.contexts
-            .iter()
-            .find(|c| {
-                c.reason == PresentationContextResultReason::Acceptance
-                    && c.abstract_syntax == sop_class
-                    && c.transfer_syntax == transfer_syntax
-            })
-            .map(|c| c.id)
+    /// The negotiated presentation contexts.
+    pub fn contexts(&self) -> impl Iterator<Item = &PresentationContextNegotiated> + Clone {
+        self.contexts.iter()
     }
 
     /// A fresh message ID for a request the archive sends (C-GET sub-operations).

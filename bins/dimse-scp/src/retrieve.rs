@@ -3,8 +3,11 @@
 //! (C-GET) or on a new association to the configured destination (C-MOVE), with pending
 //! responses counting remaining, completed, failed and warning sub-operations.
 //!
-//! Objects are sent in the transfer syntax they are stored in; a destination that does not
-//! accept it fails that sub-operation with a reason in the log (no transcoding yet).
+//! Objects are sent in the transfer syntax they are stored in whenever the peer accepts it.
+//! An object stored uncompressed (implicit or explicit VR little endian, explicit VR big
+//! endian) is converted to another of these when the peer accepts only that one; an object
+//! stored compressed that the peer does not accept as is fails its sub-operation, with the
+//! reason in the log.
 
 use crate::association::{AssociationError, Connection};
 use crate::identifier;
@@ -18,6 +21,53 @@ use dimse::command::{CGetRq, CGetRsp, CMoveRq, CMoveRsp, CStoreRq, Message, SubO
 use dimse::pdv::MessageAssembler;
 use dimse::status;
 use std::collections::BTreeSet;
+
+/// Implicit VR Little Endian.
+const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+/// Explicit VR Little Endian.
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+/// Explicit VR Big Endian.
+const EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
+
+/// Whether a transfer syntax is uncompressed and not deflated: convertible to the others of its kind.
+fn is_native(ts: &str) -> bool {
+    matches!(ts, IMPLICIT_LE | EXPLICIT_LE | EXPLICIT_BE)
+}
+
+/// Re-encodes a native data set in another native transfer syntax.
+fn transcode(dataset: &[u8], from: &str, to: &str) -> Result<Vec<u8>, String> {
+    use dicom_encoding::TransferSyntaxIndex;
+    use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+    let from_ts = TransferSyntaxRegistry.get(from).ok_or_else(|| format!("unknown transfer syntax {from}"))?;
+    let to_ts = TransferSyntaxRegistry.get(to).ok_or_else(|| format!("unknown transfer syntax {to}"))?;
+    let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(dataset, from_ts).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(dataset.len() + 1024);
+    obj.write_dataset_with_ts(&mut out, to_ts).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// How to send a record over accepted contexts: the context and the data set bytes to send
+/// (converted when needed), or why it cannot be sent.
+fn prepare_for<'a>(
+    contexts: impl Iterator<Item = &'a PresentationContextNegotiated> + Clone,
+    record: &InstanceRecord,
+    dataset: &[u8],
+) -> Result<(u8, Vec<u8>), String> {
+    let class = record.sop_class.as_str();
+    let stored = record.transfer_syntax.as_str();
+    let accepted =
+        contexts.filter(|c| c.reason == PresentationContextResultReason::Acceptance && c.abstract_syntax == class);
+    if let Some(c) = accepted.clone().find(|c| c.transfer_syntax == stored) {
+        return Ok((c.id, dataset.to_vec()));
+    }
+    if is_native(stored) {
+        if let Some(c) = accepted.clone().find(|c| is_native(&c.transfer_syntax)) {
+            let converted = transcode(dataset, stored, &c.transfer_syntax)?;
+            return Ok((c.id, converted));
+        }
+    }
+    Err(format!("the peer accepts {class} in no transfer syntax vna can send {stored} in"))
+}
 
 /// Counts of sub-operations.
 #[derive(Debug, Clone, Copy, Default)]
@@ -158,18 +208,21 @@ async fn store_on_requesting_association(
     record: &InstanceRecord,
     bytes: &[u8],
 ) -> Result<Option<u16>, AssociationError> {
-    let Some(pc) = conn.context_for(record.sop_class.as_str(), record.transfer_syntax.as_str()) else {
-        tracing::warn!(sop = %record.uid, ts = %record.transfer_syntax, "c-get: no accepted context for this class and syntax");
-        return Ok(None);
+    let Ok(stored) = archive_core::parse::dataset_bytes(bytes) else { return Ok(None) };
+    let (pc, dataset) = match prepare_for(conn.contexts(), record, stored) {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::warn!(sop = %record.uid, ts = %record.transfer_syntax, "c-get: {why}");
+            return Ok(None);
+        }
     };
-    let Ok(dataset) = archive_core::parse::dataset_bytes(bytes) else { return Ok(None) };
     let rq = CStoreRq {
         message_id: conn.next_message_id(),
         affected_sop_class: record.sop_class.to_string(),
         affected_sop_instance: record.uid.to_string(),
         ..Default::default()
     };
-    conn.send(pc, &Message::from(rq).encode(), Some(dataset)).await?;
+    conn.send(pc, &Message::from(rq).encode(), Some(&dataset)).await?;
     loop {
         match conn.receive_message().await? {
             Message::CStoreRsp(rsp) => return Ok(Some(rsp.status)),
@@ -228,7 +281,13 @@ pub(crate) async fn handle_move(
         .called_ae_title(remote.ae_title.clone())
         .max_pdu_length(conn.shared.settings.max_pdu_length);
     for (class, ts) in &pairs {
+        // The stored syntax alone, and for uncompressed objects a second context offering
+        // the common uncompressed syntaxes vna can convert to.
         options = options.with_presentation_context(class.clone(), vec![ts.clone()]);
+        if is_native(ts) {
+            options = options
+                .with_presentation_context(class.clone(), vec![EXPLICIT_LE.to_string(), IMPLICIT_LE.to_string()]);
+        }
     }
     let mut sub = match options.establish_async((remote.host.as_str(), remote.port)).await {
         Ok(a) => a,
@@ -246,34 +305,32 @@ pub(crate) async fn handle_move(
     let peer_max = sub.acceptor_max_pdu_length();
     let mut message_id = 0u16;
     for record in instances {
-        let context = contexts.iter().find(|c| {
-            c.reason == PresentationContextResultReason::Acceptance
-                && c.abstract_syntax == record.sop_class.as_str()
-                && c.transfer_syntax == record.transfer_syntax.as_str()
-        });
-        let outcome = match (context, conn.shared.archive.retrieve().read(record.clone()).await) {
-            (None, _) => {
-                tracing::warn!(sop = %record.uid, ts = %record.transfer_syntax, destination = %destination,
-                    "c-move: destination does not accept this class in the stored transfer syntax");
-                None
-            }
-            (_, Err(e)) => {
+        let outcome = match conn.shared.archive.retrieve().read(record.clone()).await {
+            Err(e) => {
                 tracing::warn!(sop = %record.uid, error = %e, "c-move: cannot read instance");
                 None
             }
-            (Some(ctx), Ok((_, bytes))) => {
-                message_id = message_id.wrapping_add(1);
-                let rq_store = CStoreRq {
-                    message_id,
-                    affected_sop_class: record.sop_class.to_string(),
-                    affected_sop_instance: record.uid.to_string(),
-                    move_originator_ae: Some(conn.calling_ae.clone()),
-                    move_originator_message_id: Some(rq.message_id),
-                    ..Default::default()
-                };
-                match archive_core::parse::dataset_bytes(&bytes) {
-                    Ok(ds) => send_and_wait(&mut sub, ctx.id, peer_max, &Message::from(rq_store).encode(), ds).await,
-                    Err(_) => None,
+            Ok((_, bytes)) => {
+                let prepared = archive_core::parse::dataset_bytes(&bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|ds| prepare_for(contexts.iter(), &record, ds));
+                match prepared {
+                    Err(why) => {
+                        tracing::warn!(sop = %record.uid, destination = %destination, "c-move: {why}");
+                        None
+                    }
+                    Ok((pc_id, dataset)) => {
+                        message_id = message_id.wrapping_add(1);
+                        let rq_store = CStoreRq {
+                            message_id,
+                            affected_sop_class: record.sop_class.to_string(),
+                            affected_sop_instance: record.uid.to_string(),
+                            move_originator_ae: Some(conn.calling_ae.clone()),
+                            move_originator_message_id: Some(rq.message_id),
+                            ..Default::default()
+                        };
+                        send_and_wait(&mut sub, pc_id, peer_max, &Message::from(rq_store).encode(), &dataset).await
+                    }
                 }
             }
         };

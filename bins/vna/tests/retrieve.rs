@@ -144,3 +144,53 @@ fn storage_commitment_reports_only_stored_instances() {
     assert!(failed.iter().any(|f| f["uid"] == unknown && f["reason"] == 0x0112));
     assert!(failed.iter().any(|f| f["uid"] == study[0].sop_instance.as_str() && f["reason"] == 0x0119));
 }
+
+/// Pixel data and SOP Instance UID of a Part-10 file, decoded in its own transfer syntax.
+fn pixels_and_uid(file: &[u8]) -> (Vec<u8>, String) {
+    use dicom_dictionary_std::tags;
+    let obj = dicom_object::OpenFileOptions::new().from_reader(&file[128..]).unwrap();
+    let pixels = obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap().to_vec();
+    let uid = obj.element(tags::SOP_INSTANCE_UID).unwrap().to_str().unwrap().trim_end_matches('\0').to_string();
+    (pixels, uid)
+}
+
+#[test]
+fn c_move_converts_uncompressed_objects_for_a_destination_that_wants_another_syntax() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest_port = common::free_port();
+    let extra = format!("[[dicom.remote_aes]]\nae_title = \"IMPLICIT\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n");
+    let server = common::Server::start(dir.path(), &extra);
+    let study = store_study(server.dicom_port, dir.path(), 61);
+    let moved = dir.path().join("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    // This storage SCP accepts implicit VR little endian only; the study is stored explicit.
+    let mut scp = common::dcmtk("storescp")
+        .args(["-aet", "IMPLICIT", "+xi", "--bit-preserving", "--output-directory"])
+        .arg(&moved)
+        .arg(dest_port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = common::dcmtk("movescu")
+        .args(["-aet", "MOVER", "-aec", "VNA", "-aem", "IMPLICIT", "-S", "-k", "QueryRetrieveLevel=STUDY"])
+        .args(["-k", &format!("StudyInstanceUID={}", study[0].study)])
+        .args(["127.0.0.1", &server.dicom_port.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), server.log());
+    let _ = scp.kill();
+    let _ = scp.wait();
+    let mut received = 0;
+    for entry in walkdir::WalkDir::new(&moved).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()) {
+        let bytes = std::fs::read(entry.path()).unwrap();
+        let parsed = archive_core::parse::parse_part10(&bytes).unwrap();
+        assert_eq!(parsed.transfer_syntax.as_str(), "1.2.840.10008.1.2", "converted to implicit VR LE");
+        let (pixels, uid) = pixels_and_uid(&bytes);
+        let original = study.iter().find(|i| i.sop_instance == uid).expect("a moved instance of the study");
+        assert_eq!(pixels, pixels_and_uid(&original.bytes).0, "pixel data survives the conversion");
+        received += 1;
+    }
+    assert_eq!(received, study.len());
+}
