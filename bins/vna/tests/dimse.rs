@@ -300,3 +300,48 @@ fn concurrent_associations_and_garbage_pdus() {
         archive.close().await.unwrap();
     });
 }
+
+#[test]
+fn sigterm_drains_associations_and_metrics_count_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Server::start(dir.path(), "");
+    let study = vna_benches::dataset::DatasetGenerator::new(71).study(&vna_benches::dataset::StudySpec {
+        rows: 128,
+        columns: 128,
+        ..vna_benches::dataset::StudySpec::ct(300)
+    });
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for (i, inst) in study.iter().enumerate() {
+        std::fs::write(src.join(format!("{i:04}.dcm")), &inst.bytes).unwrap();
+    }
+    assert!(echo(server.dicom_port, "METRICS"));
+    let metrics =
+        reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", server.http_port)).unwrap().text().unwrap();
+    assert!(metrics.contains("vna_dimse_operations_total{service=\"echo\",status=\"success\"} 1"), "{metrics}");
+    assert!(metrics.contains("vna_dimse_associations_total{outcome=\"accepted\"}"), "{metrics}");
+
+    // A long C-STORE association, interrupted by SIGTERM half way.
+    let storescu = common::dcmtk("storescu")
+        .args(["-v", "-aec", "VNA", "+sd", "127.0.0.1", &server.dicom_port.to_string()])
+        .arg(&src)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let status = server.stop();
+    assert!(status.success(), "graceful shutdown exits 0: {status}");
+    let out = storescu.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let acknowledged = log.matches("Received Store Response (Success)").count();
+    assert!(acknowledged > 0, "{log}");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (archive, _) = common::open_archive(common::config_in(&dir.path().join("data"))).await;
+        let stored = archive.catalog().stats().unwrap().instances as usize;
+        assert!(stored >= acknowledged, "{acknowledged} acknowledged but {stored} stored");
+        archive.close().await.unwrap();
+    });
+}
