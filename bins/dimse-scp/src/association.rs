@@ -224,20 +224,8 @@ impl Connection {
                 Ok(Err(e)) => return Err(AssociationError::Network(e.to_string())),
                 Err(_) => return Err(AssociationError::Network(format!("idle for {} s", idle.as_secs()))),
             };
-            let Pdu::PData { data } = pdu else {
-                return Err(AssociationError::Protocol(format!(
-                    "unexpected {} during an operation",
-                    pdu.short_description()
-                )));
-            };
-            for pdv in data {
-                let is_command = pdv.value_type == PDataValueType::Command;
-                let done = assembler
-                    .push_parts(pdv.presentation_context_id, is_command, pdv.is_last, &pdv.data)
-                    .map_err(|e| AssociationError::Protocol(e.to_string()))?;
-                if let Some(m) = done {
-                    return Message::decode(&m.command).map_err(|e| AssociationError::Protocol(e.to_string()));
-                }
+            if let Some(message) = operation_message(&mut assembler, pdu)? {
+                return Ok(message);
             }
         }
     }
@@ -253,28 +241,15 @@ impl Connection {
         use futures::FutureExt;
         while let Some(received) = self.assoc.receive().now_or_never() {
             let pdu = received.map_err(|e| AssociationError::Network(e.to_string()))?;
-            let Pdu::PData { data } = pdu else {
-                return Err(AssociationError::Protocol(format!(
-                    "unexpected {} during an operation",
-                    pdu.short_description()
-                )));
-            };
-            for pdv in data {
-                let is_command = pdv.value_type == PDataValueType::Command;
-                let done = assembler
-                    .push_parts(pdv.presentation_context_id, is_command, pdv.is_last, &pdv.data)
-                    .map_err(|e| AssociationError::Protocol(e.to_string()))?;
-                if let Some(m) = done {
-                    match Message::decode(&m.command).map_err(|e| AssociationError::Protocol(e.to_string()))? {
-                        Message::CCancelRq(c) if c.message_id_being_responded_to == message_id => return Ok(true),
-                        other => {
-                            return Err(AssociationError::Protocol(format!(
-                            "{:?} received while an operation is running (no asynchronous operations were negotiated)",
-                            other.command_field()
-                        )))
-                        }
-                    }
+            match operation_message(assembler, pdu)? {
+                Some(Message::CCancelRq(c)) if c.message_id_being_responded_to == message_id => return Ok(true),
+                Some(other) => {
+                    return Err(AssociationError::Protocol(format!(
+                        "{:?} received while an operation is running (no asynchronous operations were negotiated)",
+                        other.command_field()
+                    )))
                 }
+                None => {}
             }
         }
         Ok(false)
@@ -304,4 +279,22 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// Feeds a PDU received while an operation runs into `assembler`; returns the command of the
+/// message it completes, if any. Anything but P-DATA is a protocol error at that point.
+fn operation_message(assembler: &mut MessageAssembler, pdu: Pdu) -> Result<Option<Message>, AssociationError> {
+    let Pdu::PData { data } = pdu else {
+        return Err(AssociationError::Protocol(format!("unexpected {} during an operation", pdu.short_description())));
+    };
+    for pdv in data {
+        let is_command = pdv.value_type == PDataValueType::Command;
+        let done = assembler
+            .push_parts(pdv.presentation_context_id, is_command, pdv.is_last, &pdv.data)
+            .map_err(|e| AssociationError::Protocol(e.to_string()))?;
+        if let Some(m) = done {
+            return Message::decode(&m.command).map(Some).map_err(|e| AssociationError::Protocol(e.to_string()));
+        }
+    }
+    Ok(None)
 }

@@ -34,6 +34,28 @@ fn store_study(port: u16, dir: &Path, seed: u64) -> Vec<vna_benches::dataset::Sy
     study
 }
 
+/// A dcmtk storage SCP that writes what it receives bit for bit into `out`.
+fn storage_scp(ae: &str, port: u16, out: &Path, extra: &[&str]) -> std::process::Child {
+    std::fs::create_dir_all(out).unwrap();
+    let child = common::dcmtk("storescp")
+        .args(["-aet", ae, "--bit-preserving"])
+        .args(extra)
+        .arg("--output-directory")
+        .arg(out)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
 fn dataset_of(file: &[u8]) -> Vec<u8> {
     archive_core::parse::dataset_bytes(file).unwrap().to_vec()
 }
@@ -48,16 +70,7 @@ fn c_move_to_a_configured_destination_and_c_get() {
 
     // A storage SCP that writes what it receives bit for bit.
     let moved = dir.path().join("moved");
-    std::fs::create_dir_all(&moved).unwrap();
-    let mut scp = common::dcmtk("storescp")
-        .args(["-aet", "DEST", "--bit-preserving", "--output-directory"])
-        .arg(&moved)
-        .arg(dest_port.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut scp = storage_scp("DEST", dest_port, &moved, &[]);
 
     let out = common::dcmtk("movescu")
         .args(["-v", "-aet", "MOVER", "-aec", "VNA", "-aem", "DEST", "-S", "-k", "QueryRetrieveLevel=STUDY"])
@@ -162,17 +175,8 @@ fn c_move_converts_uncompressed_objects_for_a_destination_that_wants_another_syn
     let server = common::Server::start(dir.path(), &extra);
     let study = store_study(server.dicom_port, dir.path(), 61);
     let moved = dir.path().join("moved");
-    std::fs::create_dir_all(&moved).unwrap();
     // This storage SCP accepts implicit VR little endian only; the study is stored explicit.
-    let mut scp = common::dcmtk("storescp")
-        .args(["-aet", "IMPLICIT", "+xi", "--bit-preserving", "--output-directory"])
-        .arg(&moved)
-        .arg(dest_port.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut scp = storage_scp("IMPLICIT", dest_port, &moved, &["+xi"]);
     let out = common::dcmtk("movescu")
         .args(["-aet", "MOVER", "-aec", "VNA", "-aem", "IMPLICIT", "-S", "-k", "QueryRetrieveLevel=STUDY"])
         .args(["-k", &format!("StudyInstanceUID={}", study[0].study)])
