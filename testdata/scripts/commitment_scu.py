@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Storage Commitment SCU (pynetdicom) for vna's tests.
 
-usage: commitment_scu.py PORT CLASS_UID:INSTANCE_UID...
+usage: commitment_scu.py PORT [--new-association LISTEN_PORT] CLASS_UID:INSTANCE_UID...
 Sends one N-ACTION (Storage Commitment Push Model) to AE "VNA" on 127.0.0.1:PORT, waits
-for the N-EVENT-REPORT on the same association and prints a JSON object with the
-N-ACTION status, the event type, and the committed and failed instance UIDs.
+for the N-EVENT-REPORT and prints a JSON object with the N-ACTION status, the event type,
+and the committed and failed instance UIDs. By default the report is awaited on the same
+association; with --new-association the SCU releases right after the N-ACTION response and
+waits for the report on a new association to its own SCP on LISTEN_PORT (AE "MODALITY").
 """
 import json
 import sys
@@ -16,7 +18,12 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
 port = int(sys.argv[1])
-refs = [arg.split(":") for arg in sys.argv[2:]]
+args = sys.argv[2:]
+listen_port = None
+if args and args[0] == "--new-association":
+    listen_port = int(args[1])
+    args = args[2:]
+refs = [arg.split(":") for arg in args]
 report = {}
 
 
@@ -33,7 +40,15 @@ def on_event_report(event):
 
 ae = AE(ae_title="MODALITY")
 ae.add_requested_context(StorageCommitmentPushModel)
-assoc = ae.associate("127.0.0.1", port, ae_title="VNA", evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_event_report)])
+server = None
+if listen_port is not None:
+    ae.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
+    server = ae.start_server(("127.0.0.1", listen_port), block=False,
+                             evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_event_report)])
+    handlers = []
+else:
+    handlers = [(evt.EVT_N_EVENT_REPORT, on_event_report)]
+assoc = ae.associate("127.0.0.1", port, ae_title="VNA", evt_handlers=handlers)
 if not assoc.is_established:
     sys.exit("association refused")
 request = Dataset()
@@ -45,10 +60,15 @@ for cls, inst in refs:
     item.ReferencedSOPInstanceUID = inst
     request.ReferencedSOPSequence.append(item)
 status, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel, "1.2.840.10008.1.20.1.1")
+if listen_port is not None:
+    assoc.release()
 deadline = time.time() + 20
 while "event_type" not in report and time.time() < deadline:
     time.sleep(0.05)
-assoc.release()
+if listen_port is None:
+    assoc.release()
+if server is not None:
+    server.shutdown()
 report["action_status"] = int(status.Status) if status else None
 report["sent_transaction"] = str(request.TransactionUID)
 print(json.dumps(report))

@@ -27,6 +27,9 @@ pub enum AssociationError {
     /// The network failed or timed out.
     #[error("network error: {0}")]
     Network(String),
+    /// The peer asked to release the association while an operation waited for its reply.
+    #[error("the peer released the association")]
+    Released,
 }
 
 /// An accepted association and what was negotiated.
@@ -98,6 +101,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAd
     let result = conn.run().await;
     match result {
         Ok(()) => tracing::info!(%peer, "association released"),
+        Err(AssociationError::Released) => {
+            let _ = conn.assoc.send(&Pdu::ReleaseRP).await;
+            tracing::info!(%peer, "association released during an operation");
+        }
         Err(e) => {
             tracing::warn!(%peer, error = %e, "association aborted");
             let _ = conn.assoc.abort().await;
@@ -284,8 +291,15 @@ impl Connection {
 /// Feeds a PDU received while an operation runs into `assembler`; returns the command of the
 /// message it completes, if any. Anything but P-DATA is a protocol error at that point.
 fn operation_message(assembler: &mut MessageAssembler, pdu: Pdu) -> Result<Option<Message>, AssociationError> {
-    let Pdu::PData { data } = pdu else {
-        return Err(AssociationError::Protocol(format!("unexpected {} during an operation", pdu.short_description())));
+    let data = match pdu {
+        Pdu::PData { data } => data,
+        Pdu::ReleaseRQ => return Err(AssociationError::Released),
+        other => {
+            return Err(AssociationError::Protocol(format!(
+                "unexpected {} during an operation",
+                other.short_description()
+            )))
+        }
     };
     for pdv in data {
         let is_command = pdv.value_type == PDataValueType::Command;

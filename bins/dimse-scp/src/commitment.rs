@@ -2,12 +2,14 @@
 //!
 //! An N-ACTION asks the archive to take responsibility for a list of instances. The archive
 //! answers the N-ACTION at once, then reports per instance in an N-EVENT-REPORT on the same
-//! association: committed only when the catalog holds the instance with the same SOP class
+//! association, or on a new one to the requestor's configured address when it does not take
+//! it there: committed only when the catalog holds the instance with the same SOP class
 //! (an entry exists only after the object and its catalog record were made durable).
 //! Modalities delete their copies on this report, so nothing else is ever reported as committed.
 
 use crate::association::{AssociationError, Connection};
 use archive_core::catalog::Catalog;
+use archive_core::config::RemoteAe;
 use archive_core::uid::SopInstanceUid;
 use dicom_core::value::{DataSetSequence, PrimitiveValue};
 use dicom_core::{DataElement, Tag, VR};
@@ -145,18 +147,111 @@ pub(crate) async fn handle(
         event_type_id: event_type,
         has_dataset: true,
     };
-    conn.send(pc, &Message::from(event).encode(), Some(&data)).await?;
-    match conn.receive_message().await? {
-        Message::NEventReportRsp(rsp) if status::kind(rsp.status) == status::StatusKind::Success => {}
-        Message::NEventReportRsp(rsp) => {
-            tracing::warn!(status = rsp.status, "the requestor refused the commitment report")
+    // First on the same association; if the requestor does not take it there (it released or
+    // refused), on a new association to its configured address, as PS3.4 J.3.3 allows.
+    let same = match conn.send(pc, &Message::from(event.clone()).encode(), Some(&data)).await {
+        Ok(()) => conn.receive_message().await,
+        Err(e) => Err(e),
+    };
+    let fallback = match same {
+        Ok(Message::NEventReportRsp(rsp)) if status::kind(rsp.status) == status::StatusKind::Success => None,
+        Ok(other) => Some((None, format!("the requestor answered the report with {:?}", other.command_field()))),
+        Err(e) => Some((Some(e), "the requestor did not take the report on this association".to_string())),
+    };
+    if let Some((error, why)) = fallback {
+        match conn.shared.archive.config().remote_ae(&conn.calling_ae).cloned() {
+            Some(remote) => {
+                tracing::info!(calling = %conn.calling_ae, "{why}; delivering the commitment report on a new association");
+                let our_ae = conn.shared.settings.ae_title.clone();
+                tokio::spawn(deliver_on_new_association(our_ae, remote, event, report));
+            }
+            None => tracing::warn!(
+                calling = %conn.calling_ae,
+                "{why}, and the requestor is not a configured remote AE: the commitment report is not delivered"
+            ),
         }
-        other => {
-            return Err(AssociationError::Protocol(format!(
-                "expected an N-EVENT-REPORT response, got {:?}",
-                other.command_field()
-            )))
+        if let Some(e) = error {
+            return Err(e);
         }
     }
     Ok(status::SUCCESS)
+}
+
+/// Sends an N-EVENT-REPORT on a new association to `remote`, proposing the SCP role for
+/// Storage Commitment, with a few retries.
+async fn deliver_on_new_association(our_ae: String, remote: RemoteAe, event: NEventReportRq, report: InMemDicomObject) {
+    for attempt in 1..=3u32 {
+        match try_deliver(&our_ae, &remote, &event, &report).await {
+            Ok(code) if status::kind(code) == status::StatusKind::Success => {
+                tracing::info!(destination = %remote.ae_title, "commitment report delivered on a new association");
+                return;
+            }
+            Ok(code) => tracing::warn!(destination = %remote.ae_title, status = code, "commitment report refused"),
+            Err(e) => {
+                tracing::warn!(destination = %remote.ae_title, attempt, error = %e, "commitment report not delivered")
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2 * attempt as u64)).await;
+    }
+}
+
+async fn try_deliver(
+    our_ae: &str,
+    remote: &RemoteAe,
+    event: &NEventReportRq,
+    report: &InMemDicomObject,
+) -> Result<u16, String> {
+    use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+    let mut assoc = dicom_ul::ClientAssociationOptions::new()
+        .calling_ae_title(our_ae)
+        .called_ae_title(remote.ae_title.clone())
+        .with_presentation_context(STORAGE_COMMITMENT_PUSH, vec!["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+        .with_role_selection(STORAGE_COMMITMENT_PUSH, false, true)
+        .establish_async((remote.host.as_str(), remote.port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let context = assoc
+        .presentation_contexts()
+        .iter()
+        .find(|c| c.reason == PresentationContextResultReason::Acceptance)
+        .cloned()
+        .ok_or("storage commitment was not accepted")?;
+    let ts = TransferSyntaxRegistry.get(&context.transfer_syntax).ok_or("unknown transfer syntax")?;
+    let mut data = Vec::new();
+    report.write_dataset_with_ts(&mut data, ts).map_err(|e| e.to_string())?;
+    let max = assoc.acceptor_max_pdu_length();
+    for (is_command, bytes) in [(true, Message::from(event.clone()).encode()), (false, data)] {
+        for f in dimse::pdv::fragments(context.id, is_command, &bytes, max) {
+            let value_type = if f.is_command { PDataValueType::Command } else { PDataValueType::Data };
+            let pdv = PDataValue {
+                presentation_context_id: context.id,
+                value_type,
+                is_last: f.is_last,
+                data: f.data.to_vec(),
+            };
+            assoc.send(&dicom_ul::Pdu::PData { data: vec![pdv] }).await.map_err(|e| e.to_string())?;
+        }
+    }
+    let mut assembler = dimse::pdv::MessageAssembler::new(1 << 20);
+    loop {
+        match assoc.receive().await.map_err(|e| e.to_string())? {
+            dicom_ul::Pdu::PData { data } => {
+                for v in data {
+                    let is_command = v.value_type == PDataValueType::Command;
+                    if let Some(m) = assembler
+                        .push_parts(v.presentation_context_id, is_command, v.is_last, &v.data)
+                        .map_err(|e| e.to_string())?
+                    {
+                        let code = Message::decode(&m.command)
+                            .map_err(|e| e.to_string())?
+                            .status()
+                            .unwrap_or(status::PROCESSING_FAILURE);
+                        let _ = assoc.release().await;
+                        return Ok(code);
+                    }
+                }
+            }
+            other => return Err(format!("unexpected {}", other.short_description())),
+        }
+    }
 }

@@ -158,6 +158,28 @@ fn storage_commitment_reports_only_stored_instances() {
     assert!(failed.iter().any(|f| f["uid"] == study[0].sop_instance.as_str() && f["reason"] == 0x0119));
 }
 
+#[test]
+fn storage_commitment_report_on_a_new_association() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = common::free_port();
+    let extra = format!("[[dicom.remote_aes]]\nae_title = \"MODALITY\"\nhost = \"127.0.0.1\"\nport = {listen}\n");
+    let server = common::Server::start(dir.path(), &extra);
+    let study = store_study(server.dicom_port, dir.path(), 81);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scripts/commitment_scu.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(server.dicom_port.to_string())
+        .args(["--new-association", &listen.to_string()])
+        .args(study.iter().map(|i| format!("1.2.840.10008.5.1.4.1.1.2:{}", i.sop_instance)))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), server.log());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["event_type"], 1, "{report}\n{}", server.log());
+    assert_eq!(report["committed"].as_array().unwrap().len(), study.len(), "{report}");
+    assert_eq!(report["transaction"], report["sent_transaction"]);
+}
+
 /// Pixel data and SOP Instance UID of a Part-10 file, decoded in its own transfer syntax.
 fn pixels_and_uid(file: &[u8]) -> (Vec<u8>, String) {
     use dicom_dictionary_std::tags;
