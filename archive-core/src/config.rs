@@ -133,6 +133,8 @@ pub struct DicomConfig {
     pub max_pdu_length: u32,
     /// Seconds of silence after which an association is aborted.
     pub idle_timeout_secs: u64,
+    /// Largest data set accepted in one C-STORE, in MiB.
+    pub max_dataset_mb: usize,
     /// Known remote AEs.
     pub remote_aes: Vec<RemoteAe>,
 }
@@ -145,6 +147,7 @@ impl Default for DicomConfig {
             max_associations: 64,
             max_pdu_length: 65_536,
             idle_timeout_secs: 300,
+            max_dataset_mb: 1024,
             remote_aes: Vec::new(),
         }
     }
@@ -290,6 +293,9 @@ impl VnaConfig {
             if ae.port == 0 {
                 return Err(invalid(&format!("{key}.port"), "cannot be 0"));
             }
+        }
+        if !(1..=4095).contains(&self.dicom.max_dataset_mb) {
+            return Err(invalid("dicom.max_dataset_mb", "must be between 1 and 4095"));
         }
         if self.query.max_results == 0 {
             return Err(invalid("query.max_results", "must be at least 1"));

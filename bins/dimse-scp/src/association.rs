@@ -74,10 +74,16 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAd
         .ae_title(settings.ae_title.clone())
         .promiscuous(true)
         .with_negotiation(AcceptProposedRoles)
-        .strict(false)
+        .strict(true)
         .max_pdu_length(settings.max_pdu_length)
-        .read_timeout(settings.artim_timeout);
-    let assoc = match options.establish_async(socket).await {
+        .read_timeout(settings.idle_timeout)
+        .write_timeout(settings.idle_timeout);
+    // ARTIM: the association request must arrive in time, whatever the idle timeout.
+    let established = tokio::time::timeout(settings.artim_timeout, options.establish_async(socket))
+        .await
+        .map_err(|_| "ARTIM expired before the association request arrived".to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let assoc = match established {
         Ok(a) => a,
         Err(e) => {
             shared.metrics.associations.with_label_values(&["rejected"]).inc();

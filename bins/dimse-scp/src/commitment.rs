@@ -79,15 +79,22 @@ pub(crate) async fn handle(
         conn.send(pc, &Message::from(respond(status::NO_SUCH_ACTION_TYPE, None)).encode(), None).await?;
         return Ok(status::NO_SUCH_ACTION_TYPE);
     }
-    let request = TransferSyntaxRegistry
-        .get(&context.transfer_syntax)
-        .ok_or_else(|| format!("unknown transfer syntax {}", context.transfer_syntax))
-        .and_then(|ts| InMemDicomObject::read_dataset_with_ts(&dataset[..], ts).map_err(|e| e.to_string()));
+    let request = crate::identifier::decode_small_dataset(&dataset, &context.transfer_syntax);
     let request = match request {
-        Ok(r) if !text(&r, TRANSACTION_UID).is_empty() => r,
+        Ok(r)
+            if !text(&r, TRANSACTION_UID).is_empty()
+                && r.element_opt(REFERENCED_SOP_SEQUENCE).ok().flatten().is_some() =>
+        {
+            r
+        }
         Ok(_) => {
             let code = status::MISSING_ATTRIBUTE;
-            conn.send(pc, &Message::from(respond(code, Some("missing TransactionUID"))).encode(), None).await?;
+            conn.send(
+                pc,
+                &Message::from(respond(code, Some("missing TransactionUID or ReferencedSOPSequence"))).encode(),
+                None,
+            )
+            .await?;
             return Ok(code);
         }
         Err(e) => {
@@ -207,6 +214,9 @@ async fn try_deliver(
         .called_ae_title(remote.ae_title.clone())
         .with_presentation_context(STORAGE_COMMITMENT_PUSH, vec!["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
         .with_role_selection(STORAGE_COMMITMENT_PUSH, false, true)
+        .connection_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(30))
+        .write_timeout(std::time::Duration::from_secs(30))
         .establish_async((remote.host.as_str(), remote.port))
         .await
         .map_err(|e| e.to_string())?;

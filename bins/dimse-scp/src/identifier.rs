@@ -60,9 +60,7 @@ pub struct FindRequest {
 
 /// Decodes an identifier in the given transfer syntax.
 pub fn decode(dataset: &[u8], ts_uid: &str) -> Result<FindRequest, IdentifierError> {
-    let ts = TransferSyntaxRegistry.get(ts_uid).ok_or_else(|| IdentifierError::TransferSyntax(ts_uid.to_string()))?;
-    let obj =
-        InMemDicomObject::read_dataset_with_ts(dataset, ts).map_err(|e| IdentifierError::Decode(e.to_string()))?;
+    let obj = decode_small_dataset(dataset, ts_uid).map_err(IdentifierError::Decode)?;
     let level_text = obj
         .element_opt(QUERY_RETRIEVE_LEVEL)
         .ok()
@@ -106,6 +104,27 @@ pub fn decode(dataset: &[u8], ts_uid: &str) -> Result<FindRequest, IdentifierErr
         }
     }
     Ok(FindRequest { query, returned })
+}
+
+/// Largest identifier or action data set decoded (they hold keys, never bulk data).
+pub const MAX_SMALL_DATASET: usize = 1 << 20;
+
+/// Decodes a small data set (identifier, N-ACTION information) after checking with the core's
+/// bounds-checked walk that every element fits in the bytes received, so that a hostile length
+/// cannot make the decoder allocate gigabytes.
+pub fn decode_small_dataset(dataset: &[u8], ts_uid: &str) -> Result<InMemDicomObject, String> {
+    if dataset.len() > MAX_SMALL_DATASET {
+        return Err(format!("data set of {} bytes is larger than {MAX_SMALL_DATASET}", dataset.len()));
+    }
+    let ts = TransferSyntaxRegistry.get(ts_uid).ok_or_else(|| format!("unsupported transfer syntax {ts_uid}"))?;
+    let (explicit, big_endian) = match ts_uid {
+        "1.2.840.10008.1.2" => (false, false),
+        "1.2.840.10008.1.2.2" => (true, true),
+        "1.2.840.10008.1.2.1.99" => return Err("deflated identifiers are not supported".into()),
+        _ => (true, false),
+    };
+    archive_core::walk::check_complete(dataset, explicit, big_endian)?;
+    InMemDicomObject::read_dataset_with_ts(dataset, ts).map_err(|e| e.to_string())
 }
 
 fn value_text(el: &dicom_object::mem::InMemElement) -> String {

@@ -279,7 +279,10 @@ pub(crate) async fn handle_move(
     let mut options = dicom_ul::ClientAssociationOptions::new()
         .calling_ae_title(conn.shared.settings.ae_title.clone())
         .called_ae_title(remote.ae_title.clone())
-        .max_pdu_length(conn.shared.settings.max_pdu_length);
+        .max_pdu_length(conn.shared.settings.max_pdu_length)
+        .connection_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(conn.shared.settings.idle_timeout)
+        .write_timeout(conn.shared.settings.idle_timeout);
     for (class, ts) in &pairs {
         // The stored syntax alone, and for uncompressed objects a second context offering
         // the common uncompressed syntaxes vna can convert to.
@@ -340,7 +343,7 @@ pub(crate) async fn handle_move(
             conn.send(pc, &Message::from(rsp(status::PENDING, &counts, true, None)).encode(), None).await?;
         }
     }
-    let _ = sub.release().await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sub.release()).await;
     let code = counts.final_status();
     conn.send(pc, &Message::from(rsp(code, &counts, false, None)).encode(), None).await?;
     Ok(code)

@@ -54,7 +54,7 @@ impl ServerSettings {
             idle_timeout: Duration::from_secs(d.idle_timeout_secs),
             artim_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
-            max_dataset_len: 2 << 30,
+            max_dataset_len: d.max_dataset_mb << 20,
         }
     }
 }

@@ -83,25 +83,20 @@ fn echo_store_find_with_dcmtk_and_byte_exact_datasets() {
     });
 }
 
-/// Sends one data set as a C-STORE over its own association, exactly as given.
-fn store_raw(port: u16, sop_class: &str, sop_instance: &str, ts: &str, dataset: &[u8]) -> u16 {
+/// Sends one request with its data set over a new association (one presentation context for
+/// `abstract_syntax` in `ts`), exactly as given; returns the status of the final response.
+fn send_raw(port: u16, abstract_syntax: &str, ts: &str, command: dimse::command::Message, dataset: &[u8]) -> u16 {
     use dicom_ul::pdu::{PDataValue, PDataValueType};
-    use dimse::command::{CStoreRq, Message};
+    use dimse::command::Message;
     let mut assoc = dicom_ul::ClientAssociationOptions::new()
         .calling_ae_title("RAWSCU")
         .called_ae_title("VNA")
-        .with_presentation_context(sop_class, vec![ts])
+        .with_presentation_context(abstract_syntax, vec![ts])
         .establish(("127.0.0.1", port))
         .expect("association");
     let pc = assoc.presentation_contexts()[0].id;
-    let rq = CStoreRq {
-        message_id: 1,
-        affected_sop_class: sop_class.to_string(),
-        affected_sop_instance: sop_instance.to_string(),
-        ..Default::default()
-    };
     let max = assoc.acceptor_max_pdu_length();
-    let command = Message::from(rq).encode();
+    let command = command.encode();
     for (is_command, bytes) in [(true, &command[..]), (false, dataset)] {
         for f in dimse::pdv::fragments(pc, is_command, bytes, max) {
             let value_type = if f.is_command { PDataValueType::Command } else { PDataValueType::Data };
@@ -119,12 +114,44 @@ fn store_raw(port: u16, sop_class: &str, sop_instance: &str, ts: &str, dataset: 
                     .unwrap();
                 if let Some(m) = done {
                     let status = Message::decode(&m.command).unwrap().status().unwrap();
-                    let _ = assoc.release();
-                    return status;
+                    if dimse::status::kind(status) != dimse::status::StatusKind::Pending {
+                        let _ = assoc.release();
+                        return status;
+                    }
                 }
             }
         }
     }
+}
+
+/// Sends one data set as a C-STORE over its own association, exactly as given.
+fn store_raw(port: u16, sop_class: &str, sop_instance: &str, ts: &str, dataset: &[u8]) -> u16 {
+    let rq = dimse::command::CStoreRq {
+        message_id: 1,
+        affected_sop_class: sop_class.to_string(),
+        affected_sop_instance: sop_instance.to_string(),
+        ..Default::default()
+    };
+    send_raw(port, sop_class, ts, rq.into(), dataset)
+}
+
+#[test]
+fn hostile_identifiers_are_refused_without_harm() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Server::start(dir.path(), "");
+    let study_root_find = "1.2.840.10008.5.1.4.1.2.2.1";
+    let find = |dataset: &[u8]| {
+        let rq =
+            dimse::command::CFindRq { message_id: 7, affected_sop_class: study_root_find.into(), ..Default::default() };
+        send_raw(server.dicom_port, study_root_find, "1.2.840.10008.1.2", rq.into(), dataset)
+    };
+    // PatientName claiming 0xFFFFFFF0 bytes in a 12-byte implicit VR data set.
+    let huge = [0x10, 0x00, 0x10, 0x00, 0xF0, 0xFF, 0xFF, 0xFF, b'D', b'O', b'E', b' '];
+    assert_eq!(find(&huge), dimse::status::UNABLE_TO_PROCESS, "refused before decoding");
+    // No Query/Retrieve Level.
+    let no_level = [0x10, 0x00, 0x10, 0x00, 0x04, 0x00, 0x00, 0x00, b'D', b'O', b'E', b'*'];
+    assert_eq!(find(&no_level), dimse::status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS);
+    assert!(echo(server.dicom_port, "AFTER"), "still answering: {}", server.log());
 }
 
 fn files_with(files: &[common::TestFile], ts: &Option<String>) -> usize {

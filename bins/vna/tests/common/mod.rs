@@ -68,15 +68,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `vna serve` on free ports with data in `dir`; `dicom_extra` goes into the `[dicom]` section.
+    /// Starts `vna serve` on ports the system picks (no race between tests for "free" ports)
+    /// with data in `dir`; `dicom_extra` goes into the `[dicom]` section.
     pub fn start(dir: &Path, dicom_extra: &str) -> Server {
-        let dicom_port = free_port();
-        let http_port = free_port();
         let config = dir.join("vna.toml");
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\n[catalog]\nmin_free_mb = 0\n[hot]\nmin_free_mb = 0\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[dicom]\nlisten = \"127.0.0.1:{dicom_port}\"\n{dicom_extra}",
+                "data_dir = \"{}\"\n[catalog]\nmin_free_mb = 0\n[hot]\nmin_free_mb = 0\n[http]\nlisten = \"127.0.0.1:0\"\n[dicom]\nlisten = \"127.0.0.1:0\"\n{dicom_extra}",
                 dir.join("data").display()
             ),
         )
@@ -86,25 +85,33 @@ impl Server {
             .arg("--config")
             .arg(&config)
             .arg("serve")
+            .env("NO_COLOR", "1")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        let server = Server { child, dicom_port, http_port, dir: dir.to_path_buf(), config };
+        let mut server = Server { child, dicom_port: 0, http_port: 0, dir: dir.to_path_buf(), config };
         server.wait_ready();
         server
     }
 
-    fn wait_ready(&self) {
+    /// Waits for the "listening" log lines and reads the bound ports from them.
+    fn wait_ready(&mut self) {
         for _ in 0..300 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.dicom_port)).is_ok()
-                && std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_ok()
-            {
+            let log = self.log();
+            let port_of = |what: &str| -> Option<u16> {
+                let line = log.lines().find(|l| l.contains(what))?;
+                let at = line.find("127.0.0.1:")? + "127.0.0.1:".len();
+                line[at..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().ok()
+            };
+            if let (Some(d), Some(h)) = (port_of("dicom listening"), port_of("http listening")) {
+                self.dicom_port = d;
+                self.http_port = h;
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("vna serve did not start: {}", std::fs::read_to_string(self.dir.join("vna.log")).unwrap_or_default());
+        panic!("vna serve did not start: {}", self.log());
     }
 
     /// Sends SIGTERM and waits; returns the exit status.
