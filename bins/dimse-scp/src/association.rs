@@ -36,6 +36,8 @@ pub enum AssociationError {
 pub struct Connection {
     assoc: AsyncServerAssociation<TcpStream>,
     message_id: u16,
+    /// A C-CANCEL arrived while an operation waited for a sub-operation's reply.
+    pub(crate) cancel_pending: bool,
     contexts: Vec<PresentationContextNegotiated>,
     peer_max_pdu: u32,
     /// The peer's AE title.
@@ -97,6 +99,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAd
     tracing::info!(%peer, calling = %calling_ae, "association accepted");
     let mut conn = Connection {
         message_id: 0,
+        cancel_pending: false,
         contexts: assoc.presentation_contexts().to_vec(),
         peer_max_pdu: assoc.requestor_max_pdu_length(),
         assoc,

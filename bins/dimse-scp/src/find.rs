@@ -85,7 +85,7 @@ pub(crate) async fn handle(
         let pending = CFindRsp {
             message_id_being_responded_to: rq.message_id,
             affected_sop_class: Some(rq.affected_sop_class.clone()),
-            status: status::PENDING,
+            status: if request.unsupported_constraint { status::PENDING_WARNING } else { status::PENDING },
             error_comment: None,
             has_dataset: true,
         };

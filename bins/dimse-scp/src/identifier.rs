@@ -54,6 +54,9 @@ pub enum Returned {
 pub struct FindRequest {
     /// The core query.
     pub query: Query,
+    /// Whether a key the catalog does not hold carries a value to match: matches are then
+    /// reported as "pending, optional keys not supported" (FF01).
+    pub unsupported_constraint: bool,
     /// Requested keys with their VR, in request order.
     pub returned: Vec<(Tag, VR, Returned)>,
 }
@@ -70,6 +73,7 @@ pub fn decode(dataset: &[u8], ts_uid: &str) -> Result<FindRequest, IdentifierErr
     let level = Level::from_dicom(&level_text).ok_or(IdentifierError::Level(level_text))?;
     let mut query = Query::new(level);
     let mut returned = Vec::new();
+    let mut unsupported_constraint = false;
     for el in &obj {
         let tag = el.tag();
         if tag == QUERY_RETRIEVE_LEVEL || tag == SPECIFIC_CHARACTER_SET {
@@ -84,7 +88,10 @@ pub fn decode(dataset: &[u8], ts_uid: &str) -> Result<FindRequest, IdentifierErr
                     query.add(a, &raw)?;
                     Returned::Attribute(a)
                 }
-                None => Returned::Unsupported,
+                None => {
+                    unsupported_constraint |= el.vr() != VR::SQ && !value_text(el).is_empty();
+                    Returned::Unsupported
+                }
             },
         };
         returned.push((tag, el.vr(), kind));
@@ -103,7 +110,7 @@ pub fn decode(dataset: &[u8], ts_uid: &str) -> Result<FindRequest, IdentifierErr
             returned.push((Tag(g, e), vr, Returned::Attribute(*a)));
         }
     }
-    Ok(FindRequest { query, returned })
+    Ok(FindRequest { query, unsupported_constraint, returned })
 }
 
 /// Largest identifier or action data set decoded (they hold keys, never bulk data).

@@ -183,6 +183,7 @@ pub(crate) async fn handle_get(
         }
     };
     let mut counts = Counts { remaining: instances.len(), ..Counts::default() };
+    let mut cancel_watch = MessageAssembler::new(0);
     for record in instances {
         let sub = match conn.shared.archive.retrieve().read(record.clone()).await {
             Ok((_, bytes)) => store_on_requesting_association(conn, &record, &bytes).await?,
@@ -192,6 +193,10 @@ pub(crate) async fn handle_get(
             }
         };
         counts.record(sub);
+        if std::mem::take(&mut conn.cancel_pending) || conn.cancel_requested(&mut cancel_watch, rq.message_id)? {
+            conn.send(pc, &Message::from(rsp(status::CANCEL, &counts, true, None)).encode(), None).await?;
+            return Ok(status::CANCEL);
+        }
         if counts.remaining > 0 {
             conn.send(pc, &Message::from(rsp(status::PENDING, &counts, true, None)).encode(), None).await?;
         }
@@ -226,7 +231,10 @@ async fn store_on_requesting_association(
     loop {
         match conn.receive_message().await? {
             Message::CStoreRsp(rsp) => return Ok(Some(rsp.status)),
-            Message::CCancelRq(_) => tracing::info!("c-get: cancel requested; finishing the current sub-operation"),
+            Message::CCancelRq(_) => {
+                tracing::info!("c-get: cancel requested; finishing the current sub-operation");
+                conn.cancel_pending = true;
+            }
             other => {
                 return Err(AssociationError::Protocol(format!(
                     "expected a C-STORE response during C-GET, got {:?}",
@@ -268,6 +276,7 @@ pub(crate) async fn handle_move(
         }
     };
     let mut counts = Counts { remaining: instances.len(), ..Counts::default() };
+    let mut cancel_watch = MessageAssembler::new(0);
     if instances.is_empty() {
         conn.send(pc, &Message::from(rsp(status::SUCCESS, &counts, false, None)).encode(), None).await?;
         return Ok(status::SUCCESS);
@@ -339,6 +348,11 @@ pub(crate) async fn handle_move(
         };
         counts.record(outcome);
         conn.shared.metrics.bytes_out.inc_by(record.size);
+        if conn.cancel_requested(&mut cancel_watch, rq.message_id)? {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sub.release()).await;
+            conn.send(pc, &Message::from(rsp(status::CANCEL, &counts, true, None)).encode(), None).await?;
+            return Ok(status::CANCEL);
+        }
         if counts.remaining > 0 {
             conn.send(pc, &Message::from(rsp(status::PENDING, &counts, true, None)).encode(), None).await?;
         }
