@@ -213,7 +213,12 @@ impl Connection {
                 tracing::debug!(peer = %self.peer, command = ?other.command_field(), "ignoring an unsolicited response");
             }
             other => {
-                return Err(AssociationError::Protocol(format!("unsupported request {:?}", other.command_field())));
+                // A request vna does not provide (N-CREATE for MPPS, N-GET, N-SET...): answer
+                // it with "unrecognized operation" instead of aborting the association, so
+                // stores queued on the same association go on.
+                let response = refusal_of(&other, status::UNRECOGNIZED_OPERATION)?;
+                tracing::info!(peer = %self.peer, command = ?other.command_field(), "refused an unsupported request");
+                self.send(pc, &response, None).await?;
             }
         }
         Ok(())
@@ -320,4 +325,28 @@ fn operation_message(assembler: &mut MessageAssembler, pdu: Pdu) -> Result<Optio
         }
     }
     Ok(None)
+}
+
+/// The encoded response refusing a request with `code`: same command field with the response
+/// bit, the request's message ID, its SOP class and instance when present, no data set.
+fn refusal_of(request: &Message, code: u16) -> Result<Vec<u8>, AssociationError> {
+    use dimse::command::{tags, CommandSet, Value};
+    let field = request.command_field().to_u16() | 0x8000;
+    let id = request.message_id().ok_or_else(|| AssociationError::Protocol("request without a message ID".into()))?;
+    let original = request.to_command_set();
+    let mut rsp = CommandSet::new();
+    rsp.insert(tags::COMMAND_FIELD, Value::Us(field));
+    rsp.insert(tags::MESSAGE_ID_BEING_RESPONDED_TO, Value::Us(id));
+    rsp.insert(tags::COMMAND_DATA_SET_TYPE, Value::Us(dimse::command::NO_DATA_SET));
+    rsp.insert(tags::STATUS, Value::Us(code));
+    for (from, to) in [
+        (tags::AFFECTED_SOP_CLASS_UID, tags::AFFECTED_SOP_CLASS_UID),
+        (tags::REQUESTED_SOP_CLASS_UID, tags::AFFECTED_SOP_CLASS_UID),
+        (tags::AFFECTED_SOP_INSTANCE_UID, tags::AFFECTED_SOP_INSTANCE_UID),
+    ] {
+        if let Ok(Some(uid)) = original.text(from) {
+            rsp.insert(to, Value::Ui(uid.to_string()));
+        }
+    }
+    Ok(rsp.encode())
 }

@@ -98,6 +98,9 @@ fn send_raw(port: u16, abstract_syntax: &str, ts: &str, command: dimse::command:
     let max = assoc.acceptor_max_pdu_length();
     let command = command.encode();
     for (is_command, bytes) in [(true, &command[..]), (false, dataset)] {
+        if !is_command && dataset.is_empty() {
+            continue;
+        }
         for f in dimse::pdv::fragments(pc, is_command, bytes, max) {
             let value_type = if f.is_command { PDataValueType::Command } else { PDataValueType::Data };
             let data =
@@ -151,6 +154,16 @@ fn hostile_identifiers_are_refused_without_harm() {
     // No Query/Retrieve Level.
     let no_level = [0x10, 0x00, 0x10, 0x00, 0x04, 0x00, 0x00, 0x00, b'D', b'O', b'E', b'*'];
     assert_eq!(find(&no_level), dimse::status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS);
+    // A request vna does not provide is refused with a status, not an abort.
+    let mpps = "1.2.840.10008.3.1.2.3.3";
+    let report = dimse::command::NEventReportRq {
+        message_id: 3,
+        affected_sop_class: mpps.into(),
+        affected_sop_instance: "1.2.3.4".into(),
+        event_type_id: 1,
+        has_dataset: false,
+    };
+    assert_eq!(send_raw(server.dicom_port, mpps, "1.2.840.10008.1.2", report.into(), &[]), 0x0211);
     assert!(echo(server.dicom_port, "AFTER"), "still answering: {}", server.log());
 }
 
