@@ -38,6 +38,8 @@ pub struct Connection {
     message_id: u16,
     /// A C-CANCEL arrived while an operation waited for a sub-operation's reply.
     pub(crate) cancel_pending: bool,
+    /// SOP classes for which the requestor took the SCP role (it may receive C-STOREs: C-GET).
+    requestor_scp_classes: std::collections::HashSet<String>,
     contexts: Vec<PresentationContextNegotiated>,
     peer_max_pdu: u32,
     /// The peer's AE title.
@@ -97,9 +99,16 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAd
     shared.metrics.active.inc();
     let calling_ae = Association::peer_ae_title(&assoc).trim().to_string();
     tracing::info!(%peer, calling = %calling_ae, "association accepted");
+    let requestor_scp_classes = assoc
+        .presentation_contexts()
+        .iter()
+        .filter(|c| Association::requestor_roles_for(&assoc, &c.abstract_syntax).scp)
+        .map(|c| c.abstract_syntax.clone())
+        .collect();
     let mut conn = Connection {
         message_id: 0,
         cancel_pending: false,
+        requestor_scp_classes,
         contexts: assoc.presentation_contexts().to_vec(),
         peer_max_pdu: assoc.requestor_max_pdu_length(),
         assoc,
@@ -227,6 +236,11 @@ impl Connection {
     /// The negotiated presentation contexts.
     pub fn contexts(&self) -> impl Iterator<Item = &PresentationContextNegotiated> + Clone {
         self.contexts.iter()
+    }
+
+    /// Whether the requestor negotiated the SCP role for a SOP class (PS3.7 D.3.3.4).
+    pub fn requestor_is_scp(&self, sop_class: &str) -> bool {
+        self.requestor_scp_classes.contains(sop_class)
     }
 
     /// A fresh message ID for a request the archive sends (C-GET sub-operations).

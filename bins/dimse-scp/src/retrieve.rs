@@ -214,7 +214,9 @@ async fn store_on_requesting_association(
     bytes: &[u8],
 ) -> Result<Option<u16>, AssociationError> {
     let Ok(stored) = archive_core::parse::dataset_bytes(bytes) else { return Ok(None) };
-    let (pc, dataset) = match prepare_for(conn.contexts(), record, stored) {
+    // C-STOREs go only on contexts whose class the requestor took the SCP role for.
+    let contexts = conn.contexts().filter(|c| conn.requestor_is_scp(&c.abstract_syntax));
+    let (pc, dataset) = match prepare_for(contexts, record, stored) {
         Ok(p) => p,
         Err(why) => {
             tracing::warn!(sop = %record.uid, ts = %record.transfer_syntax, "c-get: {why}");
