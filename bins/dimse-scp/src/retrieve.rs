@@ -70,12 +70,14 @@ fn prepare_for<'a>(
 }
 
 /// Counts of sub-operations.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Counts {
     remaining: usize,
     completed: usize,
     failed: usize,
     warning: usize,
+    /// SOP Instance UIDs of failed sub-operations, for the final response.
+    failed_uids: Vec<String>,
 }
 
 impl Counts {
@@ -88,13 +90,31 @@ impl Counts {
             warning: c(self.warning),
         }
     }
-    fn record(&mut self, sub_status: Option<u16>) {
+    fn record(&mut self, uid: &str, sub_status: Option<u16>) {
         self.remaining = self.remaining.saturating_sub(1);
         match sub_status.map(status::kind) {
             Some(status::StatusKind::Success) => self.completed += 1,
             Some(status::StatusKind::Warning) => self.warning += 1,
-            _ => self.failed += 1,
+            _ => {
+                self.failed += 1;
+                self.failed_uids.push(uid.to_string());
+            }
         }
+    }
+
+    /// The identifier of a final response: Failed SOP Instance UID List (0008,0058), if any failed.
+    fn failed_list(&self, ts_uid: &str) -> Option<Vec<u8>> {
+        use dicom_encoding::TransferSyntaxIndex;
+        if self.failed_uids.is_empty() {
+            return None;
+        }
+        let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(ts_uid)?;
+        let mut obj = dicom_object::InMemDicomObject::new_empty();
+        let list = dicom_core::value::PrimitiveValue::Strs(self.failed_uids.iter().cloned().collect());
+        obj.put(dicom_core::DataElement::new(dicom_core::Tag(0x0008, 0x0058), dicom_core::VR::UI, list));
+        let mut out = Vec::new();
+        obj.write_dataset_with_ts(&mut out, ts).ok()?;
+        Some(out)
     }
     fn final_status(&self) -> u16 {
         if self.failed > 0 || self.warning > 0 {
@@ -192,9 +212,12 @@ pub(crate) async fn handle_get(
                 None
             }
         };
-        counts.record(sub);
+        counts.record(record.uid.as_str(), sub);
         if std::mem::take(&mut conn.cancel_pending) || conn.cancel_requested(&mut cancel_watch, rq.message_id)? {
-            conn.send(pc, &Message::from(rsp(status::CANCEL, &counts, true, None)).encode(), None).await?;
+            let failed = counts.failed_list(&context.transfer_syntax);
+            let mut last = rsp(status::CANCEL, &counts, true, None);
+            last.has_dataset = failed.is_some();
+            conn.send(pc, &Message::from(last).encode(), failed.as_deref()).await?;
             return Ok(status::CANCEL);
         }
         if counts.remaining > 0 {
@@ -202,7 +225,10 @@ pub(crate) async fn handle_get(
         }
     }
     let code = counts.final_status();
-    conn.send(pc, &Message::from(rsp(code, &counts, false, None)).encode(), None).await?;
+    let failed = counts.failed_list(&context.transfer_syntax);
+    let mut last = rsp(code, &counts, false, None);
+    last.has_dataset = failed.is_some();
+    conn.send(pc, &Message::from(last).encode(), failed.as_deref()).await?;
     Ok(code)
 }
 
@@ -348,11 +374,14 @@ pub(crate) async fn handle_move(
                 }
             }
         };
-        counts.record(outcome);
+        counts.record(record.uid.as_str(), outcome);
         conn.shared.metrics.bytes_out.inc_by(record.size);
         if conn.cancel_requested(&mut cancel_watch, rq.message_id)? {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sub.release()).await;
-            conn.send(pc, &Message::from(rsp(status::CANCEL, &counts, true, None)).encode(), None).await?;
+            let failed = counts.failed_list(&context.transfer_syntax);
+            let mut last = rsp(status::CANCEL, &counts, true, None);
+            last.has_dataset = failed.is_some();
+            conn.send(pc, &Message::from(last).encode(), failed.as_deref()).await?;
             return Ok(status::CANCEL);
         }
         if counts.remaining > 0 {
@@ -361,7 +390,10 @@ pub(crate) async fn handle_move(
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sub.release()).await;
     let code = counts.final_status();
-    conn.send(pc, &Message::from(rsp(code, &counts, false, None)).encode(), None).await?;
+    let failed = counts.failed_list(&context.transfer_syntax);
+    let mut last = rsp(code, &counts, false, None);
+    last.has_dataset = failed.is_some();
+    conn.send(pc, &Message::from(last).encode(), failed.as_deref()).await?;
     Ok(code)
 }
 
