@@ -135,12 +135,7 @@ impl Connection {
     async fn run(&mut self) -> Result<(), AssociationError> {
         let mut assembler = MessageAssembler::new(self.shared.settings.max_dataset_len);
         loop {
-            let idle = self.shared.settings.idle_timeout;
-            let pdu = match tokio::time::timeout(idle, self.assoc.receive()).await {
-                Ok(Ok(pdu)) => pdu,
-                Ok(Err(e)) => return Err(AssociationError::Network(e.to_string())),
-                Err(_) => return Err(AssociationError::Network(format!("idle for {} s", idle.as_secs()))),
-            };
+            let pdu = self.receive_pdu().await?;
             match pdu {
                 Pdu::PData { data } => {
                     for pdv in data {
@@ -249,16 +244,21 @@ impl Connection {
         self.message_id
     }
 
+    /// Reads the next PDU, giving up after the idle timeout.
+    async fn receive_pdu(&mut self) -> Result<Pdu, AssociationError> {
+        let idle = self.shared.settings.idle_timeout;
+        match tokio::time::timeout(idle, self.assoc.receive()).await {
+            Ok(Ok(pdu)) => Ok(pdu),
+            Ok(Err(e)) => Err(AssociationError::Network(e.to_string())),
+            Err(_) => Err(AssociationError::Network(format!("idle for {} s", idle.as_secs()))),
+        }
+    }
+
     /// Reads the next complete message from the peer (used while an operation waits for a reply).
     pub async fn receive_message(&mut self) -> Result<Message, AssociationError> {
         let mut assembler = MessageAssembler::new(1 << 20);
         loop {
-            let idle = self.shared.settings.idle_timeout;
-            let pdu = match tokio::time::timeout(idle, self.assoc.receive()).await {
-                Ok(Ok(pdu)) => pdu,
-                Ok(Err(e)) => return Err(AssociationError::Network(e.to_string())),
-                Err(_) => return Err(AssociationError::Network(format!("idle for {} s", idle.as_secs()))),
-            };
+            let pdu = self.receive_pdu().await?;
             if let Some(message) = operation_message(&mut assembler, pdu)? {
                 return Ok(message);
             }
