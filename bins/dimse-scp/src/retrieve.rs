@@ -332,12 +332,17 @@ pub(crate) async fn handle_move(
     let mut sub = match options.establish_async((remote.host.as_str(), remote.port)).await {
         Ok(a) => a,
         Err(e) => {
-            counts.failed = counts.remaining;
-            counts.remaining = 0;
-            let why = comment(&format!("cannot reach {destination}: {e}"));
-            tracing::warn!(destination = %destination, error = %e, "c-move: destination unreachable");
+            // Unreachable, or it accepted none of the proposed contexts: every sub-operation fails.
+            for r in &instances {
+                counts.record(r.uid.as_str(), None);
+            }
+            let why = comment(&format!("cannot store to {destination}: {e}"));
+            tracing::warn!(destination = %destination, error = %e, "c-move: no sub-association to the destination");
             let code = status::C_MOVE_OUT_OF_RESOURCES_SUB_OPERATIONS;
-            conn.send(pc, &Message::from(rsp(code, &counts, false, why)).encode(), None).await?;
+            let failed = counts.failed_list(&context.transfer_syntax);
+            let mut last = rsp(code, &counts, false, why);
+            last.has_dataset = failed.is_some();
+            conn.send(pc, &Message::from(last).encode(), failed.as_deref()).await?;
             return Ok(code);
         }
     };

@@ -220,3 +220,38 @@ fn c_move_converts_uncompressed_objects_for_a_destination_that_wants_another_syn
     }
     assert_eq!(received, study.len());
 }
+
+#[test]
+fn c_move_reports_failed_instances_when_the_destination_refuses_their_syntax() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest_port = common::free_port();
+    let extra = format!("[[dicom.remote_aes]]\nae_title = \"IMPLICIT\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n");
+    let server = common::Server::start(dir.path(), &extra);
+    // A JPEG Baseline object, which vna does not decompress, and a destination that takes
+    // implicit VR little endian only.
+    let jpeg = common::pydicom_files()
+        .into_iter()
+        .find(|f| f.acceptable && f.transfer_syntax.as_deref() == Some("1.2.840.10008.1.2.4.50"))
+        .expect("a JPEG Baseline test file");
+    let parsed = archive_core::parse::parse_part10(&std::fs::read(&jpeg.path).unwrap()).unwrap();
+    let out = common::dcmtk("storescu")
+        .args(["-xy", "-aec", "VNA", "127.0.0.1", &server.dicom_port.to_string()])
+        .arg(&jpeg.path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut scp = storage_scp("IMPLICIT", dest_port, &dir.path().join("moved"), &["+xi"]);
+    let out = common::dcmtk("movescu")
+        .args(["-d", "-aec", "VNA", "-aem", "IMPLICIT", "-S", "-k", "QueryRetrieveLevel=STUDY"])
+        .args(["-k", &format!("StudyInstanceUID={}", parsed.study)])
+        .args(["127.0.0.1", &server.dicom_port.to_string()])
+        .output()
+        .unwrap();
+    let _ = scp.kill();
+    let _ = scp.wait();
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("OutOfResourcesSubOperations"), "{text}");
+    let listed =
+        text.lines().any(|l| l.contains("FailedSOPInstanceUIDList") && l.contains(parsed.sop_instance.as_str()));
+    assert!(listed, "the failed instance is listed: {text}");
+}
