@@ -179,6 +179,20 @@ fn comment(text: &str) -> Option<String> {
     Some(text.chars().take(64).collect())
 }
 
+/// Sends a final (or cancel) response whose identifier, when sub-operations failed, is the
+/// Failed SOP Instance UID List; `build` makes the response given whether it has a data set.
+async fn send_final<M: Into<Message>>(
+    conn: &mut Connection,
+    pc: u8,
+    ts: &str,
+    counts: &Counts,
+    build: impl FnOnce(bool) -> M,
+) -> Result<(), AssociationError> {
+    let failed = counts.failed_list(ts);
+    let message: Message = build(failed.is_some()).into();
+    conn.send(pc, &message.encode(), failed.as_deref()).await
+}
+
 /// Handles a C-GET-RQ; returns the final status.
 pub(crate) async fn handle_get(
     conn: &mut Connection,
@@ -214,10 +228,12 @@ pub(crate) async fn handle_get(
         };
         counts.record(record.uid.as_str(), sub);
         if std::mem::take(&mut conn.cancel_pending) || conn.cancel_requested(&mut cancel_watch, rq.message_id)? {
-            let failed = counts.failed_list(&context.transfer_syntax);
-            let mut last = rsp(status::CANCEL, &counts, true, None);
-            last.has_dataset = failed.is_some();
-            conn.send(pc, &Message::from(last).encode(), failed.as_deref()).await?;
+            send_final(conn, pc, &context.transfer_syntax, &counts, |has_dataset| {
+                let mut last = rsp(status::CANCEL, &counts, true, None);
+                last.has_dataset = has_dataset;
+                last
+            })
+            .await?;
             return Ok(status::CANCEL);
         }
         if counts.remaining > 0 {
@@ -225,10 +241,12 @@ pub(crate) async fn handle_get(
         }
     }
     let code = counts.final_status();
-    let failed = counts.failed_list(&context.transfer_syntax);
-    let mut last = rsp(code, &counts, false, None);
-    last.has_dataset = failed.is_some();
-    conn.send(pc, &Message::from(last).encode(), failed.as_deref()).await?;
+    send_final(conn, pc, &context.transfer_syntax, &counts, |has_dataset| {
+        let mut last = rsp(code, &counts, false, None);
+        last.has_dataset = has_dataset;
+        last
+    })
+    .await?;
     Ok(code)
 }
 
@@ -339,10 +357,12 @@ pub(crate) async fn handle_move(
             let why = comment(&format!("cannot store to {destination}: {e}"));
             tracing::warn!(destination = %destination, error = %e, "c-move: no sub-association to the destination");
             let code = status::C_MOVE_OUT_OF_RESOURCES_SUB_OPERATIONS;
-            let failed = counts.failed_list(&context.transfer_syntax);
-            let mut last = rsp(code, &counts, false, why);
-            last.has_dataset = failed.is_some();
-            conn.send(pc, &Message::from(last).encode(), failed.as_deref()).await?;
+            send_final(conn, pc, &context.transfer_syntax, &counts, |has_dataset| {
+                let mut last = rsp(code, &counts, false, why);
+                last.has_dataset = has_dataset;
+                last
+            })
+            .await?;
             return Ok(code);
         }
     };
@@ -383,10 +403,12 @@ pub(crate) async fn handle_move(
         conn.shared.metrics.bytes_out.inc_by(record.size);
         if conn.cancel_requested(&mut cancel_watch, rq.message_id)? {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sub.release()).await;
-            let failed = counts.failed_list(&context.transfer_syntax);
-            let mut last = rsp(status::CANCEL, &counts, true, None);
-            last.has_dataset = failed.is_some();
-            conn.send(pc, &Message::from(last).encode(), failed.as_deref()).await?;
+            send_final(conn, pc, &context.transfer_syntax, &counts, |has_dataset| {
+                let mut last = rsp(status::CANCEL, &counts, true, None);
+                last.has_dataset = has_dataset;
+                last
+            })
+            .await?;
             return Ok(status::CANCEL);
         }
         if counts.remaining > 0 {
@@ -395,10 +417,12 @@ pub(crate) async fn handle_move(
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sub.release()).await;
     let code = counts.final_status();
-    let failed = counts.failed_list(&context.transfer_syntax);
-    let mut last = rsp(code, &counts, false, None);
-    last.has_dataset = failed.is_some();
-    conn.send(pc, &Message::from(last).encode(), failed.as_deref()).await?;
+    send_final(conn, pc, &context.transfer_syntax, &counts, |has_dataset| {
+        let mut last = rsp(code, &counts, false, None);
+        last.has_dataset = has_dataset;
+        last
+    })
+    .await?;
     Ok(code)
 }
 
