@@ -159,10 +159,28 @@ impl Default for DicomConfig {
 pub struct HttpConfig {
     /// Address to listen on.
     pub listen: String,
+    /// Path under which the DICOMweb services answer (`/dicom-web`).
+    pub base_path: String,
+    /// The URL clients reach the server at (e.g. `https://pacs.example.org`), used in
+    /// RetrieveURL and BulkDataURI values; by default built from each request's Host header.
+    pub public_url: Option<String>,
+    /// Origins a browser viewer may call the API from (`*` for any); empty disables CORS.
+    pub cors_allowed_origins: Vec<String>,
+    /// Largest object one STOW-RS part may carry, in MiB.
+    pub max_object_mb: u64,
+    /// Largest STOW-RS request body, in MiB (parts are spooled to disk, not held in memory).
+    pub max_request_mb: u64,
 }
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: "0.0.0.0:8080".into() }
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            base_path: "/dicom-web".into(),
+            public_url: None,
+            cors_allowed_origins: Vec::new(),
+            max_object_mb: 4095,
+            max_request_mb: 16384,
+        }
     }
 }
 
@@ -297,6 +315,23 @@ impl VnaConfig {
         if !(1..=4095).contains(&self.dicom.max_dataset_mb) {
             return Err(invalid("dicom.max_dataset_mb", "must be between 1 and 4095"));
         }
+        let base = &self.http.base_path;
+        if !base.starts_with('/')
+            || base.ends_with('/')
+            || !base.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.'))
+            || base.contains("//")
+            || base.split('/').any(|s| s == ".." || s == ".")
+        {
+            return Err(invalid("http.base_path", "must be a path like /dicom-web (leading slash, no trailing slash)"));
+        }
+        if let Some(url) = &self.http.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
+                return Err(invalid("http.public_url", "must be an http(s) URL without a trailing slash"));
+            }
+        }
+        if self.http.max_object_mb == 0 || self.http.max_request_mb == 0 {
+            return Err(invalid("http.max_object_mb", "limits must be at least 1"));
+        }
         if self.query.max_results == 0 {
             return Err(invalid("query.max_results", "must be at least 1"));
         }
@@ -324,6 +359,10 @@ impl VnaConfig {
             .listen
             .parse()
             .map_err(|_| invalid("http.listen", format!("{:?} is not an address:port", self.http.listen)))
+    }
+    /// The directory STOW-RS spools uploads into.
+    pub fn spool_path(&self) -> PathBuf {
+        self.data_dir.join("spool")
     }
     /// The catalog directory.
     pub fn catalog_path(&self) -> PathBuf {

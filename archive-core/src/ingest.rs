@@ -152,6 +152,7 @@ pub struct Ingest {
     policy: ConflictPolicy,
     metrics: Metrics,
     sop_locks: Arc<SopLocks>,
+    rate: Arc<crate::rate::RateWindow>,
 }
 
 /// Per-SOP-Instance-UID async locks; an entry lives only while someone holds or waits for it.
@@ -209,7 +210,12 @@ impl Ingest {
         policy: ConflictPolicy,
         metrics: Metrics,
     ) -> Self {
-        Self { catalog, tiers, disk, policy, metrics, sop_locks: Arc::default() }
+        Self { catalog, tiers, disk, policy, metrics, sop_locks: Arc::default(), rate: Arc::default() }
+    }
+
+    /// Objects and bytes stored in the last minute.
+    pub fn last_minute(&self) -> (u64, u64) {
+        self.rate.last_minute()
     }
 
     /// Ingests one object; returns after it is durable.
@@ -226,6 +232,7 @@ impl Ingest {
                 self.metrics.ingest_total.with_label_values(&[label]).inc();
                 if r.status != IngestStatus::Duplicate {
                     self.metrics.ingest_bytes.inc_by(r.size);
+                    self.rate.record(r.size);
                 }
                 self.metrics.ingest_seconds.observe(started.elapsed().as_secs_f64());
             }
@@ -240,6 +247,13 @@ impl Ingest {
     async fn ingest_inner(&self, input: IngestInput, source: Source) -> Result<IngestReceipt, IngestError> {
         let (bytes, parsed) = prepare(input)?;
         self.disk.check()?;
+        let metadata = match crate::metadata::instance_metadata(&bytes, &parsed) {
+            Ok(json) => Some(json),
+            Err(e) => {
+                tracing::warn!(sop_instance = %parsed.sop_instance, error = %e, "stored without metadata; it will be built on request");
+                None
+            }
+        };
         let checksum = Checksum::of(&bytes);
         let dataset_checksum = Checksum::of(&bytes[parsed.dataset_offset..]);
         let size = bytes.len() as u64;
@@ -299,6 +313,7 @@ impl Ingest {
             study_attrs: parsed.attrs.of_level(Level::Study),
             series_attrs: parsed.attrs.of_level(Level::Series),
             policy: self.policy,
+            metadata,
         };
         match self.catalog.insert_instance(new).await {
             Ok(InsertOutcome::Stored) => Ok(receipt(IngestStatus::Stored)),

@@ -34,13 +34,17 @@ pub mod config;
 pub mod disk;
 pub mod ingest;
 pub mod matching;
+pub mod metadata;
 pub mod metrics;
 pub mod model;
 pub mod parse;
+pub mod pixels;
 pub mod query;
+pub mod rate;
 pub mod retrieve;
 pub mod tier;
 pub mod tiers;
+pub mod transcode;
 pub mod uid;
 pub mod walk;
 

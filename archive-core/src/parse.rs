@@ -71,6 +71,9 @@ pub struct ParsedObject {
     pub attrs: AttrMap,
     /// Byte offset of the data set (just after the file meta group).
     pub dataset_offset: usize,
+    /// Where the top-level Pixel Data element (7FE0,0010) lies in the data set as walked
+    /// (the inflated data set for the deflated syntax), header included.
+    pub pixel_data: Option<std::ops::Range<usize>>,
 }
 
 /// Offset of the `DICM` magic: 128 with a preamble, 0 without.
@@ -172,7 +175,11 @@ pub fn parse_part10(bytes: &[u8]) -> Result<ParsedObject, ParseError> {
 
     let mut found: Vec<(Attribute, crate::walk::Element<'_>)> = Vec::new();
     let mut charset_raw: Option<&[u8]> = None;
+    let mut pixel_data = None;
     crate::walk::walk(data, explicit, big_endian, |el| {
+        if el.tag == (0x7FE0, 0x0010) {
+            pixel_data = Some(el.offset..el.end);
+        }
         if el.tag.0 > 0x0028 {
             return;
         }
@@ -206,7 +213,27 @@ pub fn parse_part10(bytes: &[u8]) -> Result<ParsedObject, ParseError> {
     let sop_class = required_uid(&attrs, Attribute::SOPClassUID, |v| SopClassUid::new(v))?;
     attrs.set(Attribute::TransferSyntaxUID, transfer_syntax.as_str());
 
-    Ok(ParsedObject { study, series, sop_instance, sop_class, transfer_syntax, attrs, dataset_offset })
+    Ok(ParsedObject { study, series, sop_instance, sop_class, transfer_syntax, attrs, dataset_offset, pixel_data })
+}
+
+/// The data set of a parsed object as its elements are encoded: the bytes after the file
+/// meta group, inflated for the deflated syntax (the offsets of [`ParsedObject`] refer to it).
+pub fn walked_dataset<'a>(bytes: &'a [u8], parsed: &ParsedObject) -> Result<std::borrow::Cow<'a, [u8]>, ParseError> {
+    let dataset = bytes.get(parsed.dataset_offset..).ok_or_else(|| ParseError::Malformed("object too short".into()))?;
+    if parsed.transfer_syntax.as_str() == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN {
+        Ok(std::borrow::Cow::Owned(inflate(dataset)?))
+    } else {
+        Ok(std::borrow::Cow::Borrowed(dataset))
+    }
+}
+
+/// How the elements of a transfer syntax are encoded: (explicit VR, big endian).
+pub fn encoding_of(ts: &str) -> (bool, bool) {
+    match ts {
+        IMPLICIT_VR_LITTLE_ENDIAN => (false, false),
+        EXPLICIT_VR_BIG_ENDIAN => (true, true),
+        _ => (true, false),
+    }
 }
 
 /// Inflates a deflated data set, refusing more than [`MAX_INFLATED`] bytes.

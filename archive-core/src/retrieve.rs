@@ -42,6 +42,14 @@ pub enum RetrieveError {
     /// The catalog failed.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// The metadata of a stored object cannot be built.
+    #[error("cannot build the metadata of instance {sop_instance}: {message}")]
+    Metadata {
+        /// The instance.
+        sop_instance: SopInstanceUid,
+        /// Why.
+        message: String,
+    },
 }
 
 /// One instance being read.
@@ -153,6 +161,27 @@ impl Retrieve {
                 async move { this.open(r).await }
             })
             .boxed())
+    }
+
+    /// The DICOM JSON metadata of instances (bulk data URIs relative to the DICOMweb base),
+    /// from the catalog; an instance stored without metadata has it built from its object.
+    pub async fn metadata(&self, records: &[InstanceRecord]) -> Result<Vec<Vec<u8>>, RetrieveError> {
+        let stored = self.catalog.instance_metadata(records)?;
+        let mut out = Vec::with_capacity(records.len());
+        for (record, json) in records.iter().zip(stored) {
+            match json {
+                Some(j) => out.push(j),
+                None => {
+                    let (_, bytes) = self.read(record.clone()).await?;
+                    let built = crate::parse::parse_part10(&bytes)
+                        .map_err(crate::metadata::MetadataError::from)
+                        .and_then(|parsed| crate::metadata::instance_metadata(&bytes, &parsed))
+                        .map_err(|e| RetrieveError::Metadata { sop_instance: record.uid.clone(), message: e.to_string() })?;
+                    out.push(built.into_bytes());
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The availability of an instance: the best of its copies' tiers.

@@ -56,6 +56,10 @@ pub struct Element<'a> {
     pub vr: Option<[u8; 2]>,
     /// The value bytes; `None` for undefined-length values (sequences, encapsulated pixel data).
     pub value: Option<&'a [u8]>,
+    /// Offset of the element's tag in the walked buffer.
+    pub offset: usize,
+    /// Offset just past the element (after its delimiter for undefined lengths).
+    pub end: usize,
 }
 
 /// Checks that a data set's elements all fit in `buf`. Returns a description of the first problem.
@@ -92,6 +96,7 @@ fn walk_dataset<'a>(
         }
         // Delimiters and items are always little-endian-free of VR; group FFFE keeps the syntax's byte order.
         let be = c.big_endian;
+        let offset = c.pos;
         let tag = (c.u16(be)?, c.u16(be)?);
         if tag == ITEM_END {
             c.u32(be)?;
@@ -119,12 +124,12 @@ fn walk_dataset<'a>(
             };
             walk_items(c, nested_explicit, depth + 1)?;
             if depth == 0 {
-                visit(Element { tag, vr, value: None });
+                visit(Element { tag, vr, value: None, offset, end: c.pos });
             }
         } else {
             let value = c.take(len as usize).map_err(|e| format!("element ({:04X},{:04X}) {e}", tag.0, tag.1))?;
             if depth == 0 {
-                visit(Element { tag, vr, value: Some(value) });
+                visit(Element { tag, vr, value: Some(value), offset, end: c.pos });
             }
         }
     }

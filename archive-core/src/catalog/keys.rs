@@ -6,6 +6,7 @@
 //! | `studies` | study uid | [`StudyRecord`](crate::model::StudyRecord) JSON |
 //! | `series` | study uid ␀ series uid | [`SeriesRecord`](crate::model::SeriesRecord) JSON |
 //! | `instances` | study uid ␀ series uid ␀ sop uid | [`InstanceRecord`](crate::model::InstanceRecord) JSON |
+//! | `metadata` | study uid ␀ series uid ␀ sop uid | DICOM JSON of the instance without bulk data |
 //! | `series_by_uid` | series uid | study uid |
 //! | `instance_by_uid` | sop uid | study uid ␀ series uid |
 //! | `idx` | index id, value ␀ target | empty |
@@ -23,6 +24,7 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     CF_STUDIES,
     CF_SERIES,
     CF_INSTANCES,
+    CF_METADATA,
     CF_SERIES_BY_UID,
     CF_INSTANCE_BY_UID,
     CF_IDX,
@@ -38,6 +40,8 @@ pub const CF_STUDIES: &str = "studies";
 pub const CF_SERIES: &str = "series";
 /// Instances.
 pub const CF_INSTANCES: &str = "instances";
+/// Instance metadata (DICOM JSON without bulk data), keyed like instances.
+pub const CF_METADATA: &str = "metadata";
 /// Series UID → study UID.
 pub const CF_SERIES_BY_UID: &str = "series_by_uid";
 /// SOP Instance UID → study and series UIDs.

@@ -53,6 +53,8 @@ pub struct NewInstance {
     pub series_attrs: AttrMap,
     /// What to do on a conflict.
     pub policy: ConflictPolicy,
+    /// The instance's DICOM JSON without bulk data (see [`crate::metadata`]), when it could be built.
+    pub metadata: Option<String>,
 }
 
 /// What an insert did.
@@ -72,8 +74,17 @@ pub enum InsertOutcome {
     },
 }
 
-/// Counts of what the catalog holds.
+/// Objects and bytes one tier holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierUsage {
+    /// Object copies.
+    pub objects: u64,
+    /// Bytes of those copies.
+    pub bytes: u64,
+}
+
+/// Counts of what the catalog holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogStats {
     /// Patients.
     pub patients: u64,
@@ -85,6 +96,9 @@ pub struct CatalogStats {
     pub instances: u64,
     /// Bytes of all instances.
     pub bytes: u64,
+    /// Copies and bytes per tier, by tier name.
+    #[serde(default)]
+    pub tiers: std::collections::BTreeMap<String, TierUsage>,
 }
 
 /// A write that was started and may not have been committed.
@@ -171,6 +185,10 @@ pub trait Catalog: Send + Sync {
     fn instances_of_series(&self, study: &StudyUid, series: &SeriesUid) -> Result<Vec<InstanceRecord>, CatalogError>;
     /// The instances of a study, by series then instance UID.
     fn instances_of_study(&self, study: &StudyUid) -> Result<Vec<InstanceRecord>, CatalogError>;
+
+    /// The stored DICOM JSON metadata of instances, in the order given; `None` for an
+    /// instance stored without (its metadata must then be built from the object).
+    fn instance_metadata(&self, records: &[InstanceRecord]) -> Result<Vec<Option<Vec<u8>>>, CatalogError>;
 
     /// Runs a query.
     fn query(&self, query: &Query, opts: MatchOptions) -> Result<QueryPage, CatalogError>;

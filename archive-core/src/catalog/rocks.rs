@@ -1,7 +1,7 @@
 //! The catalog on RocksDB: reads, queries and opening; writes go through [`super::writer`].
 
 use super::keys::{self, IndexId, CF_AUDIT, CF_IDX, CF_INSTANCES, CF_INSTANCE_BY_UID, CF_INTENTS, CF_META};
-use super::keys::{CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
+use super::keys::{CF_METADATA, CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
 use super::writer::{WriterHandle, WriterState};
 use super::{Catalog, CatalogError, CatalogStats, InsertOutcome, NewInstance, WriteIntent};
 use crate::attribute::{Attribute, Level};
@@ -54,6 +54,11 @@ pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
 }
 
 impl RocksCatalog {
+    /// Inserts handed to the committer and not answered yet (the commit queue depth).
+    pub fn commit_queue_depth(&self) -> usize {
+        self.writer.in_flight()
+    }
+
     /// Opens (or creates) the catalog in `path`.
     pub fn open(path: &Path, opts: RocksCatalogOptions) -> Result<Self, CatalogError> {
         let mut db_opts = Options::default();
@@ -532,6 +537,19 @@ impl Catalog for RocksCatalog {
 
     fn pending_writes(&self) -> Result<Vec<WriteIntent>, CatalogError> {
         self.scan_prefix(CF_INTENTS, b"")
+    }
+
+    fn instance_metadata(&self, records: &[InstanceRecord]) -> Result<Vec<Option<Vec<u8>>>, CatalogError> {
+        let handle = cf(&self.db, CF_METADATA);
+        let keys: Vec<Vec<u8>> = records
+            .iter()
+            .map(|r| keys::join(&[r.study.as_str().as_bytes(), r.series.as_str().as_bytes(), r.uid.as_str().as_bytes()]))
+            .collect();
+        self.db
+            .multi_get_cf(keys.iter().map(|k| (handle, k.as_slice())))
+            .into_iter()
+            .map(|r| r.map_err(CatalogError::from))
+            .collect()
     }
 
     fn instance(&self, uid: &SopInstanceUid) -> Result<Option<InstanceRecord>, CatalogError> {

@@ -6,7 +6,7 @@
 //! records, index entries, the removal of write intents, the audit records and the
 //! stats as one `WriteBatch` with a synced WAL, and only then answers the callers.
 
-use super::keys::{self, IndexId, CF_AUDIT, CF_IDX, CF_INSTANCES, CF_INSTANCE_BY_UID, CF_INTENTS, CF_META};
+use super::keys::{self, IndexId, CF_AUDIT, CF_IDX, CF_INSTANCES, CF_INSTANCE_BY_UID, CF_INTENTS, CF_META, CF_METADATA};
 use super::keys::{CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
 use super::rocks::{cf, decode, RocksCatalogOptions};
 use super::{CatalogError, CatalogStats, ConflictPolicy, InsertOutcome, NewInstance};
@@ -34,6 +34,7 @@ enum Command {
 pub(crate) struct WriterHandle {
     tx: Option<mpsc::UnboundedSender<Command>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Drop for WriterHandle {
@@ -52,7 +53,12 @@ impl WriterHandle {
             .name("catalog-writer".into())
             .spawn(move || run(db, state, opts, rx))
             .expect("spawning the catalog writer thread");
-        Self { tx: Some(tx), thread: Some(thread) }
+        Self { tx: Some(tx), thread: Some(thread), in_flight: Arc::default() }
+    }
+
+    /// Inserts sent to the committer and not answered yet.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn send(&self, cmd: Command) -> Result<(), CatalogError> {
@@ -60,9 +66,15 @@ impl WriterHandle {
     }
 
     pub(crate) async fn insert(&self, new: NewInstance) -> Result<InsertOutcome, CatalogError> {
+        use std::sync::atomic::Ordering;
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Insert(Box::new(new), tx))?;
-        rx.await.map_err(|_| CatalogError::Closed)?
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let result = match self.send(Command::Insert(Box::new(new), tx)) {
+            Ok(()) => rx.await.map_err(|_| CatalogError::Closed).and_then(|r| r),
+            Err(e) => Err(e),
+        };
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        result
     }
 
     pub(crate) async fn flush(&self) -> Result<(), CatalogError> {
@@ -125,7 +137,7 @@ fn commit_group(db: &DB, state: &mut WriterState, opts: &RocksCatalogOptions, co
     // record), the batch is dropped, that insert answered with its error, and the others
     // replayed in a fresh batch. Conflicts are complete answers, not failures.
     loop {
-        let saved = (state.stats, state.audit_seq, state.audit_hash);
+        let saved = (state.stats.clone(), state.audit_seq, state.audit_hash);
         let mut batch = Batch::new(db, state);
         let mut results = Vec::with_capacity(pending.len());
         let mut failed = None;
@@ -140,7 +152,7 @@ fn commit_group(db: &DB, state: &mut WriterState, opts: &RocksCatalogOptions, co
         }
         if let Some((i, e)) = failed {
             drop(batch);
-            (state.stats, state.audit_seq, state.audit_hash) = saved;
+            (state.stats, state.audit_seq, state.audit_hash) = saved.clone();
             tracing::error!(error = %e, "catalog insert failed; replaying the rest of its group");
             let (_, reply) = pending.remove(i);
             let _ = reply.send(Err(e));
@@ -159,7 +171,7 @@ fn commit_group(db: &DB, state: &mut WriterState, opts: &RocksCatalogOptions, co
             }
             Err(e) => {
                 tracing::error!(error = %e, "catalog commit failed");
-                (state.stats, state.audit_seq, state.audit_hash) = saved;
+                (state.stats, state.audit_seq, state.audit_hash) = saved.clone();
                 for (_, reply) in pending {
                     let _ = reply.send(Err(CatalogError::Storage(e.to_string())));
                 }
@@ -391,6 +403,11 @@ impl<'a> Batch<'a> {
         patient.instance_count += 1;
         self.state.stats.instances += 1;
         self.state.stats.bytes += size;
+        for loc in &inst.locations {
+            let usage = self.state.stats.tiers.entry(loc.tier.as_str().to_string()).or_default();
+            usage.objects += 1;
+            usage.bytes += size;
+        }
 
         self.patients.set(pkey, Some(patient));
         self.studies.set(study_uid.clone(), Some(study));
@@ -399,6 +416,10 @@ impl<'a> Batch<'a> {
         let raw_inst = keys::join(&[study_uid.as_bytes(), series_uid.as_bytes(), sop.as_bytes()]);
         self.instances.get(self.db, CF_INSTANCES, &ikey, &raw_inst)?;
         self.instances.set(ikey, Some(inst.clone()));
+        match &new.metadata {
+            Some(json) => self.wb.put_cf(cf(self.db, CF_METADATA), &raw_inst, json.as_bytes()),
+            None => self.wb.delete_cf(cf(self.db, CF_METADATA), &raw_inst),
+        }
         self.instance_parents.insert(sop, Some((study_uid, series_uid)));
         Ok(())
     }
@@ -409,9 +430,17 @@ impl<'a> Batch<'a> {
             (old.study.as_str().to_string(), old.series.as_str().to_string(), old.uid.as_str().to_string());
         let size = old.size;
         self.instances.set((study_uid.clone(), series_uid.clone(), sop.clone()), None);
+        let raw_inst = keys::join(&[study_uid.as_bytes(), series_uid.as_bytes(), sop.as_bytes()]);
+        self.wb.delete_cf(cf(self.db, CF_METADATA), raw_inst);
         self.instance_parents.insert(sop, None);
         self.state.stats.instances -= 1;
         self.state.stats.bytes = self.state.stats.bytes.saturating_sub(size);
+        for loc in &old.locations {
+            if let Some(usage) = self.state.stats.tiers.get_mut(loc.tier.as_str()) {
+                usage.objects = usage.objects.saturating_sub(1);
+                usage.bytes = usage.bytes.saturating_sub(size);
+            }
+        }
 
         let skey = (study_uid.clone(), series_uid.clone());
         let raw_series = keys::join(&[study_uid.as_bytes(), series_uid.as_bytes()]);

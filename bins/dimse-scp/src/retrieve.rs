@@ -22,29 +22,7 @@ use dimse::pdv::MessageAssembler;
 use dimse::status;
 use std::collections::BTreeSet;
 
-/// Implicit VR Little Endian.
-const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
-/// Explicit VR Little Endian.
-const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
-/// Explicit VR Big Endian.
-const EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
-
-/// Whether a transfer syntax is uncompressed and not deflated: convertible to the others of its kind.
-fn is_native(ts: &str) -> bool {
-    matches!(ts, IMPLICIT_LE | EXPLICIT_LE | EXPLICIT_BE)
-}
-
-/// Re-encodes a native data set in another native transfer syntax.
-fn transcode(dataset: &[u8], from: &str, to: &str) -> Result<Vec<u8>, String> {
-    use dicom_encoding::TransferSyntaxIndex;
-    use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-    let from_ts = TransferSyntaxRegistry.get(from).ok_or_else(|| format!("unknown transfer syntax {from}"))?;
-    let to_ts = TransferSyntaxRegistry.get(to).ok_or_else(|| format!("unknown transfer syntax {to}"))?;
-    let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(dataset, from_ts).map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(dataset.len() + 1024);
-    obj.write_dataset_with_ts(&mut out, to_ts).map_err(|e| e.to_string())?;
-    Ok(out)
-}
+use archive_core::transcode::{is_native, transcode_dataset, EXPLICIT_LE, IMPLICIT_LE};
 
 /// How to send a record over accepted contexts: the context and the data set bytes to send
 /// (converted when needed), or why it cannot be sent.
@@ -62,7 +40,7 @@ fn prepare_for<'a>(
     }
     if is_native(stored) {
         if let Some(c) = accepted.clone().find(|c| is_native(&c.transfer_syntax)) {
-            let converted = transcode(dataset, stored, &c.transfer_syntax)?;
+            let converted = transcode_dataset(dataset, stored, &c.transfer_syntax).map_err(|e| e.to_string())?;
             return Ok((c.id, converted));
         }
     }

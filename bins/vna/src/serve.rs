@@ -2,12 +2,6 @@
 
 use crate::wiring;
 use archive_core::config::VnaConfig;
-use archive_core::Archive;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use std::future::IntoFuture;
 use tokio::net::TcpListener;
 
@@ -17,6 +11,8 @@ pub async fn run(config: VnaConfig) -> anyhow::Result<()> {
     let dicom_addr = config.dicom_listen()?;
     let data_dir = config.data_dir.clone();
     let settings = dimse_scp::ServerSettings::from_config(&config);
+    let http_settings = dicomweb::HttpSettings::from_config(&config);
+    dicomweb::spool::prepare_dir(&http_settings.spool_dir)?;
     let (archive, recovery) = wiring::open_archive(config).await?;
     tracing::info!(data_dir = %data_dir.display(), removed = recovery.removed, "archive opened");
 
@@ -31,8 +27,11 @@ pub async fn run(config: VnaConfig) -> anyhow::Result<()> {
     };
     let dimse = dimse_scp::DimseServer::new(archive.clone(), settings);
     let dimse_task = tokio::spawn(dimse.run(dicom_listener, stopped(stop_rx.clone())));
+    let app = dicomweb::router(archive.clone(), http_settings);
     let http_task = tokio::spawn(
-        axum::serve(http_listener, router(archive.clone())).with_graceful_shutdown(stopped(stop_rx)).into_future(),
+        axum::serve(http_listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(stopped(stop_rx))
+            .into_future(),
     );
 
     shutdown_signal().await;
@@ -43,25 +42,6 @@ pub async fn run(config: VnaConfig) -> anyhow::Result<()> {
     archive.close().await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-fn router(archive: Archive) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(archive)
-}
-
-async fn readyz(State(archive): State<Archive>) -> impl IntoResponse {
-    match archive_core::catalog::Catalog::stats(archive.catalog()) {
-        Ok(_) => (StatusCode::OK, "ready"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "catalog unavailable"),
-    }
-}
-
-async fn metrics(State(archive): State<Archive>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], archive.metrics().render())
 }
 
 /// Resolves on SIGINT or SIGTERM.
