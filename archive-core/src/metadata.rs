@@ -62,8 +62,13 @@ pub fn instance_metadata(bytes: &[u8], parsed: &ParsedObject) -> Result<String, 
         let vr = if explicit {
             String::from_utf8_lossy(&data[p.start + 4..p.start + 6]).into_owned()
         } else {
-            let bits: u16 = parsed.attrs.get(crate::attribute::Attribute::BitsAllocated).and_then(|b| b.parse().ok()).unwrap_or(16);
-            if bits > 8 { "OW".into() } else { "OB".into() }
+            let bits: u16 =
+                parsed.attrs.get(crate::attribute::Attribute::BitsAllocated).and_then(|b| b.parse().ok()).unwrap_or(16);
+            if bits > 8 {
+                "OW".into()
+            } else {
+                "OB".into()
+            }
         };
         let mut el = Map::new();
         el.insert("vr".into(), Json::String(vr));
@@ -100,7 +105,12 @@ fn encode_dataset(obj: &InMemDicomObject, base: &str, path: &str) -> Map<String,
             continue; // group lengths, padding and file meta never go into the model
         }
         let key = tag_key(tag);
-        let vr = elem.vr();
+        let mut vr = elem.vr();
+        // Private creator elements are LO even when an implicit VR data set leaves them unknown.
+        let private_creator = tag.group() % 2 == 1 && (0x0010..=0x00FF).contains(&tag.element());
+        if private_creator && vr == VR::UN {
+            vr = VR::LO;
+        }
         let mut out = Map::new();
         out.insert("vr".into(), Json::String(vr.to_string().to_string()));
         match elem.value() {
@@ -117,6 +127,10 @@ fn encode_dataset(obj: &InMemDicomObject, base: &str, path: &str) -> Map<String,
             }
             Value::PixelSequence(_) => {
                 out.insert("BulkDataURI".into(), Json::String(format!("{base}{path}{key}")));
+            }
+            Value::Primitive(p) if private_creator && elem.vr() == VR::UN => {
+                let text = String::from_utf8_lossy(&p.to_bytes()).into_owned();
+                encode_primitive(&mut out, vr, &PrimitiveValue::from(text), String::new)
             }
             Value::Primitive(p) => encode_primitive(&mut out, vr, p, || format!("{base}{path}{key}")),
         }

@@ -112,7 +112,7 @@ pub fn frame_layout(data: &[u8], parsed: &ParsedObject) -> Result<FrameLayout, P
             return Err(PixelError::Inconsistent("Rows, Columns or Bits Allocated missing".into()));
         }
         let frame_bits = rows as u64 * cols as u64 * samples as u64 * bits as u64;
-        if frame_bits % 8 != 0 && frames > 1 {
+        if !frame_bits.is_multiple_of(8) && frames > 1 {
             return Err(PixelError::Unsupported("frames of packed 1-bit data are not byte aligned".into()));
         }
         let frame_len = frame_bits.div_ceil(8) as usize;
@@ -144,7 +144,9 @@ pub fn frame_layout(data: &[u8], parsed: &ParsedObject) -> Result<FrameLayout, P
                 items.push((pos, start..end));
                 pos = end;
             }
-            _ => return Err(PixelError::Inconsistent(format!("unexpected element in encapsulated pixel data at {pos}"))),
+            _ => {
+                return Err(PixelError::Inconsistent(format!("unexpected element in encapsulated pixel data at {pos}")))
+            }
         }
     }
     let Some(((_, bot), fragments)) = items.split_first() else {
@@ -162,9 +164,8 @@ pub fn frame_layout(data: &[u8], parsed: &ParsedObject) -> Result<FrameLayout, P
     }
     if bot.len() == frames * 4 {
         let first_item = fragments[0].0;
-        let offsets: Vec<usize> = (0..frames)
-            .map(|i| first_item + u32_at(data, bot.start + i * 4, be).unwrap_or(0) as usize)
-            .collect();
+        let offsets: Vec<usize> =
+            (0..frames).map(|i| first_item + u32_at(data, bot.start + i * 4, be).unwrap_or(0) as usize).collect();
         let mut out = vec![Vec::new(); frames];
         for (item_pos, r) in fragments {
             let frame = offsets.iter().rposition(|o| o <= item_pos).unwrap_or(0);

@@ -176,7 +176,10 @@ impl Retrieve {
                     let built = crate::parse::parse_part10(&bytes)
                         .map_err(crate::metadata::MetadataError::from)
                         .and_then(|parsed| crate::metadata::instance_metadata(&bytes, &parsed))
-                        .map_err(|e| RetrieveError::Metadata { sop_instance: record.uid.clone(), message: e.to_string() })?;
+                        .map_err(|e| RetrieveError::Metadata {
+                            sop_instance: record.uid.clone(),
+                            message: e.to_string(),
+                        })?;
                     out.push(built.into_bytes());
                 }
             }

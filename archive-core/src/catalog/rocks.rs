@@ -543,7 +543,9 @@ impl Catalog for RocksCatalog {
         let handle = cf(&self.db, CF_METADATA);
         let keys: Vec<Vec<u8>> = records
             .iter()
-            .map(|r| keys::join(&[r.study.as_str().as_bytes(), r.series.as_str().as_bytes(), r.uid.as_str().as_bytes()]))
+            .map(|r| {
+                keys::join(&[r.study.as_str().as_bytes(), r.series.as_str().as_bytes(), r.uid.as_str().as_bytes()])
+            })
             .collect();
         self.db
             .multi_get_cf(keys.iter().map(|k| (handle, k.as_slice())))

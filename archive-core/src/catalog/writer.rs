@@ -6,7 +6,9 @@
 //! records, index entries, the removal of write intents, the audit records and the
 //! stats as one `WriteBatch` with a synced WAL, and only then answers the callers.
 
-use super::keys::{self, IndexId, CF_AUDIT, CF_IDX, CF_INSTANCES, CF_INSTANCE_BY_UID, CF_INTENTS, CF_META, CF_METADATA};
+use super::keys::{
+    self, IndexId, CF_AUDIT, CF_IDX, CF_INSTANCES, CF_INSTANCE_BY_UID, CF_INTENTS, CF_META, CF_METADATA,
+};
 use super::keys::{CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
 use super::rocks::{cf, decode, RocksCatalogOptions};
 use super::{CatalogError, CatalogStats, ConflictPolicy, InsertOutcome, NewInstance};

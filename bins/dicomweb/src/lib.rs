@@ -88,7 +88,8 @@ impl AppState {
                     .get(header::HOST)
                     .and_then(|h| h.to_str().ok())
                     .filter(|h| {
-                        !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+                        !h.is_empty()
+                            && h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
                     })
                     .unwrap_or("localhost");
                 format!("http://{host}")
@@ -108,8 +109,7 @@ pub fn series_uid(raw: &str) -> Result<SeriesUid, ApiError> {
 }
 /// Validates a SOP Instance UID path parameter.
 pub fn instance_uid(raw: &str) -> Result<SopInstanceUid, ApiError> {
-    SopInstanceUid::new(raw)
-        .map_err(|e| ApiError::bad_request(format!("{raw:?} is not a valid SOP Instance UID: {e}")))
+    SopInstanceUid::new(raw).map_err(|e| ApiError::bad_request(format!("{raw:?} is not a valid SOP Instance UID: {e}")))
 }
 
 /// The whole HTTP API: DICOMweb under the base path, WADO-URI at `/wado`, the admin API,

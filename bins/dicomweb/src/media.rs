@@ -104,7 +104,8 @@ pub fn parse_accept(header: Option<&str>) -> Vec<MediaType> {
     let Some(h) = header.filter(|h| !h.trim().is_empty()) else {
         return vec![MediaType { essence: "*/*".into(), params: Vec::new(), q: 1.0 }];
     };
-    let mut ranges: Vec<MediaType> = split_unquoted(h, ',').into_iter().filter_map(parse_one).filter(|m| m.q > 0.0).collect();
+    let mut ranges: Vec<MediaType> =
+        split_unquoted(h, ',').into_iter().filter_map(parse_one).filter(|m| m.q > 0.0).collect();
     ranges.sort_by(|a, b| b.q.partial_cmp(&a.q).unwrap_or(std::cmp::Ordering::Equal));
     ranges
 }

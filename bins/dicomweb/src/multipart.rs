@@ -186,7 +186,11 @@ where
 mod tests {
     use super::*;
 
-    async fn read_all(body: &[u8], boundary: &str, chunk: usize) -> Result<Vec<(PartHeaders, Vec<u8>)>, MultipartError> {
+    async fn read_all(
+        body: &[u8],
+        boundary: &str,
+        chunk: usize,
+    ) -> Result<Vec<(PartHeaders, Vec<u8>)>, MultipartError> {
         let chunks: Vec<Result<Bytes, std::io::Error>> =
             body.chunks(chunk.max(1)).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
         let mut r = MultipartReader::new(futures::stream::iter(chunks), boundary);
@@ -225,7 +229,10 @@ mod tests {
     async fn broken_bodies_are_errors() {
         assert!(matches!(read_all(b"--b\r\n\r\nxxxx", "b", 2).await, Err(MultipartError::Truncated)));
         assert!(matches!(read_all(b"no boundary here", "b", 4).await, Err(MultipartError::NoBoundary)));
-        assert!(matches!(read_all(b"--b\r\nbad header\r\n\r\nx\r\n--b--", "b", 4).await, Err(MultipartError::BadHeaders(_))));
+        assert!(matches!(
+            read_all(b"--b\r\nbad header\r\n\r\nx\r\n--b--", "b", 4).await,
+            Err(MultipartError::BadHeaders(_))
+        ));
         assert!(matches!(read_all(b"--b\r\n\r\nx\r\n--b", "b", 4).await, Err(MultipartError::Truncated)));
         assert!(matches!(read_all(b"", "b", 4).await, Err(MultipartError::NoBoundary)));
     }

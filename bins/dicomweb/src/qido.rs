@@ -66,7 +66,8 @@ fn defaults(level: Level, scope: &Scope) -> Vec<Attribute> {
         A::NumberOfStudyRelatedSeries,
         A::NumberOfStudyRelatedInstances,
     ];
-    let series = [A::Modality, A::SeriesDescription, A::SeriesInstanceUID, A::SeriesNumber, A::NumberOfSeriesRelatedInstances];
+    let series =
+        [A::Modality, A::SeriesDescription, A::SeriesInstanceUID, A::SeriesNumber, A::NumberOfSeriesRelatedInstances];
     let instance = [
         A::SOPClassUID,
         A::SOPInstanceUID,
@@ -137,7 +138,8 @@ fn parse_search(level: Level, scope: &Scope, raw_query: Option<&str>, max: usize
     for (name, value) in pairs {
         match name.as_str() {
             "limit" => {
-                let n: usize = value.parse().map_err(|_| ApiError::bad_request(format!("limit {value:?} is not a number")))?;
+                let n: usize =
+                    value.parse().map_err(|_| ApiError::bad_request(format!("limit {value:?} is not a number")))?;
                 query.limit = Some(n.min(max));
                 limit_given = true;
             }
@@ -160,7 +162,11 @@ fn parse_search(level: Level, scope: &Scope, raw_query: Option<&str>, max: usize
                         Some(Ok(a)) => include.attributes.push(a),
                         Some(Err(key)) => include.other_keys.push(key),
                         None if field.contains('.') => unsupported.push(field.to_string()),
-                        None => return Err(ApiError::bad_request(format!("includefield {field:?} names no DICOM attribute"))),
+                        None => {
+                            return Err(ApiError::bad_request(format!(
+                                "includefield {field:?} names no DICOM attribute"
+                            )))
+                        }
                     }
                 }
             }
@@ -178,7 +184,11 @@ fn parse_search(level: Level, scope: &Scope, raw_query: Option<&str>, max: usize
                         )));
                     }
                     Some(Ok(a)) => {
-                        let v = if a.match_vr() == archive_core::matching::MatchVr::Ui { value.replace(',', "\\") } else { value };
+                        let v = if a.match_vr() == archive_core::matching::MatchVr::Ui {
+                            value.replace(',', "\\")
+                        } else {
+                            value
+                        };
                         query
                             .add(a, &v)
                             .map_err(|e| ApiError::bad_request(format!("{}={v:?}: {}", e.attribute, e.source)))?;
@@ -328,7 +338,13 @@ mod tests {
             let e = parse_search(Level::Study, &scope, Some(q), 100).err().unwrap_or_else(|| panic!("{q} accepted"));
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{q}");
         }
-        let s = parse_search(Level::Study, &scope, Some("PatientName=DOE*&limit=5000&ImageType=X&includefield=00100020,all"), 100).unwrap();
+        let s = parse_search(
+            Level::Study,
+            &scope,
+            Some("PatientName=DOE*&limit=5000&ImageType=X&includefield=00100020,all"),
+            100,
+        )
+        .unwrap();
         assert_eq!(s.query.limit, Some(100));
         assert_eq!(s.unsupported, vec!["ImageType".to_string()]);
         assert!(s.include.all);

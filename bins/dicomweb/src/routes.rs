@@ -61,7 +61,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     }
 }
 
-async fn search_at(level: Level, s: AppState, p: Params, q: Option<String>, h: HeaderMap) -> Result<Response, ApiError> {
+async fn search_at(
+    level: Level,
+    s: AppState,
+    p: Params,
+    q: Option<String>,
+    h: HeaderMap,
+) -> Result<Response, ApiError> {
     search(s, level, p.scope()?, q, h).await
 }
 

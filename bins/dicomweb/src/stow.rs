@@ -64,7 +64,8 @@ pub async fn store(
 ) -> Result<Response, ApiError> {
     let boundary = check_content_type(&headers)?;
     let limit = state.settings.max_request_bytes;
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+    if let Some(len) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
     {
         if len > limit {
             return Err(too_large(limit));
@@ -79,10 +80,7 @@ pub async fn store(
     let spooled: i64 = parts.iter().map(|p| if let Part::Object(s) = p { s.bytes.len() as i64 } else { 0 }).sum();
     state.metrics.spool_bytes.add(spooled);
 
-    let source = Source {
-        actor: "STOW-RS".into(),
-        address: peer.map(|p| p.to_string()).unwrap_or_default(),
-    };
+    let source = Source { actor: "STOW-RS".into(), address: peer.map(|p| p.to_string()).unwrap_or_default() };
     let outcomes: Vec<Outcome> = futures::stream::iter(parts)
         .map(|part| {
             let state = state.clone();
@@ -131,9 +129,10 @@ fn check_content_type(headers: &HeaderMap) -> Result<String, ApiError> {
             )));
         }
     }
-    let boundary = ct.param("boundary").filter(|b| !b.is_empty() && b.len() <= 70).ok_or_else(|| {
-        ApiError::bad_request("the Content-Type has no boundary parameter (1 to 70 characters)")
-    })?;
+    let boundary = ct
+        .param("boundary")
+        .filter(|b| !b.is_empty() && b.len() <= 70)
+        .ok_or_else(|| ApiError::bad_request("the Content-Type has no boundary parameter (1 to 70 characters)"))?;
     Ok(boundary.to_string())
 }
 
@@ -165,7 +164,10 @@ async fn receive(state: &AppState, body: Body, boundary: &str) -> Result<Vec<Par
             let essence = media::parse_one(t).map(|m| m.essence).unwrap_or_default();
             if essence != "application/dicom" {
                 while reader.next_chunk().await.map_err(malformed)?.is_some() {}
-                parts.push(Part::Refused(reason::CANNOT_UNDERSTAND, format!("part of type {t:?} is not application/dicom")));
+                parts.push(Part::Refused(
+                    reason::CANNOT_UNDERSTAND,
+                    format!("part of type {t:?} is not application/dicom"),
+                ));
                 continue;
             }
         }
@@ -187,7 +189,8 @@ async fn receive(state: &AppState, body: Body, boundary: &str) -> Result<Vec<Par
             ));
             continue;
         }
-        let spooled = writer.finish().await.map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
+        let spooled =
+            writer.finish().await.map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
         parts.push(Part::Object(spooled));
     }
     Ok(parts)
@@ -196,7 +199,13 @@ async fn receive(state: &AppState, body: Body, boundary: &str) -> Result<Vec<Par
 async fn ingest_part(state: &AppState, part: Part, study: Option<&StudyUid>, source: Source) -> Outcome {
     let spooled = match part {
         Part::Refused(code, why) => {
-            return Outcome { sop_class: None, sop_instance: None, study: None, series: None, failure: Some((code, why)) }
+            return Outcome {
+                sop_class: None,
+                sop_instance: None,
+                study: None,
+                series: None,
+                failure: Some((code, why)),
+            }
         }
         Part::Object(s) => s,
     };
@@ -313,11 +322,17 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert_eq!(check_content_type(&ct(r#"multipart/related; type="application/dicom"; boundary=abc"#)).unwrap(), "abc");
+        assert_eq!(
+            check_content_type(&ct(r#"multipart/related; type="application/dicom"; boundary=abc"#)).unwrap(),
+            "abc"
+        );
         assert_eq!(check_content_type(&ct("multipart/related; boundary=\"x y\"")).unwrap(), "x y");
         let status = |v: &str| check_content_type(&ct(v)).unwrap_err().status;
         assert_eq!(status("application/dicom"), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        assert_eq!(status(r#"multipart/related; type="application/dicom+json"; boundary=a"#), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(
+            status(r#"multipart/related; type="application/dicom+json"; boundary=a"#),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
         assert_eq!(status(r#"multipart/related; type="application/dicom""#), StatusCode::BAD_REQUEST);
         assert_eq!(check_content_type(&HeaderMap::new()).unwrap_err().status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }

@@ -98,10 +98,8 @@ fn dicom_deliveries(headers: &HeaderMap, single_allowed: bool) -> Result<Vec<Del
     for m in parse_accept(headers.get(header::ACCEPT).and_then(|h| h.to_str().ok())) {
         match m.essence.as_str() {
             "*/*" | "multipart/*" => out.push(Delivery::Multipart(Wanted::AsStored)),
-            "multipart/related" => {
-                if m.param("type").is_none_or(|t| t.eq_ignore_ascii_case("application/dicom")) {
-                    out.push(Delivery::Multipart(wanted_of(&m)?));
-                }
+            "multipart/related" if m.param("type").is_none_or(|t| t.eq_ignore_ascii_case("application/dicom")) => {
+                out.push(Delivery::Multipart(wanted_of(&m)?));
             }
             "application/dicom" => {
                 let w = wanted_of(&m)?;
@@ -282,11 +280,12 @@ fn accepts_parts(headers: &HeaderMap, media: &str) -> Option<bool> {
     for m in parse_accept(headers.get(header::ACCEPT).and_then(|h| h.to_str().ok())) {
         match m.essence.as_str() {
             "*/*" | "multipart/*" => return Some(false),
-            "multipart/related" => {
-                if m.param("type").is_none_or(|t| parse_media_range(t).is_some_and(|r| r.covers(media))) {
-                    return Some(false);
-                }
+            "multipart/related"
+                if m.param("type").is_none_or(|t| parse_media_range(t).is_some_and(|r| r.covers(media))) =>
+            {
+                return Some(false);
             }
+            "multipart/related" => {}
             other if m.covers(media) && other != "multipart/related" => return Some(true),
             _ => {}
         }
@@ -306,7 +305,10 @@ async fn read_parsed(
     let record = records(state, &target).await?.into_iter().next().expect("records() never returns none");
     if let Some(rsp) = recall_pending(state, std::slice::from_ref(&record)) {
         let _ = rsp;
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the instance must be recalled from cold storage first"));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the instance must be recalled from cold storage first",
+        ));
     }
     let (record, bytes) = state.archive.retrieve().read(record).await?;
     let parsed = parse_part10(&bytes).map_err(|e| ApiError::internal(format!("stored object unreadable: {e}")))?;
@@ -405,14 +407,24 @@ pub async fn bulkdata(state: AppState, target: Target, path: String, headers: He
     } else {
         (nested_value(&data, &parsed, &segments)?, "application/octet-stream", None)
     };
-    let Some(single) = accepts_parts(&headers, media) else {
-        return Err(ApiError::not_acceptable(format!("this bulk data is available as {media}")));
+    // Compressed pixel data asked for as octet-stream goes out as such, labelled with its
+    // transfer syntax (the bytes are the frames' compressed bitstreams).
+    let (media, single) = match accepts_parts(&headers, media) {
+        Some(single) => (media, single),
+        None => match (part_ts, accepts_parts(&headers, "application/octet-stream")) {
+            (Some(_), Some(single)) => ("application/octet-stream", single),
+            _ => return Err(ApiError::not_acceptable(format!("this bulk data is available as {media}"))),
+        },
     };
     Ok(parts_response(vec![value], media, part_ts, single))
 }
 
 /// The value bytes of an element named by a bulk data path (decodes the data set).
-fn nested_value(data: &[u8], parsed: &archive_core::parse::ParsedObject, segments: &[&str]) -> Result<Vec<u8>, ApiError> {
+fn nested_value(
+    data: &[u8],
+    parsed: &archive_core::parse::ParsedObject,
+    segments: &[&str],
+) -> Result<Vec<u8>, ApiError> {
     use dicom_core::value::Value;
     use dicom_core::Tag;
     use dicom_encoding::TransferSyntaxIndex;
@@ -422,7 +434,8 @@ fn nested_value(data: &[u8], parsed: &archive_core::parse::ParsedObject, segment
         (true, true) => "1.2.840.10008.1.2.2",
         (true, false) => "1.2.840.10008.1.2.1",
     };
-    let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(read_as).expect("native syntaxes are registered");
+    let ts =
+        dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(read_as).expect("native syntaxes are registered");
     let head = &data[..parsed.pixel_data.as_ref().map_or(data.len(), |p| p.start)];
     let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(head, ts)
         .map_err(|e| ApiError::internal(format!("stored object unreadable: {e}")))?;
@@ -485,7 +498,10 @@ mod tests {
     fn frame_parts_follow_accept() {
         assert_eq!(accepts_parts(&headers("*/*"), "image/jpeg"), Some(false));
         assert_eq!(accepts_parts(&headers(r#"multipart/related; type="image/jpeg""#), "image/jpeg"), Some(false));
-        assert_eq!(accepts_parts(&headers(r#"multipart/related; type="application/octet-stream""#), "image/jpeg"), None);
+        assert_eq!(
+            accepts_parts(&headers(r#"multipart/related; type="application/octet-stream""#), "image/jpeg"),
+            None
+        );
         assert_eq!(accepts_parts(&headers("application/octet-stream"), "application/octet-stream"), Some(true));
     }
 }

@@ -71,11 +71,17 @@ impl Server {
     /// Starts `vna serve` on ports the system picks (no race between tests for "free" ports)
     /// with data in `dir`; `dicom_extra` goes into the `[dicom]` section.
     pub fn start(dir: &Path, dicom_extra: &str) -> Server {
+        Self::start_with(dir, "", dicom_extra)
+    }
+
+    /// Like [`Server::start`], with `http_extra` in the `[http]` section.
+    pub fn start_with(dir: &Path, http_extra: &str, dicom_extra: &str) -> Server {
         let config = dir.join("vna.toml");
+        let http_listen = if http_extra.contains("listen") { "" } else { "listen = \"127.0.0.1:0\"" };
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\n[catalog]\nmin_free_mb = 0\n[hot]\nmin_free_mb = 0\n[http]\nlisten = \"127.0.0.1:0\"\n[dicom]\nlisten = \"127.0.0.1:0\"\n{dicom_extra}",
+                "data_dir = \"{}\"\n[catalog]\nmin_free_mb = 0\n[hot]\nmin_free_mb = 0\n[http]\n{http_listen}\n{http_extra}\n[dicom]\nlisten = \"127.0.0.1:0\"\n{dicom_extra}",
                 dir.join("data").display()
             ),
         )
@@ -120,6 +126,11 @@ impl Server {
         let status = self.child.wait().unwrap();
         std::mem::forget(self);
         status
+    }
+
+    /// The HTTP base URL (`http://127.0.0.1:port`).
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
     }
 
     /// The server's log so far.
