@@ -1,0 +1,355 @@
+//! `vna-loadgen`: drives any DICOMweb archive (vna, Orthanc with its DICOMweb plugin, ...)
+//! and reports throughput and latency percentiles, as a table and as JSON.
+//!
+//! ```text
+//! vna-loadgen stow --url BASE [--clients 4] [--batch 25] [--ct 200] [--tiny 0] [--seed 1]
+//! vna-loadgen qido --url BASE [--clients 4] [--requests 2000]
+//! vna-loadgen wado --url BASE [--clients 4] [--studies 20]
+//! ```
+//! `BASE` is the DICOMweb root, e.g. `http://127.0.0.1:8080/dicom-web`. `--json FILE` writes
+//! the figures as JSON as well. Data sets come from the deterministic generator: the same
+//! seed gives the same studies, so two archives get the same load.
+
+use anyhow::{bail, Context};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vna_benches::dataset::{DatasetGenerator, StudySpec, SyntheticInstance};
+
+const BOUNDARY: &str = "vna-loadgen-7b3e1f";
+
+struct Options {
+    url: String,
+    clients: usize,
+    batch: usize,
+    ct: u32,
+    tiny: u32,
+    seed: u64,
+    requests: usize,
+    studies: usize,
+    json: Option<String>,
+}
+
+fn parse() -> anyhow::Result<(String, Options)> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: vna-loadgen stow|qido|wado --url BASE [--clients N] [--batch N] [--ct N] [--tiny N] [--seed N] [--requests N] [--studies N] [--json FILE]";
+    let cmd = args.next().context(usage)?;
+    let mut o = Options {
+        url: String::new(),
+        clients: 4,
+        batch: 25,
+        ct: 200,
+        tiny: 0,
+        seed: 1,
+        requests: 2000,
+        studies: 20,
+        json: None,
+    };
+    while let Some(flag) = args.next() {
+        let v = args.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--url" => o.url = v.trim_end_matches('/').to_string(),
+            "--clients" => o.clients = v.parse::<usize>()?.max(1),
+            "--batch" => o.batch = v.parse::<usize>()?.max(1),
+            "--ct" => o.ct = v.parse()?,
+            "--tiny" => o.tiny = v.parse()?,
+            "--seed" => o.seed = v.parse()?,
+            "--requests" => o.requests = v.parse()?,
+            "--studies" => o.studies = v.parse()?,
+            "--json" => o.json = Some(v),
+            other => bail!("unknown option {other}\n{usage}"),
+        }
+    }
+    if o.url.is_empty() {
+        bail!("--url is required\n{usage}");
+    }
+    Ok((cmd, o))
+}
+
+/// Latency percentiles in milliseconds.
+fn percentiles(mut samples: Vec<Duration>) -> serde_json::Value {
+    samples.sort();
+    let at = |p: f64| -> f64 {
+        if samples.is_empty() {
+            return 0.0;
+        }
+        let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+        samples[i].as_secs_f64() * 1000.0
+    };
+    json!({"count": samples.len(), "p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "max_ms": at(1.0)})
+}
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}} {{per_sec}} eta {{eta}}"))
+            .expect("valid template"),
+    );
+    bar
+}
+
+/// The generated instances: `ct` CT images (512x512x16) in studies of 50, and `tiny`
+/// small instances in studies of 2 series x 5 spread over many patients.
+fn dataset(o: &Options) -> Vec<SyntheticInstance> {
+    let mut g = DatasetGenerator::new(o.seed);
+    let mut out = Vec::new();
+    let mut left = o.ct;
+    while left > 0 {
+        let n = left.min(50);
+        out.extend(g.study(&StudySpec::ct(n)));
+        left -= n;
+    }
+    let mut left = o.tiny;
+    while left > 0 {
+        let n = left.min(10);
+        let modality = if left % 20 == 0 { "MR" } else { "CT" };
+        out.extend(g.study(&StudySpec::tiny(modality, 2, n.div_ceil(2))).into_iter().take(n as usize));
+        left -= n;
+    }
+    out
+}
+
+fn multipart(parts: &[&SyntheticInstance]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(parts.iter().map(|p| p.bytes.len() + 80).sum::<usize>() + 40);
+    for p in parts {
+        body.extend_from_slice(format!("--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes());
+        body.extend_from_slice(&p.bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+async fn stow(o: &Options, http: &reqwest::Client) -> anyhow::Result<serde_json::Value> {
+    let instances = dataset(o);
+    let bytes: u64 = instances.iter().map(|i| i.bytes.len() as u64).sum();
+    let batches: Vec<Vec<u8>> = instances.chunks(o.batch).map(|c| multipart(&c.iter().collect::<Vec<_>>())).collect();
+    let bar = progress(instances.len() as u64, "STOW-RS");
+    let url = format!("{}/studies", o.url);
+    let ct = format!("multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}");
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<(Duration, usize)>> = futures::stream::iter(batches.into_iter().enumerate())
+        .map(|(i, body)| {
+            let (http, url, ct, bar) = (http.clone(), url.clone(), ct.clone(), bar.clone());
+            let n = o.batch.min(instances.len() - i * o.batch);
+            async move {
+                let t = Instant::now();
+                let rsp = http.post(&url).header("Content-Type", ct).header("Accept", "application/dicom+json").body(body).send().await?;
+                let status = rsp.status();
+                let text = rsp.text().await?;
+                if !status.is_success() {
+                    bail!("STOW-RS answered {status}: {}", text.chars().take(300).collect::<String>());
+                }
+                bar.inc(n as u64);
+                Ok((t.elapsed(), n))
+            }
+        })
+        .buffer_unordered(o.clients)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let mut latencies = Vec::new();
+    for r in results {
+        latencies.push(r?.0);
+    }
+    Ok(json!({
+        "workload": "stow",
+        "instances": instances.len(),
+        "bytes": bytes,
+        "clients": o.clients,
+        "batch": o.batch,
+        "seconds": elapsed.as_secs_f64(),
+        "instances_per_s": instances.len() as f64 / elapsed.as_secs_f64(),
+        "mb_per_s": bytes as f64 / 1e6 / elapsed.as_secs_f64(),
+        "request_latency": percentiles(latencies),
+    }))
+}
+
+/// Values to query with, gathered from the archive itself so that any archive can be driven.
+struct Targets {
+    studies: Vec<String>,
+    patient_ids: Vec<String>,
+    names: Vec<String>,
+    dates: Vec<String>,
+}
+
+async fn targets(o: &Options, http: &reqwest::Client, wanted: usize) -> anyhow::Result<Targets> {
+    let url = format!("{}/studies?limit={wanted}&includefield=00100020&includefield=00100010&includefield=00080020", o.url);
+    let rows: Vec<serde_json::Value> =
+        http.get(&url).header("Accept", "application/dicom+json").send().await?.error_for_status()?.json().await?;
+    let value = |r: &serde_json::Value, tag: &str| -> Option<String> {
+        let v = &r[tag]["Value"][0];
+        v.as_str().map(str::to_string).or_else(|| v["Alphabetic"].as_str().map(str::to_string))
+    };
+    let t = Targets {
+        studies: rows.iter().filter_map(|r| value(r, "0020000D")).collect(),
+        patient_ids: rows.iter().filter_map(|r| value(r, "00100020")).collect(),
+        names: rows.iter().filter_map(|r| value(r, "00100010")).collect(),
+        dates: rows.iter().filter_map(|r| value(r, "00080020")).collect(),
+    };
+    if t.studies.is_empty() {
+        bail!("the archive holds no study; run `vna-loadgen stow` first");
+    }
+    Ok(t)
+}
+
+async fn qido(o: &Options, http: &reqwest::Client) -> anyhow::Result<serde_json::Value> {
+    let t = Arc::new(targets(o, http, 1000).await?);
+    // The mix: a study by UID, by PatientID, by name prefix, by a date range with a modality,
+    // and the series of a study.
+    let kinds = ["study_uid", "patient_id", "name_prefix", "date_range_modality", "series_of_study"];
+    let bar = progress(o.requests as u64, "QIDO-RS");
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<(usize, Duration)>> = futures::stream::iter(0..o.requests)
+        .map(|i| {
+            let (http, t, bar, base) = (http.clone(), t.clone(), bar.clone(), o.url.clone());
+            async move {
+                let k = i % kinds.len();
+                let pick = |v: &Vec<String>| v[(i / kinds.len()) % v.len().max(1)].clone();
+                let url = match kinds[k] {
+                    "study_uid" => format!("{base}/studies?StudyInstanceUID={}", pick(&t.studies)),
+                    "patient_id" => format!("{base}/studies?PatientID={}", pick(&t.patient_ids)),
+                    "name_prefix" => {
+                        let name = pick(&t.names);
+                        let family: String = name.split('^').next().unwrap_or("").chars().take(3).collect();
+                        format!("{base}/studies?PatientName={family}*&limit=100")
+                    }
+                    "date_range_modality" => {
+                        let d = pick(&t.dates);
+                        let year = &d[..4.min(d.len())];
+                        format!("{base}/studies?StudyDate={year}0101-{year}0630&ModalitiesInStudy=CT&limit=100")
+                    }
+                    _ => format!("{base}/studies/{}/series", pick(&t.studies)),
+                };
+                let start = Instant::now();
+                let rsp = http.get(&url).header("Accept", "application/dicom+json").send().await?;
+                let status = rsp.status();
+                rsp.bytes().await?;
+                if !status.is_success() && status.as_u16() != 204 {
+                    bail!("{url} answered {status}");
+                }
+                bar.inc(1);
+                Ok((k, start.elapsed()))
+            }
+        })
+        .buffer_unordered(o.clients)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let mut all = Vec::new();
+    let mut by_kind = vec![Vec::new(); kinds.len()];
+    for r in results {
+        let (k, d) = r?;
+        all.push(d);
+        by_kind[k].push(d);
+    }
+    let per_kind: serde_json::Map<String, serde_json::Value> =
+        kinds.iter().zip(by_kind).map(|(k, v)| (k.to_string(), percentiles(v))).collect();
+    Ok(json!({
+        "workload": "qido",
+        "requests": o.requests,
+        "clients": o.clients,
+        "seconds": elapsed.as_secs_f64(),
+        "requests_per_s": o.requests as f64 / elapsed.as_secs_f64(),
+        "latency": percentiles(all),
+        "by_query": per_kind,
+    }))
+}
+
+async fn wado(o: &Options, http: &reqwest::Client) -> anyhow::Result<serde_json::Value> {
+    let t = targets(o, http, o.studies).await?;
+    let studies: Vec<String> = t.studies.into_iter().take(o.studies).collect();
+    let bar = progress(studies.len() as u64, "WADO-RS");
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<(u64, Duration)>> = futures::stream::iter(studies.clone())
+        .map(|study| {
+            let (http, bar, base) = (http.clone(), bar.clone(), o.url.clone());
+            async move {
+                let start = Instant::now();
+                let rsp = http
+                    .get(format!("{base}/studies/{study}"))
+                    .header("Accept", "multipart/related; type=\"application/dicom\"; transfer-syntax=*")
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                let mut stream = rsp.bytes_stream();
+                let mut n = 0u64;
+                while let Some(chunk) = stream.next().await {
+                    n += chunk?.len() as u64;
+                }
+                bar.inc(1);
+                Ok((n, start.elapsed()))
+            }
+        })
+        .buffer_unordered(o.clients)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let mut bytes = 0;
+    let mut latencies = Vec::new();
+    for r in results {
+        let (n, d) = r?;
+        bytes += n;
+        latencies.push(d);
+    }
+    Ok(json!({
+        "workload": "wado",
+        "studies": studies.len(),
+        "clients": o.clients,
+        "bytes": bytes,
+        "seconds": elapsed.as_secs_f64(),
+        "mb_per_s": bytes as f64 / 1e6 / elapsed.as_secs_f64(),
+        "study_latency": percentiles(latencies),
+    }))
+}
+
+fn table(v: &serde_json::Value) {
+    let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    match v["workload"].as_str() {
+        Some("stow") => println!(
+            "STOW-RS  {} instances ({:.0} MB), {} clients x {} per request: {:.1} inst/s, {:.1} MB/s, request p50 {:.1} ms p99 {:.1} ms",
+            v["instances"], f("bytes") / 1e6, v["clients"], v["batch"], f("instances_per_s"), f("mb_per_s"),
+            v["request_latency"]["p50_ms"].as_f64().unwrap_or(0.0), v["request_latency"]["p99_ms"].as_f64().unwrap_or(0.0)
+        ),
+        Some("qido") => {
+            println!(
+                "QIDO-RS  {} requests, {} clients: {:.0} req/s, p50 {:.2} ms p95 {:.2} ms p99 {:.2} ms max {:.2} ms",
+                v["requests"], v["clients"], f("requests_per_s"),
+                v["latency"]["p50_ms"].as_f64().unwrap_or(0.0), v["latency"]["p95_ms"].as_f64().unwrap_or(0.0),
+                v["latency"]["p99_ms"].as_f64().unwrap_or(0.0), v["latency"]["max_ms"].as_f64().unwrap_or(0.0)
+            );
+            if let Some(m) = v["by_query"].as_object() {
+                for (k, p) in m {
+                    println!("  {k:<22} p50 {:.2} ms  p99 {:.2} ms", p["p50_ms"].as_f64().unwrap_or(0.0), p["p99_ms"].as_f64().unwrap_or(0.0));
+                }
+            }
+        }
+        Some("wado") => println!(
+            "WADO-RS  {} studies ({:.0} MB), {} clients: {:.1} MB/s, study p50 {:.0} ms",
+            v["studies"], f("bytes") / 1e6, v["clients"], f("mb_per_s"), v["study_latency"]["p50_ms"].as_f64().unwrap_or(0.0)
+        ),
+        _ => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (cmd, o) = parse()?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(600)).tcp_nodelay(true).build()?;
+    let result = match cmd.as_str() {
+        "stow" => stow(&o, &http).await?,
+        "qido" => qido(&o, &http).await?,
+        "wado" => wado(&o, &http).await?,
+        other => bail!("unknown workload {other}: stow, qido or wado"),
+    };
+    table(&result);
+    if let Some(path) = &o.json {
+        std::fs::write(path, serde_json::to_string_pretty(&result)?)?;
+    }
+    Ok(())
+}
