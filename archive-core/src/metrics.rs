@@ -22,6 +22,8 @@ pub struct Metrics {
     pub retrieve_total: IntCounterVec,
     /// Bytes read by tier.
     pub retrieve_bytes: IntCounterVec,
+    /// Seconds until an object's copy was opened for reading, by tier.
+    pub retrieve_seconds: HistogramVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -57,6 +59,12 @@ impl Metrics {
         let retrieve_bytes =
             IntCounterVec::new(Opts::new("vna_retrieve_bytes_total", "Bytes read, by tier"), &["tier"])
                 .expect("valid metric");
+        let retrieve_seconds = HistogramVec::new(
+            HistogramOpts::new("vna_retrieve_open_seconds", "Time to open an object for reading, by tier")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["tier"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(ingest_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(ingest_bytes.clone()),
@@ -65,6 +73,7 @@ impl Metrics {
             Box::new(query_seconds.clone()),
             Box::new(retrieve_total.clone()),
             Box::new(retrieve_bytes.clone()),
+            Box::new(retrieve_seconds.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -77,6 +86,7 @@ impl Metrics {
             query_seconds,
             retrieve_total,
             retrieve_bytes,
+            retrieve_seconds,
         }
     }
 

@@ -112,6 +112,7 @@ impl Retrieve {
     /// Opens the first readable copy of an instance.
     pub async fn open(&self, record: InstanceRecord) -> Result<RetrievedObject, RetrieveError> {
         let mut last_error = TierError::Other("no copy is on a configured tier".into());
+        let started = std::time::Instant::now();
         for loc in &record.locations {
             let Some(tier) = self.tiers.get(&loc.tier) else { continue };
             match tier.get(&loc.key, GetOpts::default()).await {
@@ -127,6 +128,10 @@ impl Retrieve {
                     }
                     self.metrics.retrieve_total.with_label_values(&[loc.tier.as_str()]).inc();
                     self.metrics.retrieve_bytes.with_label_values(&[loc.tier.as_str()]).inc_by(record.size);
+                    self.metrics
+                        .retrieve_seconds
+                        .with_label_values(&[loc.tier.as_str()])
+                        .observe(started.elapsed().as_secs_f64());
                     return Ok(RetrievedObject { record, body: got.body });
                 }
                 Err(e) => {

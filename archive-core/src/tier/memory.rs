@@ -32,12 +32,25 @@ struct Stored {
 pub struct MemoryTier {
     name: TierName,
     objects: Mutex<BTreeMap<ObjectKey, Stored>>,
+    capabilities: TierCapabilities,
 }
 
 impl MemoryTier {
     /// An empty in-memory tier.
     pub fn new(name: TierName) -> Self {
-        Self { name, objects: Mutex::new(BTreeMap::new()) }
+        let capabilities = TierCapabilities {
+            availability: Availability::Online,
+            ranged_reads: true,
+            needs_recall: false,
+            max_object_size: None,
+        };
+        Self { name, objects: Mutex::new(BTreeMap::new()), capabilities }
+    }
+
+    /// An empty in-memory tier that reports other capabilities, to stand in for a cold tier
+    /// in unit tests: with `needs_recall`, reads fail with [`TierError::NeedsRecall`].
+    pub fn with_capabilities(name: TierName, capabilities: TierCapabilities) -> Self {
+        Self { capabilities, ..Self::new(name) }
     }
 
     /// Damages the stored bytes of `key` without updating its stored checksum, so that
@@ -121,12 +134,7 @@ impl Tier for MemoryTier {
     }
 
     fn capabilities(&self) -> TierCapabilities {
-        TierCapabilities {
-            availability: Availability::Online,
-            ranged_reads: true,
-            needs_recall: false,
-            max_object_size: None,
-        }
+        self.capabilities.clone()
     }
 
     async fn put(&self, key: &ObjectKey, body: ByteStream, opts: PutOpts) -> Result<ObjectMeta, TierError> {
@@ -148,6 +156,9 @@ impl Tier for MemoryTier {
 
     async fn get(&self, key: &ObjectKey, opts: GetOpts) -> Result<GetResult, TierError> {
         let stored = self.lookup(key)?;
+        if self.capabilities.needs_recall {
+            return Err(TierError::NeedsRecall(key.clone()));
+        }
         let meta = ObjectMeta { key: key.clone(), size: stored.bytes.len() as u64, checksum: stored.checksum };
         let body = match opts.range {
             Some(range) => {

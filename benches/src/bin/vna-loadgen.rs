@@ -104,7 +104,7 @@ fn dataset(o: &Options) -> Vec<SyntheticInstance> {
     let mut left = o.tiny;
     while left > 0 {
         let n = left.min(10);
-        let modality = if left % 20 == 0 { "MR" } else { "CT" };
+        let modality = if left.is_multiple_of(20) { "MR" } else { "CT" };
         out.extend(g.study(&StudySpec::tiny(modality, 2, n.div_ceil(2))).into_iter().take(n as usize));
         left -= n;
     }
@@ -136,7 +136,13 @@ async fn stow(o: &Options, http: &reqwest::Client) -> anyhow::Result<serde_json:
             let n = o.batch.min(instances.len() - i * o.batch);
             async move {
                 let t = Instant::now();
-                let rsp = http.post(&url).header("Content-Type", ct).header("Accept", "application/dicom+json").body(body).send().await?;
+                let rsp = http
+                    .post(&url)
+                    .header("Content-Type", ct)
+                    .header("Accept", "application/dicom+json")
+                    .body(body)
+                    .send()
+                    .await?;
                 let status = rsp.status();
                 let text = rsp.text().await?;
                 if !status.is_success() {
@@ -177,7 +183,8 @@ struct Targets {
 }
 
 async fn targets(o: &Options, http: &reqwest::Client, wanted: usize) -> anyhow::Result<Targets> {
-    let url = format!("{}/studies?limit={wanted}&includefield=00100020&includefield=00100010&includefield=00080020", o.url);
+    let url =
+        format!("{}/studies?limit={wanted}&includefield=00100020&includefield=00100010&includefield=00080020", o.url);
     let rows: Vec<serde_json::Value> =
         http.get(&url).header("Accept", "application/dicom+json").send().await?.error_for_status()?.json().await?;
     let value = |r: &serde_json::Value, tag: &str| -> Option<String> {

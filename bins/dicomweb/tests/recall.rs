@@ -1,0 +1,71 @@
+//! A study on a tier that needs a recall: WADO-RS answers 202 with a Warning at once (no
+//! worker waits), while metadata and QIDO-RS still answer from the catalog. The cold tier is
+//! an in-memory tier reporting the capabilities of an archive storage class (S3 Glacier-like).
+
+use archive_core::config::VnaConfig;
+use archive_core::ingest::IngestInput;
+use archive_core::model::Source;
+use archive_core::tier::memory::MemoryTier;
+use archive_core::tier::{Availability, Tier, TierCapabilities, TierName};
+use archive_core::Archive;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use std::sync::Arc;
+use tower::ServiceExt;
+use vna_benches::dataset::{DatasetGenerator, StudySpec};
+
+async fn call(app: &axum::Router, uri: &str, accept: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let req = Request::get(uri).header("Accept", accept).header("Host", "vna.test").body(Body::empty()).unwrap();
+    let rsp = app.clone().oneshot(req).await.unwrap();
+    let status = rsp.status();
+    let headers = rsp.headers().clone();
+    let body = axum::body::to_bytes(rsp.into_body(), usize::MAX).await.unwrap().to_vec();
+    (status, headers, body)
+}
+
+#[tokio::test]
+async fn a_study_that_needs_a_recall_answers_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = VnaConfig { data_dir: dir.path().to_path_buf(), ..VnaConfig::default() };
+    config.catalog.min_free_mb = 0;
+    config.hot.min_free_mb = 0;
+    let cold = TierName::new("glacier").unwrap();
+    let caps = TierCapabilities {
+        availability: Availability::Offline,
+        ranged_reads: false,
+        needs_recall: true,
+        max_object_size: None,
+    };
+    let tiers: Vec<Arc<dyn Tier>> = vec![Arc::new(MemoryTier::with_capabilities(cold.clone(), caps))];
+    let (archive, _) = Archive::open(config.clone(), tiers, cold).await.unwrap();
+    let study = DatasetGenerator::new(5).study(&StudySpec::tiny("CT", 1, 3));
+    for inst in &study {
+        let input = IngestInput::Part10(bytes::Bytes::from(inst.bytes.clone()));
+        archive.ingest().ingest(input, Source::default()).await.unwrap();
+    }
+    let app = dicomweb::router(archive.clone(), dicomweb::HttpSettings::from_config(&config));
+    let (st, se, sop) = (&study[0].study, &study[0].series, &study[0].sop_instance);
+
+    let (status, headers, body) =
+        call(&app, &format!("/dicom-web/studies/{st}"), "multipart/related; type=\"application/dicom\"").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&body));
+    assert!(headers["warning"].to_str().unwrap().contains("recalled"));
+    assert_eq!(headers["retry-after"], "60");
+
+    // Metadata comes from the catalog, whatever the tier.
+    let (status, _, body) = call(&app, &format!("/dicom-web/studies/{st}/metadata"), "application/dicom+json").await;
+    assert_eq!(status, StatusCode::OK);
+    let meta: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(meta.len(), 3);
+    assert!(meta[0]["7FE00010"]["BulkDataURI"].as_str().unwrap().starts_with("http://vna.test/dicom-web/studies/"));
+
+    // QIDO-RS reports the availability; frames cannot be read before the recall.
+    let (status, _, body) = call(&app, &format!("/dicom-web/studies/{st}/instances"), "application/dicom+json").await;
+    assert_eq!(status, StatusCode::OK);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+    assert!(rows.iter().all(|r| r["00080056"]["Value"][0] == "OFFLINE"));
+    let (status, _, _) =
+        call(&app, &format!("/dicom-web/studies/{st}/series/{se}/instances/{sop}/frames/1"), "*/*").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    archive.close().await.unwrap();
+}
