@@ -237,7 +237,7 @@ pub fn encoding_of(ts: &str) -> (bool, bool) {
 }
 
 /// Inflates a deflated data set, refusing more than [`MAX_INFLATED`] bytes.
-fn inflate(data: &[u8]) -> Result<Vec<u8>, ParseError> {
+pub fn inflate(data: &[u8]) -> Result<Vec<u8>, ParseError> {
     let mut out = Vec::new();
     flate2::read::DeflateDecoder::new(data)
         .take(MAX_INFLATED + 1)

@@ -155,7 +155,7 @@ pub async fn retrieve(state: AppState, target: Target, headers: HeaderMap) -> Re
         })
         .ok_or_else(|| {
             ApiError::not_acceptable(
-                "the objects cannot be delivered in the transfer syntax asked for: only uncompressed syntaxes are converted; ask transfer-syntax=* for the stored syntax",
+                "the objects cannot be delivered in the transfer syntax asked for: vna converts to uncompressed syntaxes (decoding JPEG, JPEG 2000 and RLE), never compresses; ask transfer-syntax=* for the stored syntax",
             )
         })?;
     if let Some(rsp) = recall_pending(&state, &records) {
@@ -180,8 +180,11 @@ async fn object_body(state: &AppState, record: InstanceRecord, wanted: &Wanted) 
     match wanted {
         Wanted::Syntax(ts) if ts != &record.transfer_syntax => {
             let (record, bytes) = retrieve.read(record).await?;
+            // A decoder that cannot handle this object means the syntax cannot be given: 406.
             let out = transcode_part10(&bytes, record.transfer_syntax.as_str(), ts, &record.sop_class, &record.uid)
-                .map_err(|e| ApiError::internal(format!("converting instance {}: {e}", record.uid)))?;
+                .map_err(|e| {
+                    ApiError::not_acceptable(format!("instance {} cannot be given in {ts}: {e}", record.uid))
+                })?;
             Ok((ts.to_string(), Body::from(out)))
         }
         _ => {

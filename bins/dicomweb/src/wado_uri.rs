@@ -59,7 +59,7 @@ pub async fn wado(state: AppState, raw_query: Option<String>) -> Result<Response
             }
             let (record, bytes) = retrieve.read(record).await?;
             let out = transcode_part10(&bytes, record.transfer_syntax.as_str(), &ts, &record.sop_class, &record.uid)
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+                .map_err(|e| ApiError::not_acceptable(format!("the object cannot be given in {ts}: {e}")))?;
             Body::from(out)
         }
         _ => {

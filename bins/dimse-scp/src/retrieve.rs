@@ -22,7 +22,7 @@ use dimse::pdv::MessageAssembler;
 use dimse::status;
 use std::collections::BTreeSet;
 
-use archive_core::transcode::{is_native, transcode_dataset, EXPLICIT_LE, IMPLICIT_LE};
+use archive_core::transcode::{can_decode, is_native, transcode_dataset, EXPLICIT_LE, IMPLICIT_LE};
 
 /// How to send a record over accepted contexts: the context and the data set bytes to send
 /// (converted when needed), or why it cannot be sent.
@@ -38,13 +38,13 @@ fn prepare_for<'a>(
     if let Some(c) = accepted.clone().find(|c| c.transfer_syntax == stored) {
         return Ok((c.id, dataset.to_vec()));
     }
-    if is_native(stored) {
+    if can_decode(stored) {
         if let Some(c) = accepted.clone().find(|c| is_native(&c.transfer_syntax)) {
             let converted = transcode_dataset(dataset, stored, &c.transfer_syntax).map_err(|e| e.to_string())?;
             return Ok((c.id, converted));
         }
     }
-    Err(format!("the peer accepts {class} in no transfer syntax vna can send {stored} in"))
+    Err(format!("the peer accepts {class} in no transfer syntax vna can convert {stored} to"))
 }
 
 /// Counts of sub-operations.
@@ -317,10 +317,10 @@ pub(crate) async fn handle_move(
         .read_timeout(conn.shared.settings.idle_timeout)
         .write_timeout(conn.shared.settings.idle_timeout);
     for (class, ts) in &pairs {
-        // The stored syntax alone, and for uncompressed objects a second context offering
-        // the common uncompressed syntaxes vna can convert to.
+        // The stored syntax alone, and for objects vna can decode a second context offering
+        // the common uncompressed syntaxes it can convert to.
         options = options.with_presentation_context(class.clone(), vec![ts.clone()]);
-        if is_native(ts) {
+        if can_decode(ts) {
             options = options
                 .with_presentation_context(class.clone(), vec![EXPLICIT_LE.to_string(), IMPLICIT_LE.to_string()]);
         }

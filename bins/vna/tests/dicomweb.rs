@@ -181,8 +181,27 @@ fn stow_wado_qido_round_trip_of_pydicoms_corpus() {
     let converted = archive_core::parse::parse_part10(&body).unwrap();
     assert_eq!(converted.transfer_syntax.as_str(), "1.2.840.10008.1.2");
     assert_eq!(converted.sop_instance.as_str(), sop);
+    // Compressed objects are decoded on request where a decoder exists (JPEG), else 406.
     let jpeg = files.iter().find(|f| f.transfer_syntax.as_deref() == Some("1.2.840.10008.1.2.4.50")).unwrap();
     let (st, se, sop) = uids(&jpeg.path);
+    let (status, ct, body) = get(
+        &c,
+        &format!("{base}/studies/{st}/series/{se}/instances/{sop}"),
+        "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.1",
+    );
+    assert_eq!(status, StatusCode::OK);
+    let parts = parts_of(&ct, &body);
+    assert!(parts[0].0.contains("transfer-syntax=1.2.840.10008.1.2.1"), "{}", parts[0].0);
+    assert_eq!(archive_core::parse::parse_part10(&parts[0].1).unwrap().transfer_syntax.as_str(), "1.2.840.10008.1.2.1");
+    // pydicom's JPEG-LS file shares its UIDs with another file: store it under a new SOP UID.
+    let jpeg_ls = pydicom_files()
+        .into_iter()
+        .find(|f| f.acceptable && f.transfer_syntax.as_deref() == Some("1.2.840.10008.1.2.4.80"))
+        .unwrap();
+    let (st, se, old_sop) = uids(&jpeg_ls.path);
+    let (bytes, sop) = with_new_sop_uid(&std::fs::read(&jpeg_ls.path).unwrap(), &old_sop);
+    let (status, body) = stow(&c, &format!("{base}/studies"), &[bytes]);
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (status, _, body) = get(
         &c,
         &format!("{base}/studies/{st}/series/{se}/instances/{sop}"),
@@ -285,6 +304,25 @@ fn hostile_requests_are_client_errors_and_store_nothing() {
     assert_eq!(c.get(format!("{}/healthz", server.http())).send().unwrap().status(), StatusCode::OK);
     assert!(!server.log().contains("panicked"));
     assert_eq!(server.stop().code(), Some(0));
+}
+
+/// The object with its SOP Instance UID changed in place (same length: the last digit
+/// differs), wherever it occurs; returns the bytes and the new UID.
+fn with_new_sop_uid(bytes: &[u8], uid: &str) -> (Vec<u8>, String) {
+    let last = uid.chars().last().unwrap();
+    let new = format!("{}{}", &uid[..uid.len() - 1], if last == '7' { '8' } else { '7' });
+    let mut out = bytes.to_vec();
+    let (from, to) = (uid.as_bytes(), new.as_bytes());
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(to);
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    (out, new)
 }
 
 /// Sends a GET with the path exactly as given; returns the status and body.

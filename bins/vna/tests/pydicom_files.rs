@@ -236,3 +236,64 @@ async fn conflicts_are_refused_or_replaced_as_configured() {
     assert!(archive.catalog().verify_audit().unwrap().is_ok());
     archive.close().await.unwrap();
 }
+
+/// Every compressed object of pydicom's corpus that dicom-rs has a decoder for (JPEG, JPEG 2000,
+/// RLE) converts to explicit VR little endian with native pixel data of the right size, except
+/// the few dicom-rs's decoders do not handle (12-bit JPEG extended, 32-bit RLE, a JPEG 2000
+/// stream with an embedded delimiter), which fail with an error; JPEG-LS, for which vna has no
+/// decoder, is refused as unsupported.
+#[test]
+fn compressed_objects_decode_to_native_pixel_data() {
+    use archive_core::transcode::{can_convert, transcode_part10};
+    use dicom_dictionary_std::tags;
+    let explicit = archive_core::uid::TransferSyntaxUid::new("1.2.840.10008.1.2.1").unwrap();
+    let mut decoded = std::collections::BTreeMap::<String, usize>::new();
+    let mut failures = Vec::new();
+    for f in common::pydicom_files().into_iter().filter(|f| f.acceptable) {
+        let ts = f.transfer_syntax.clone().unwrap();
+        if archive_core::transcode::is_native(&ts) || ts == "1.2.840.10008.1.2.1.99" {
+            continue;
+        }
+        let bytes = std::fs::read(&f.path).unwrap();
+        let parsed = archive_core::parse::parse_part10(&bytes).unwrap();
+        let result = transcode_part10(&bytes, &ts, &explicit, &parsed.sop_class, &parsed.sop_instance);
+        if !can_convert(&ts, explicit.as_str()) {
+            assert!(result.is_err(), "{} converted without a decoder", f.path.display());
+            continue;
+        }
+        match result {
+            Ok(out) => {
+                let obj = dicom_object::OpenFileOptions::new().from_reader(&out[128..]).unwrap();
+                let int = |tag| obj.element(tag).ok().and_then(|e| e.to_int::<usize>().ok()).unwrap_or(1);
+                let frames =
+                    obj.element(tags::NUMBER_OF_FRAMES).ok().and_then(|e| e.to_int::<usize>().ok()).unwrap_or(1);
+                let expected =
+                    int(tags::ROWS) * int(tags::COLUMNS) * int(tags::SAMPLES_PER_PIXEL) * int(tags::BITS_ALLOCATED) / 8
+                        * frames;
+                let got = obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap().len();
+                assert!(
+                    got == expected || got == expected + 1,
+                    "{}: {got} bytes, expected {expected}",
+                    f.path.display()
+                );
+                *decoded.entry(ts).or_default() += 1;
+            }
+            Err(e) => failures.push(format!("{}: {e}", f.path.display())),
+        }
+    }
+    println!("decoded per syntax: {decoded:?}; failures: {failures:#?}");
+    assert!(decoded.get("1.2.840.10008.1.2.4.50").copied().unwrap_or(0) >= 10, "{decoded:?}");
+    assert!(decoded.get("1.2.840.10008.1.2.5").copied().unwrap_or(0) >= 5, "{decoded:?}");
+    const DECODERS_CANNOT: &[&str] = &[
+        "JPEG-lossy.dcm",
+        "JPGExtended.dcm",
+        "SC_rgb_rle_32bit.dcm",
+        "SC_rgb_rle_32bit_2frame.dcm",
+        "rtdose_rle.dcm",
+        "rtdose_rle_1frame.dcm",
+        "JPEG2000-embedded-sequence-delimiter.dcm",
+    ];
+    for f in &failures {
+        assert!(DECODERS_CANNOT.iter().any(|name| f.contains(&format!("/{name}:"))), "unexpected decode failure {f}");
+    }
+}

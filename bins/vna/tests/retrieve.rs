@@ -222,34 +222,63 @@ fn c_move_converts_uncompressed_objects_for_a_destination_that_wants_another_syn
 }
 
 #[test]
-fn c_move_reports_failed_instances_when_the_destination_refuses_their_syntax() {
+fn c_move_decompresses_for_a_destination_that_takes_only_uncompressed_and_reports_what_it_cannot_decode() {
     let dir = tempfile::tempdir().unwrap();
     let dest_port = common::free_port();
     let extra = format!("[[dicom.remote_aes]]\nae_title = \"IMPLICIT\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n");
     let server = common::Server::start(dir.path(), &extra);
-    // A JPEG Baseline object, which vna does not decompress, and a destination that takes
-    // implicit VR little endian only.
-    let jpeg = common::pydicom_files()
-        .into_iter()
-        .find(|f| f.acceptable && f.transfer_syntax.as_deref() == Some("1.2.840.10008.1.2.4.50"))
-        .expect("a JPEG Baseline test file");
-    let parsed = archive_core::parse::parse_part10(&std::fs::read(&jpeg.path).unwrap()).unwrap();
-    let out = common::dcmtk("storescu")
-        .args(["-xy", "-aec", "VNA", "127.0.0.1", &server.dicom_port.to_string()])
-        .arg(&jpeg.path)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut scp = storage_scp("IMPLICIT", dest_port, &dir.path().join("moved"), &["+xi"]);
-    let out = common::dcmtk("movescu")
-        .args(["-d", "-aec", "VNA", "-aem", "IMPLICIT", "-S", "-k", "QueryRetrieveLevel=STUDY"])
-        .args(["-k", &format!("StudyInstanceUID={}", parsed.study)])
-        .args(["127.0.0.1", &server.dicom_port.to_string()])
-        .output()
-        .unwrap();
+    // A JPEG Baseline object (vna decodes it) and a JPEG-LS one (no decoder in vna), stored
+    // as they are, and a destination that takes implicit VR little endian only.
+    let files = common::pydicom_files();
+    let find =
+        |ts: &str| files.iter().find(|f| f.acceptable && f.transfer_syntax.as_deref() == Some(ts)).cloned().unwrap();
+    let (jpeg, jpeg_ls) = (find("1.2.840.10008.1.2.4.50"), find("1.2.840.10008.1.2.4.80"));
+    let http = reqwest::blocking::Client::new();
+    for f in [&jpeg, &jpeg_ls] {
+        let mut body = b"--b0\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
+        body.extend(std::fs::read(&f.path).unwrap());
+        body.extend(b"\r\n--b0--\r\n");
+        let rsp = http
+            .post(format!("http://127.0.0.1:{}/dicom-web/studies", server.http_port))
+            .header("Content-Type", "multipart/related; type=\"application/dicom\"; boundary=b0")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(rsp.status().as_u16(), 200, "{}", rsp.text().unwrap());
+    }
+    let moved = dir.path().join("moved");
+    let mut scp = storage_scp("IMPLICIT", dest_port, &moved, &["+xi"]);
+    let move_study = |path: &Path| {
+        let parsed = archive_core::parse::parse_part10(&std::fs::read(path).unwrap()).unwrap();
+        let out = common::dcmtk("movescu")
+            .args(["-d", "-aec", "VNA", "-aem", "IMPLICIT", "-S", "-k", "QueryRetrieveLevel=STUDY"])
+            .args(["-k", &format!("StudyInstanceUID={}", parsed.study)])
+            .args(["127.0.0.1", &server.dicom_port.to_string()])
+            .output()
+            .unwrap();
+        (parsed, String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout))
+    };
+
+    // JPEG Baseline: decoded and delivered in implicit VR little endian.
+    let (parsed, text) = move_study(&jpeg.path);
+    assert!(!text.contains("FailedSOPInstanceUIDList"), "{text}");
+    let received: Vec<_> = std::fs::read_dir(&moved).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(received.len(), 1, "{text}");
+    let bytes = std::fs::read(&received[0]).unwrap();
+    let got = archive_core::parse::parse_part10(&bytes).unwrap();
+    assert_eq!(got.transfer_syntax.as_str(), "1.2.840.10008.1.2");
+    assert_eq!(got.sop_instance, parsed.sop_instance);
+    let obj = dicom_object::OpenFileOptions::new().from_reader(&bytes[128..]).unwrap();
+    let int = |tag| obj.element(tag).unwrap().to_int::<usize>().unwrap();
+    use dicom_dictionary_std::tags;
+    let expected = int(tags::ROWS) * int(tags::COLUMNS) * int(tags::SAMPLES_PER_PIXEL) * int(tags::BITS_ALLOCATED) / 8;
+    let pixels = obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap().len();
+    assert_eq!(pixels, expected, "native pixel data of the decoded image");
+
+    // JPEG-LS: no decoder, so that sub-operation fails and the UID is listed.
+    let (parsed, text) = move_study(&jpeg_ls.path);
     let _ = scp.kill();
     let _ = scp.wait();
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("OutOfResourcesSubOperations"), "{text}");
     let listed =
         text.lines().any(|l| l.contains("FailedSOPInstanceUIDList") && l.contains(parsed.sop_instance.as_str()));
