@@ -47,6 +47,8 @@ pub struct Connection {
     /// The peer's address.
     pub peer: SocketAddr,
     pub(crate) shared: Arc<Shared>,
+    /// Storage commitment reports sent on this association and not answered yet, by message ID.
+    pub(crate) pending_reports: std::collections::HashMap<u16, commitment::PendingReport>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -115,8 +117,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAd
         calling_ae,
         peer,
         shared: shared.clone(),
+        pending_reports: Default::default(),
     };
     let result = conn.run().await;
+    // Reports the requestor did not answer here go out on a new association.
+    commitment::redeliver_unanswered(&mut conn);
     match result {
         Ok(()) => tracing::info!(%peer, "association released"),
         Err(AssociationError::Released) => {
@@ -213,6 +218,7 @@ impl Connection {
                 let code = commitment::handle(self, &context, rq, dataset.unwrap_or_default()).await?;
                 self.shared.metrics.operation("commitment", code, started.elapsed().as_secs_f64());
             }
+            Message::NEventReportRsp(rsp) => commitment::report_answered(self, rsp),
             other if other.is_response() => {
                 tracing::debug!(peer = %self.peer, command = ?other.command_field(), "ignoring an unsolicited response");
             }

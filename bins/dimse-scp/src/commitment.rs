@@ -154,34 +154,66 @@ pub(crate) async fn handle(
         event_type_id: event_type,
         has_dataset: true,
     };
-    // First on the same association; if the requestor does not take it there (it released or
-    // refused), on a new association to its configured address, as PS3.4 J.3.3 allows.
-    let same = match conn.send(pc, &Message::from(event.clone()).encode(), Some(&data)).await {
-        Ok(()) => conn.receive_message().await,
-        Err(e) => Err(e),
-    };
-    let fallback = match same {
-        Ok(Message::NEventReportRsp(rsp)) if status::kind(rsp.status) == status::StatusKind::Success => None,
-        Ok(other) => Some((None, format!("the requestor answered the report with {:?}", other.command_field()))),
-        Err(e) => Some((Some(e), "the requestor did not take the report on this association".to_string())),
-    };
-    if let Some((error, why)) = fallback {
-        match conn.shared.archive.config().remote_ae(&conn.calling_ae).cloned() {
-            Some(remote) => {
-                tracing::info!(calling = %conn.calling_ae, "{why}; delivering the commitment report on a new association");
-                let our_ae = conn.shared.settings.ae_title.clone();
-                tokio::spawn(deliver_on_new_association(our_ae, remote, event, report));
-            }
-            None => tracing::warn!(
-                calling = %conn.calling_ae,
-                "{why}, and the requestor is not a configured remote AE: the commitment report is not delivered"
-            ),
+    // First on the same association, without waiting: the dispatcher matches the answer, so a
+    // requestor may send its next request before answering the report. A report the requestor
+    // refuses, or does not answer before the association ends, goes out on a new association to
+    // its configured address, as PS3.4 J.3.3 allows.
+    let message_id = event.message_id;
+    let pending = PendingReport { event: event.clone(), report };
+    match conn.send(pc, &Message::from(event).encode(), Some(&data)).await {
+        Ok(()) => {
+            conn.pending_reports.insert(message_id, pending);
+            Ok(status::SUCCESS)
         }
-        if let Some(e) = error {
-            return Err(e);
+        Err(e) => {
+            deliver_elsewhere(conn, pending, "the report could not be sent on this association");
+            Err(e)
         }
     }
-    Ok(status::SUCCESS)
+}
+
+/// A commitment report waiting for the requestor's answer.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingReport {
+    event: NEventReportRq,
+    report: InMemDicomObject,
+}
+
+/// Matches an N-EVENT-REPORT-RSP with its report; a failure status sends the report again on a
+/// new association.
+pub(crate) fn report_answered(conn: &mut Connection, rsp: dimse::command::NEventReportRsp) {
+    let Some(pending) = conn.pending_reports.remove(&rsp.message_id_being_responded_to) else {
+        tracing::debug!(peer = %conn.peer, "N-EVENT-REPORT-RSP for no pending report");
+        return;
+    };
+    if status::kind(rsp.status) == status::StatusKind::Success {
+        tracing::info!(calling = %conn.calling_ae, "commitment report delivered");
+    } else {
+        let why = format!("the requestor answered the report with status {:04X}", rsp.status);
+        deliver_elsewhere(conn, pending, &why);
+    }
+}
+
+/// Sends every unanswered report on a new association (the association is ending).
+pub(crate) fn redeliver_unanswered(conn: &mut Connection) {
+    let pending: Vec<PendingReport> = conn.pending_reports.drain().map(|(_, p)| p).collect();
+    for p in pending {
+        deliver_elsewhere(conn, p, "the requestor did not answer the report on its association");
+    }
+}
+
+fn deliver_elsewhere(conn: &Connection, pending: PendingReport, why: &str) {
+    match conn.shared.archive.config().remote_ae(&conn.calling_ae).cloned() {
+        Some(remote) => {
+            tracing::info!(calling = %conn.calling_ae, "{why}; delivering the commitment report on a new association");
+            let our_ae = conn.shared.settings.ae_title.clone();
+            tokio::spawn(deliver_on_new_association(our_ae, remote, pending.event, pending.report));
+        }
+        None => tracing::warn!(
+            calling = %conn.calling_ae,
+            "{why}, and the requestor is not a configured remote AE: the commitment report is not delivered"
+        ),
+    }
 }
 
 /// Sends an N-EVENT-REPORT on a new association to `remote`, proposing the SCP role for

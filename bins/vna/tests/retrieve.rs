@@ -284,3 +284,115 @@ fn c_move_decompresses_for_a_destination_that_takes_only_uncompressed_and_report
         text.lines().any(|l| l.contains("FailedSOPInstanceUIDList") && l.contains(parsed.sop_instance.as_str()));
     assert!(listed, "the failed instance is listed: {text}");
 }
+
+/// A requestor may send its next request before answering the commitment report: the report
+/// and the answer to that request both arrive, and the report's answer is matched later.
+#[test]
+fn storage_commitment_report_interleaves_with_the_next_request() {
+    use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    use dimse::command::{CEchoRq, Message, NActionRq, NEventReportRsp};
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Server::start(dir.path(), "");
+    let study = store_study(server.dicom_port, dir.path(), 52);
+
+    let mut request = dicom_object::InMemDicomObject::new_empty();
+    request.put(DataElement::new(Tag(0x0008, 0x1195), VR::UI, PrimitiveValue::from("2.25.777")));
+    let items: Vec<dicom_object::InMemDicomObject> = study
+        .iter()
+        .map(|i| {
+            let mut item = dicom_object::InMemDicomObject::new_empty();
+            item.put(DataElement::new(Tag(0x0008, 0x1150), VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.2")));
+            item.put(DataElement::new(Tag(0x0008, 0x1155), VR::UI, PrimitiveValue::from(i.sop_instance.as_str())));
+            item
+        })
+        .collect();
+    request.put(DataElement::new(Tag(0x0008, 0x1199), VR::SQ, dicom_core::value::DataSetSequence::from(items)));
+    let ts = {
+        use dicom_encoding::TransferSyntaxIndex;
+        dicom_transfer_syntax_registry::TransferSyntaxRegistry.get("1.2.840.10008.1.2.1").unwrap()
+    };
+    let mut data = Vec::new();
+    request.write_dataset_with_ts(&mut data, ts).unwrap();
+
+    let mut assoc = dicom_ul::ClientAssociationOptions::new()
+        .calling_ae_title("MODALITY")
+        .called_ae_title("VNA")
+        .with_presentation_context("1.2.840.10008.1.20.1", vec!["1.2.840.10008.1.2.1"])
+        .with_presentation_context("1.2.840.10008.1.1", vec!["1.2.840.10008.1.2.1"])
+        .read_timeout(std::time::Duration::from_secs(20))
+        .establish(("127.0.0.1", server.dicom_port))
+        .expect("association");
+    let commitment_pc = assoc.presentation_contexts()[0].id;
+    let echo_pc = assoc.presentation_contexts()[1].id;
+    let max = assoc.acceptor_max_pdu_length();
+    let send = |assoc: &mut dicom_ul::ClientAssociation<std::net::TcpStream>, pc: u8, m: Message, ds: &[u8]| {
+        for (is_command, bytes) in [(true, m.encode()), (false, ds.to_vec())] {
+            if !is_command && bytes.is_empty() {
+                continue;
+            }
+            for f in dimse::pdv::fragments(pc, is_command, &bytes, max) {
+                let value_type = if f.is_command { PDataValueType::Command } else { PDataValueType::Data };
+                let data = vec![PDataValue {
+                    presentation_context_id: pc,
+                    value_type,
+                    is_last: f.is_last,
+                    data: f.data.to_vec(),
+                }];
+                assoc.send(&dicom_ul::Pdu::PData { data }).unwrap();
+            }
+        }
+    };
+    let action = NActionRq {
+        message_id: 1,
+        requested_sop_class: "1.2.840.10008.1.20.1".into(),
+        requested_sop_instance: "1.2.840.10008.1.20.1.1".into(),
+        action_type_id: 1,
+        has_dataset: true,
+    };
+    send(&mut assoc, commitment_pc, Message::from(action), &data);
+    // The next request goes out before anything is read, so it is queued behind the report.
+    send(
+        &mut assoc,
+        echo_pc,
+        Message::from(CEchoRq { message_id: 2, affected_sop_class: "1.2.840.10008.1.1".into() }),
+        &[],
+    );
+
+    let mut assembler = dimse::pdv::MessageAssembler::new(1 << 20);
+    let (mut action_status, mut echo_status, mut report_event) = (None, None, None);
+    while action_status.is_none() || echo_status.is_none() || report_event.is_none() {
+        let dicom_ul::Pdu::PData { data } = assoc.receive().unwrap() else { panic!("unexpected PDU") };
+        for v in data {
+            let is_command = v.value_type == PDataValueType::Command;
+            let Some(m) = assembler.push_parts(v.presentation_context_id, is_command, v.is_last, &v.data).unwrap()
+            else {
+                continue;
+            };
+            match Message::decode(&m.command).unwrap() {
+                Message::NActionRsp(r) => action_status = Some(r.status),
+                Message::CEchoRsp(r) => echo_status = Some(r.status),
+                Message::NEventReportRq(rq) => {
+                    report_event = Some(rq.event_type_id);
+                    let rsp = NEventReportRsp {
+                        message_id_being_responded_to: rq.message_id,
+                        affected_sop_class: Some(rq.affected_sop_class.clone()),
+                        affected_sop_instance: Some(rq.affected_sop_instance.clone()),
+                        status: 0,
+                        event_type_id: Some(rq.event_type_id),
+                        error_comment: None,
+                        has_dataset: false,
+                    };
+                    send(&mut assoc, commitment_pc, Message::from(rsp), &[]);
+                }
+                other => panic!("unexpected {:?}", other.command_field()),
+            }
+        }
+    }
+    let _ = assoc.release();
+    assert_eq!(action_status, Some(0));
+    assert_eq!(echo_status, Some(0), "the interleaved C-ECHO is answered");
+    assert_eq!(report_event, Some(1), "all instances committed");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(server.log().contains("commitment report delivered"), "{}", server.log());
+}
