@@ -38,13 +38,18 @@ def on_event_report(event):
     return 0x0000
 
 
+def on_event_report_as_scp(event):
+    # As an acceptor, pynetdicom wants the status and the event reply.
+    return on_event_report(event), None
+
+
 ae = AE(ae_title="MODALITY")
 ae.add_requested_context(StorageCommitmentPushModel)
 server = None
 if listen_port is not None:
     ae.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
     server = ae.start_server(("127.0.0.1", listen_port), block=False,
-                             evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_event_report)])
+                             evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_event_report_as_scp)])
     handlers = []
 else:
     handlers = [(evt.EVT_N_EVENT_REPORT, on_event_report)]

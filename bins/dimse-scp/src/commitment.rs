@@ -206,8 +206,17 @@ fn deliver_elsewhere(conn: &Connection, pending: PendingReport, why: &str) {
     match conn.shared.archive.config().remote_ae(&conn.calling_ae).cloned() {
         Some(remote) => {
             tracing::info!(calling = %conn.calling_ae, "{why}; delivering the commitment report on a new association");
+            let outbox = outbox_dir(&conn.shared.archive.config().data_dir);
             let our_ae = conn.shared.settings.ae_title.clone();
-            tokio::spawn(deliver_on_new_association(our_ae, remote, pending.event, pending.report));
+            // Kept on disk until delivered, so that a restart does not lose it.
+            let file = match persist(&outbox, &remote.ae_title, &pending) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot keep the commitment report on disk; delivering from memory");
+                    None
+                }
+            };
+            tokio::spawn(deliver_on_new_association(our_ae, remote, pending.event, pending.report, file));
         }
         None => tracing::warn!(
             calling = %conn.calling_ae,
@@ -216,13 +225,106 @@ fn deliver_elsewhere(conn: &Connection, pending: PendingReport, why: &str) {
     }
 }
 
+/// Where undelivered commitment reports wait.
+fn outbox_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("commitment-outbox")
+}
+
+/// A report waiting in the outbox: the destination AE, the event type and the report data set
+/// (explicit VR little endian).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OutboxEntry {
+    destination: String,
+    event_type_id: u16,
+    report: Vec<u8>,
+}
+
+fn explicit_le() -> &'static dicom_encoding::TransferSyntax {
+    TransferSyntaxRegistry.get("1.2.840.10008.1.2.1").expect("explicit VR little endian is registered")
+}
+
+/// Writes a report to the outbox durably (temporary file, fsync, rename, directory fsync).
+fn persist(dir: &std::path::Path, destination: &str, pending: &PendingReport) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let mut report = Vec::new();
+    pending
+        .report
+        .write_dataset_with_ts(&mut report, explicit_le())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let entry =
+        OutboxEntry { destination: destination.to_string(), event_type_id: pending.event.event_type_id, report };
+    let name = format!("{}.json", unique_name());
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(&entry).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    let path = dir.join(name);
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(path)
+}
+
+/// A file name no other report of this or another run takes: time, process and a counter.
+fn unique_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{nanos:x}-{:x}-{:x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Delivers the reports a previous run left in the outbox (called when the server starts).
+pub(crate) fn resume_outbox(archive: &archive_core::Archive, our_ae: &str) {
+    let dir = outbox_dir(&archive.config().data_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        if path.extension().is_none_or(|x| x != "json") {
+            let _ = std::fs::remove_file(&path); // an interrupted write
+            continue;
+        }
+        let entry: Option<OutboxEntry> = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let Some(entry) = entry else {
+            tracing::error!(file = %path.display(), "unreadable commitment report in the outbox; left in place");
+            continue;
+        };
+        let Some(remote) = archive.config().remote_ae(&entry.destination).cloned() else {
+            tracing::warn!(destination = %entry.destination, "commitment report for an AE no longer configured; left in the outbox");
+            continue;
+        };
+        let Ok(report) = InMemDicomObject::read_dataset_with_ts(&entry.report[..], explicit_le()) else {
+            tracing::error!(file = %path.display(), "undecodable commitment report in the outbox; left in place");
+            continue;
+        };
+        let event = NEventReportRq {
+            message_id: 1,
+            affected_sop_class: STORAGE_COMMITMENT_PUSH.into(),
+            affected_sop_instance: STORAGE_COMMITMENT_INSTANCE.into(),
+            event_type_id: entry.event_type_id,
+            has_dataset: true,
+        };
+        tracing::info!(destination = %remote.ae_title, "delivering a commitment report left by the previous run");
+        tokio::spawn(deliver_on_new_association(our_ae.to_string(), remote, event, report, Some(path)));
+    }
+}
+
 /// Sends an N-EVENT-REPORT on a new association to `remote`, proposing the SCP role for
-/// Storage Commitment, with a few retries.
-async fn deliver_on_new_association(our_ae: String, remote: RemoteAe, event: NEventReportRq, report: InMemDicomObject) {
+/// Storage Commitment, with a few retries; the outbox file goes once it is delivered (a
+/// report still undelivered is retried at the next start).
+async fn deliver_on_new_association(
+    our_ae: String,
+    remote: RemoteAe,
+    event: NEventReportRq,
+    report: InMemDicomObject,
+    outbox_file: Option<std::path::PathBuf>,
+) {
     for attempt in 1..=3u32 {
         match try_deliver(&our_ae, &remote, &event, &report).await {
             Ok(code) if status::kind(code) == status::StatusKind::Success => {
                 tracing::info!(destination = %remote.ae_title, "commitment report delivered on a new association");
+                if let Some(f) = &outbox_file {
+                    let _ = std::fs::remove_file(f);
+                }
                 return;
             }
             Ok(code) => tracing::warn!(destination = %remote.ae_title, status = code, "commitment report refused"),
@@ -232,6 +334,7 @@ async fn deliver_on_new_association(our_ae: String, remote: RemoteAe, event: NEv
         }
         tokio::time::sleep(std::time::Duration::from_secs(2 * attempt as u64)).await;
     }
+    tracing::error!(destination = %remote.ae_title, "commitment report undelivered after 3 attempts; kept for the next start");
 }
 
 async fn try_deliver(
@@ -288,7 +391,8 @@ async fn try_deliver(
                             .map_err(|e| e.to_string())?
                             .status()
                             .unwrap_or(status::PROCESSING_FAILURE);
-                        let _ = assoc.release().await;
+                        // The answer is what counts; a peer slow to release does not hold it up.
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), assoc.release()).await;
                         return Ok(code);
                     }
                 }

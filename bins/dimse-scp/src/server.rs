@@ -82,6 +82,7 @@ impl DimseServer {
 
     /// Serves associations until `shutdown` resolves, then waits (bounded) for the open ones.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        crate::commitment::resume_outbox(&self.shared.archive, &self.shared.settings.ae_title);
         let max = self.shared.settings.max_associations;
         let slots = Arc::new(Semaphore::new(max));
         tokio::pin!(shutdown);

@@ -178,6 +178,14 @@ fn storage_commitment_report_on_a_new_association() {
     assert_eq!(report["event_type"], 1, "{report}\n{}", server.log());
     assert_eq!(report["committed"].as_array().unwrap().len(), study.len(), "{report}");
     assert_eq!(report["transaction"], report["sent_transaction"]);
+    // vna saw the requestor's success answer (a refused report would be sent again).
+    for _ in 0..100 {
+        if server.log().contains("commitment report delivered on a new association") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(server.log().contains("commitment report delivered on a new association"), "{}", server.log());
 }
 
 /// Pixel data and SOP Instance UID of a Part-10 file, decoded in its own transfer syntax.
@@ -395,4 +403,124 @@ fn storage_commitment_report_interleaves_with_the_next_request() {
     assert_eq!(report_event, Some(1), "all instances committed");
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(server.log().contains("commitment report delivered"), "{}", server.log());
+}
+
+/// A report that cannot be delivered before a restart is kept on disk and delivered by the
+/// next run: the requestor releases at once, its SCP is down, vna stops; when vna starts
+/// again with the SCP up, the report arrives.
+#[test]
+fn undelivered_commitment_reports_survive_a_restart() {
+    use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    use dimse::command::{Message, NActionRq};
+    let dir = tempfile::tempdir().unwrap();
+    let listen = common::free_port();
+    let extra = format!("[[dicom.remote_aes]]\nae_title = \"MODALITY\"\nhost = \"127.0.0.1\"\nport = {listen}\n");
+    let server = common::Server::start(dir.path(), &extra);
+    let study = store_study(server.dicom_port, dir.path(), 53);
+
+    let mut request = dicom_object::InMemDicomObject::new_empty();
+    request.put(DataElement::new(Tag(0x0008, 0x1195), VR::UI, PrimitiveValue::from("2.25.4711")));
+    let items: Vec<dicom_object::InMemDicomObject> = study
+        .iter()
+        .map(|i| {
+            let mut item = dicom_object::InMemDicomObject::new_empty();
+            item.put(DataElement::new(Tag(0x0008, 0x1150), VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.2")));
+            item.put(DataElement::new(Tag(0x0008, 0x1155), VR::UI, PrimitiveValue::from(i.sop_instance.as_str())));
+            item
+        })
+        .collect();
+    request.put(DataElement::new(Tag(0x0008, 0x1199), VR::SQ, dicom_core::value::DataSetSequence::from(items)));
+    let ts = {
+        use dicom_encoding::TransferSyntaxIndex;
+        dicom_transfer_syntax_registry::TransferSyntaxRegistry.get("1.2.840.10008.1.2.1").unwrap()
+    };
+    let mut data = Vec::new();
+    request.write_dataset_with_ts(&mut data, ts).unwrap();
+    let mut assoc = dicom_ul::ClientAssociationOptions::new()
+        .calling_ae_title("MODALITY")
+        .called_ae_title("VNA")
+        .with_presentation_context("1.2.840.10008.1.20.1", vec!["1.2.840.10008.1.2.1"])
+        .read_timeout(std::time::Duration::from_secs(20))
+        .establish(("127.0.0.1", server.dicom_port))
+        .unwrap();
+    let pc = assoc.presentation_contexts()[0].id;
+    let action = NActionRq {
+        message_id: 1,
+        requested_sop_class: "1.2.840.10008.1.20.1".into(),
+        requested_sop_instance: "1.2.840.10008.1.20.1.1".into(),
+        action_type_id: 1,
+        has_dataset: true,
+    };
+    for (is_command, bytes) in [(true, Message::from(action).encode()), (false, data)] {
+        for f in dimse::pdv::fragments(pc, is_command, &bytes, assoc.acceptor_max_pdu_length()) {
+            let value_type = if f.is_command { PDataValueType::Command } else { PDataValueType::Data };
+            let data =
+                vec![PDataValue { presentation_context_id: pc, value_type, is_last: f.is_last, data: f.data.to_vec() }];
+            assoc.send(&dicom_ul::Pdu::PData { data }).unwrap();
+        }
+    }
+    // Read the N-ACTION response, then leave without answering the report.
+    let mut assembler = dimse::pdv::MessageAssembler::new(1 << 20);
+    'action: loop {
+        if let dicom_ul::Pdu::PData { data } = assoc.receive().unwrap() {
+            for v in data {
+                let is_command = v.value_type == PDataValueType::Command;
+                if let Some(m) =
+                    assembler.push_parts(v.presentation_context_id, is_command, v.is_last, &v.data).unwrap()
+                {
+                    if let Message::NActionRsp(r) = Message::decode(&m.command).unwrap() {
+                        assert_eq!(r.status, 0);
+                        break 'action;
+                    }
+                }
+            }
+        }
+    }
+    let _ = assoc.abort();
+
+    // The SCP is down: the report waits in the outbox; stop vna.
+    let outbox = dir.path().join("data/commitment-outbox");
+    let mut waited = 0;
+    while std::fs::read_dir(&outbox).map(|d| d.count()).unwrap_or(0) == 0 && waited < 100 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += 1;
+    }
+    assert_eq!(std::fs::read_dir(&outbox).unwrap().count(), 1, "{}", server.log());
+    assert_eq!(server.stop().code(), Some(0));
+
+    // The SCP comes up, vna starts again and delivers the report.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scripts/commitment_listener.py");
+    let listener = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(listen.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let server = common::Server::start(dir.path(), &extra);
+    let out = listener.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(report["transaction"], "2.25.4711", "{report}\n{}", server.log());
+    assert_eq!(report["event_type"], 1);
+    assert_eq!(report["committed"].as_array().unwrap().len(), study.len());
+    for _ in 0..100 {
+        if std::fs::read_dir(&outbox).unwrap().count() == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        std::fs::read_dir(&outbox).unwrap().count(),
+        0,
+        "delivered reports leave the outbox: {}\n{}",
+        server.log(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
