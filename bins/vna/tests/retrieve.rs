@@ -524,3 +524,45 @@ fn undelivered_commitment_reports_survive_a_restart() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// C-CANCEL ends a running C-FIND (FE00, far fewer responses than matches) and a running
+/// C-GET (FE00 with sub-operations left), with pynetdicom sending the cancel after the first
+/// pending response.
+#[test]
+fn c_cancel_ends_a_running_find_and_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Server::start(dir.path(), "");
+    // One study of 2 series x 300 small instances, stored over DICOMweb in one request.
+    let study =
+        vna_benches::dataset::DatasetGenerator::new(71).study(&vna_benches::dataset::StudySpec::tiny("CT", 2, 300));
+    let mut body = Vec::new();
+    for inst in &study {
+        body.extend_from_slice(b"--b1\r\nContent-Type: application/dicom\r\n\r\n");
+        body.extend_from_slice(&inst.bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"--b1--\r\n");
+    let rsp = reqwest::blocking::Client::new()
+        .post(format!("http://127.0.0.1:{}/dicom-web/studies", server.http_port))
+        .header("Content-Type", "multipart/related; type=\"application/dicom\"; boundary=b1")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(rsp.status().as_u16(), 200);
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scripts/cancel_scu.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(server.dicom_port.to_string())
+        .arg(&study[0].study)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), server.log());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["find"]["final"], 0xFE00, "{report}");
+    assert!(report["find"]["pending"].as_u64().unwrap() < 600, "{report}");
+    assert_eq!(report["get"]["final"], 0xFE00, "{report}");
+    let received = report["get"]["received"].as_u64().unwrap();
+    assert!((1..600).contains(&received), "{report}");
+    assert!(report["get"]["remaining"].as_i64().unwrap() > 0, "{report}");
+}
