@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DICOMweb side by side: vna and Orthanc (Debian packages orthanc + orthanc-dicomweb) on
+# DICOMweb (and DIMSE C-FIND) side by side: vna and Orthanc (Debian packages orthanc + orthanc-dicomweb) on
 # loopback, each in a fresh data directory with production settings (Orthanc: default SQLite
 # index, SyncStorageArea on), driven by vna-loadgen with the same deterministic data.
 #
@@ -9,7 +9,8 @@
 #   RUNS           runs per archive, alternating vna / Orthanc (default 2)
 # Per run and archive: STOW-RS of the CT set (4 clients, 25 instances per request), WADO-RS
 # retrieval of every CT study (4 clients), STOW-RS of the small set (same settings), then
-# QIDO-RS (2000 requests of a five-query mix, 4 clients). Prints min/median/max per figure
+# QIDO-RS (2000 requests of a five-query mix, 4 clients) and the same mix over DIMSE C-FIND
+# (2000 requests, 4 associations). Prints min/median/max per figure
 # and the ratio of the medians (vna/Orthanc; for latencies lower is better).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,12 +32,12 @@ export TCP_NODELAY=1
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 400); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done; echo "$1 never answered" >&2; return 1; }
 
-start_vna() {  # dir http_port -> pid
-  local dir=$1 http=$2
+start_vna() {  # dir http_port dicom_port -> pid
+  local dir=$1 http=$2 dicom=$3
   cat > "$dir/vna.toml" <<TOML
 data_dir = "$dir/data"
 [dicom]
-listen = "127.0.0.1:$(free_port)"
+listen = "127.0.0.1:$dicom"
 [http]
 listen = "127.0.0.1:$http"
 [log]
@@ -46,12 +47,13 @@ TOML
   echo $!
 }
 
-start_orthanc() {  # dir http_port -> pid
-  local dir=$1 http=$2
+start_orthanc() {  # dir http_port dicom_port -> pid
+  local dir=$1 http=$2 dicom=$3
   cat > "$dir/orthanc.json" <<JSON
 { "Name": "bench", "StorageDirectory": "$dir/storage", "IndexDirectory": "$dir/index",
-  "DicomAet": "ORTHANC", "DicomPort": $(free_port), "HttpPort": $http, "RemoteAccessAllowed": false,
+  "DicomAet": "ORTHANC", "DicomPort": $dicom, "HttpPort": $http, "RemoteAccessAllowed": false,
   "AuthenticationEnabled": false, "SyncStorageArea": true, "UnknownSopClassAccepted": true,
+  "DicomCheckCalledAet": false, "DicomAlwaysAllowFind": true, "DicomAlwaysAllowEcho": true,
   "Plugins": [ "$PLUGIN" ],
   "DicomWeb": { "Enable": true, "Root": "/dicom-web/", "EnableWado": true, "WadoRoot": "/wado" } }
 JSON
@@ -62,9 +64,9 @@ JSON
 RESULTS=$WORK/results
 mkdir -p "$RESULTS"
 run_once() {  # archive run
-  local archive=$1 run=$2 dir http pid base out
-  dir=$(mktemp -d "$WORK/$archive.XXXX"); http=$(free_port)
-  if [ "$archive" = vna ]; then pid=$(start_vna "$dir" "$http"); else pid=$(start_orthanc "$dir" "$http"); fi
+  local archive=$1 run=$2 dir http dicom aec pid base out
+  dir=$(mktemp -d "$WORK/$archive.XXXX"); http=$(free_port); dicom=$(free_port)
+  if [ "$archive" = vna ]; then pid=$(start_vna "$dir" "$http" "$dicom"); aec=VNA; else pid=$(start_orthanc "$dir" "$http" "$dicom"); aec=ORTHANC; fi
   PIDS+=("$pid")
   base="http://127.0.0.1:$http/dicom-web"
   wait_http "$base/studies?limit=1"
@@ -74,6 +76,7 @@ run_once() {  # archive run
   "$BIN/vna-loadgen" wado --url "$base" --clients 4 --studies 1000 --json "$out.wado.json" >&2
   "$BIN/vna-loadgen" stow --url "$base" --clients 4 --batch 25 --ct 0 --tiny "$TINY" --seed $((run + 100)) --json "$out.stow_tiny.json" >&2
   "$BIN/vna-loadgen" qido --url "$base" --clients 4 --requests 2000 --json "$out.qido.json" >&2
+  "$BIN/vna-loadgen" find --dicom "127.0.0.1:$dicom" --aec "$aec" --clients 4 --requests 2000 --json "$out.find.json" >&2
   kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
   rm -rf "$dir"
 }
@@ -95,6 +98,9 @@ figures = [
   ("QIDO-RS req/s (4 clients)", "qido", lambda d: d["requests_per_s"], True),
   ("QIDO-RS p50 ms", "qido", lambda d: d["latency"]["p50_ms"], False),
   ("QIDO-RS p99 ms", "qido", lambda d: d["latency"]["p99_ms"], False),
+  ("C-FIND req/s (4 associations)", "find", lambda d: d["requests_per_s"], True),
+  ("C-FIND p50 ms", "find", lambda d: d["latency"]["p50_ms"], False),
+  ("C-FIND p99 ms", "find", lambda d: d["latency"]["p99_ms"], False),
 ]
 print(f"DICOMweb: {ct} CT instances, then {tiny} small instances before QIDO-RS; {runs} runs each; {os.cpu_count()} cores")
 print(f"{'figure':34} {'vna min/med/max':26} {'Orthanc min/med/max':26} vna/Orthanc")
@@ -108,6 +114,7 @@ for name, w, f, higher in figures:
 print()
 for r in range(1, runs + 1):
     for a in ("vna", "orthanc"):
-        q = load(a, r, "qido")["by_query"]
-        print(f"run {r} {a:8} QIDO p50/p99 ms: " + ", ".join(f"{k} {v['p50_ms']:.2f}/{v['p99_ms']:.2f}" for k, v in q.items()))
+        for w in ("qido", "find"):
+            q = load(a, r, w)["by_query"]
+            print(f"run {r} {a:8} {w} p50/p99 ms: " + ", ".join(f"{k} {v['p50_ms']:.2f}/{v['p99_ms']:.2f}" for k, v in q.items()))
 PY

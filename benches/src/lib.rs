@@ -1,4 +1,6 @@
-//! Benchmark machinery for vna: a deterministic dataset generator (also used by tests).
+//! Benchmark machinery for vna: a deterministic dataset generator (also used by tests) and
+//! the protocol clients of the load generator.
 #![warn(missing_docs)]
 
 pub mod dataset;
+pub mod find;

@@ -5,6 +5,7 @@
 //! vna-loadgen stow --url BASE [--clients 4] [--batch 25] [--ct 200] [--tiny 0] [--seed 1]
 //! vna-loadgen qido --url BASE [--clients 4] [--requests 2000]
 //! vna-loadgen wado --url BASE [--clients 4] [--studies 20]
+//! vna-loadgen find --dicom HOST:PORT --aec AE [--clients 4] [--requests 2000]
 //! ```
 //! `BASE` is the DICOMweb root, e.g. `http://127.0.0.1:8080/dicom-web`. `--json FILE` writes
 //! the figures as JSON as well. Data sets come from the deterministic generator: the same
@@ -30,11 +31,13 @@ struct Options {
     requests: usize,
     studies: usize,
     json: Option<String>,
+    dicom: String,
+    aec: String,
 }
 
 fn parse() -> anyhow::Result<(String, Options)> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: vna-loadgen stow|qido|wado --url BASE [--clients N] [--batch N] [--ct N] [--tiny N] [--seed N] [--requests N] [--studies N] [--json FILE]";
+    let usage = "usage: vna-loadgen stow|qido|wado|find --url BASE | --dicom HOST:PORT --aec AE [--clients N] [--batch N] [--ct N] [--tiny N] [--seed N] [--requests N] [--studies N] [--json FILE]";
     let cmd = args.next().context(usage)?;
     let mut o = Options {
         url: String::new(),
@@ -46,6 +49,8 @@ fn parse() -> anyhow::Result<(String, Options)> {
         requests: 2000,
         studies: 20,
         json: None,
+        dicom: String::new(),
+        aec: "VNA".into(),
     };
     while let Some(flag) = args.next() {
         let v = args.next().with_context(|| format!("{flag} needs a value"))?;
@@ -59,11 +64,16 @@ fn parse() -> anyhow::Result<(String, Options)> {
             "--requests" => o.requests = v.parse()?,
             "--studies" => o.studies = v.parse()?,
             "--json" => o.json = Some(v),
+            "--dicom" => o.dicom = v,
+            "--aec" => o.aec = v,
             other => bail!("unknown option {other}\n{usage}"),
         }
     }
-    if o.url.is_empty() {
+    if o.url.is_empty() && cmd != "find" {
         bail!("--url is required\n{usage}");
+    }
+    if o.dicom.is_empty() && cmd == "find" {
+        bail!("--dicom HOST:PORT is required\n{usage}");
     }
     Ok((cmd, o))
 }
@@ -315,6 +325,112 @@ async fn wado(o: &Options, http: &reqwest::Client) -> anyhow::Result<serde_json:
     }))
 }
 
+async fn find(o: &Options) -> anyhow::Result<serde_json::Value> {
+    use dicom_core::{Tag, VR};
+    use vna_benches::find::FindClient;
+    // Query values from the archive itself: every study with its PatientID, name and date.
+    let mut c = FindClient::connect(&o.dicom, "LOADGEN", &o.aec).await?;
+    let keys = vec![
+        (Tag(0x0020, 0x000D), VR::UI, String::new()),
+        (Tag(0x0010, 0x0020), VR::LO, String::new()),
+        (Tag(0x0010, 0x0010), VR::PN, String::new()),
+        (Tag(0x0008, 0x0020), VR::DA, String::new()),
+    ];
+    let (studies, _) = c.find("STUDY", &keys).await?;
+    c.release().await;
+    let text = |obj: &dicom_object::InMemDicomObject, tag: Tag| -> String {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+            .unwrap_or_default()
+    };
+    let rows: Vec<[String; 4]> = studies
+        .iter()
+        .take(1000)
+        .map(|s| {
+            [Tag(0x0020, 0x000D), Tag(0x0010, 0x0020), Tag(0x0010, 0x0010), Tag(0x0008, 0x0020)].map(|t| text(s, t))
+        })
+        .collect();
+    if rows.is_empty() {
+        bail!("the archive holds no study; store some first");
+    }
+    let rows = Arc::new(rows);
+    let kinds = ["study_uid", "patient_id", "name_prefix", "date_range_modality", "series_of_study"];
+    let bar = progress(o.requests as u64, "C-FIND");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..o.clients {
+        let (rows, bar, addr, aec) = (rows.clone(), bar.clone(), o.dicom.clone(), o.aec.clone());
+        let mine: Vec<usize> = (client..o.requests).step_by(o.clients).collect();
+        tasks.push(tokio::spawn(async move {
+            let mut c = FindClient::connect(&addr, "LOADGEN", &aec).await?;
+            let mut out = Vec::new();
+            for i in mine {
+                let k = i % kinds.len();
+                let row = &rows[(i / kinds.len()) % rows.len()];
+                let ret = |tag, vr| (tag, vr, String::new());
+                let (level, keys) = match kinds[k] {
+                    "study_uid" => {
+                        ("STUDY", vec![(Tag(0x0020, 0x000D), VR::UI, row[0].clone()), ret(Tag(0x0010, 0x0010), VR::PN)])
+                    }
+                    "patient_id" => {
+                        ("STUDY", vec![(Tag(0x0010, 0x0020), VR::LO, row[1].clone()), ret(Tag(0x0020, 0x000D), VR::UI)])
+                    }
+                    "name_prefix" => {
+                        let family: String = row[2].split('^').next().unwrap_or("").chars().take(3).collect();
+                        (
+                            "STUDY",
+                            vec![(Tag(0x0010, 0x0010), VR::PN, format!("{family}*")), ret(Tag(0x0020, 0x000D), VR::UI)],
+                        )
+                    }
+                    "date_range_modality" => {
+                        let year = &row[3][..4.min(row[3].len())];
+                        (
+                            "STUDY",
+                            vec![
+                                (Tag(0x0008, 0x0020), VR::DA, format!("{year}0101-{year}0630")),
+                                (Tag(0x0008, 0x0061), VR::CS, "CT".into()),
+                                ret(Tag(0x0020, 0x000D), VR::UI),
+                            ],
+                        )
+                    }
+                    _ => (
+                        "SERIES",
+                        vec![(Tag(0x0020, 0x000D), VR::UI, row[0].clone()), ret(Tag(0x0020, 0x000E), VR::UI)],
+                    ),
+                };
+                let (_, elapsed) = c.find(level, &keys).await?;
+                bar.inc(1);
+                out.push((k, elapsed));
+            }
+            c.release().await;
+            anyhow::Ok(out)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut by_kind = vec![Vec::new(); kinds.len()];
+    for t in tasks {
+        for (k, d) in t.await?? {
+            all.push(d);
+            by_kind[k].push(d);
+        }
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let per_kind: serde_json::Map<String, serde_json::Value> =
+        kinds.iter().zip(by_kind).map(|(k, v)| (k.to_string(), percentiles(v))).collect();
+    Ok(json!({
+        "workload": "find",
+        "requests": o.requests,
+        "clients": o.clients,
+        "seconds": elapsed.as_secs_f64(),
+        "requests_per_s": o.requests as f64 / elapsed.as_secs_f64(),
+        "latency": percentiles(all),
+        "by_query": per_kind,
+    }))
+}
+
 fn table(v: &serde_json::Value) {
     let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
     match v["workload"].as_str() {
@@ -323,10 +439,10 @@ fn table(v: &serde_json::Value) {
             v["instances"], f("bytes") / 1e6, v["clients"], v["batch"], f("instances_per_s"), f("mb_per_s"),
             v["request_latency"]["p50_ms"].as_f64().unwrap_or(0.0), v["request_latency"]["p99_ms"].as_f64().unwrap_or(0.0)
         ),
-        Some("qido") => {
+        Some("qido") | Some("find") => {
             println!(
-                "QIDO-RS  {} requests, {} clients: {:.0} req/s, p50 {:.2} ms p95 {:.2} ms p99 {:.2} ms max {:.2} ms",
-                v["requests"], v["clients"], f("requests_per_s"),
+                "{}  {} requests, {} clients: {:.0} req/s, p50 {:.2} ms p95 {:.2} ms p99 {:.2} ms max {:.2} ms",
+                if v["workload"] == "find" { "C-FIND " } else { "QIDO-RS" }, v["requests"], v["clients"], f("requests_per_s"),
                 v["latency"]["p50_ms"].as_f64().unwrap_or(0.0), v["latency"]["p95_ms"].as_f64().unwrap_or(0.0),
                 v["latency"]["p99_ms"].as_f64().unwrap_or(0.0), v["latency"]["max_ms"].as_f64().unwrap_or(0.0)
             );
@@ -352,7 +468,8 @@ async fn main() -> anyhow::Result<()> {
         "stow" => stow(&o, &http).await?,
         "qido" => qido(&o, &http).await?,
         "wado" => wado(&o, &http).await?,
-        other => bail!("unknown workload {other}: stow, qido or wado"),
+        "find" => find(&o).await?,
+        other => bail!("unknown workload {other}: stow, qido, wado or find"),
     };
     table(&result);
     if let Some(path) = &o.json {

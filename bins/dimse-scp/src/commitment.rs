@@ -116,16 +116,31 @@ pub(crate) async fn handle(
         .iter()
         .map(|item| (text(item, REFERENCED_SOP_CLASS), text(item, REFERENCED_SOP_INSTANCE)))
         .collect();
+    // The catalog lookups (one per instance, thousands for a large study) run off the runtime.
+    let archive = conn.shared.archive.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        items
+            .into_iter()
+            .map(|(class, instance)| {
+                let stored =
+                    SopInstanceUid::new(&instance).ok().and_then(|uid| archive.catalog().instance(&uid).ok().flatten());
+                let verdict = match stored {
+                    Some(rec) if rec.sop_class.as_str() == class => None,
+                    Some(_) => Some(CLASS_INSTANCE_CONFLICT),
+                    None => Some(NO_SUCH_OBJECT_INSTANCE),
+                };
+                (class, instance, verdict)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| AssociationError::Protocol(format!("commitment check failed: {e}")))?;
     let mut committed = Vec::new();
     let mut failed = Vec::new();
-    for (class, instance) in items {
-        let stored = SopInstanceUid::new(&instance)
-            .ok()
-            .and_then(|uid| conn.shared.archive.catalog().instance(&uid).ok().flatten());
-        match stored {
-            Some(rec) if rec.sop_class.as_str() == class => committed.push(reference(&class, &instance, None)),
-            Some(_) => failed.push(reference(&class, &instance, Some(CLASS_INSTANCE_CONFLICT))),
-            None => failed.push(reference(&class, &instance, Some(NO_SUCH_OBJECT_INSTANCE))),
+    for (class, instance, verdict) in checked {
+        match verdict {
+            None => committed.push(reference(&class, &instance, None)),
+            Some(reason) => failed.push(reference(&class, &instance, Some(reason))),
         }
     }
     tracing::info!(
