@@ -22,6 +22,11 @@ use serde_json::{Map, Value as Json};
 
 /// Binary values longer than this many bytes are bulk data.
 pub const BULK_THRESHOLD: usize = 1024;
+/// Text and numeric values longer than this many bytes are bulk data too (PS3.18 F.2.3 allows
+/// it), so that a hostile object cannot inflate its metadata.
+pub const LARGE_VALUE: usize = 64 * 1024;
+/// Largest metadata of one instance; a larger one is not stored.
+pub const MAX_METADATA: usize = 64 << 20;
 
 /// The text that starts every stored bulk data URI, for [`absolutize`].
 const BULK_KEY: &[u8] = b"\"BulkDataURI\":\"";
@@ -35,6 +40,9 @@ pub enum MetadataError {
     /// The data set cannot be decoded element by element.
     #[error("cannot decode the data set for its metadata: {0}")]
     Decode(String),
+    /// The metadata would be larger than [`MAX_METADATA`].
+    #[error("the metadata would take {0} bytes, more than the 64 MiB vna keeps per instance")]
+    TooLarge(usize),
 }
 
 /// The DICOM JSON object of one instance (compact JSON), bulk data replaced by relative URIs.
@@ -88,7 +96,11 @@ pub fn instance_metadata(bytes: &[u8], parsed: &ParsedObject) -> Result<String, 
             }
         }
     }
-    Ok(serde_json::to_string(&Json::Object(map)).expect("json values always serialize"))
+    let json = serde_json::to_string(&Json::Object(map)).expect("json values always serialize");
+    if json.len() > MAX_METADATA {
+        return Err(MetadataError::TooLarge(json.len()));
+    }
+    Ok(json)
 }
 
 /// The tag as DICOM JSON writes it: eight upper-case hex digits.
@@ -150,6 +162,10 @@ fn keeps_leading_spaces(vr: VR) -> bool {
 
 fn encode_primitive(out: &mut Map<String, Json>, vr: VR, p: &PrimitiveValue, bulk_uri: impl FnOnce() -> String) {
     if matches!(p, PrimitiveValue::Empty) {
+        return;
+    }
+    if !is_binary(vr) && p.calculate_byte_len() > LARGE_VALUE {
+        out.insert("BulkDataURI".into(), Json::String(bulk_uri()));
         return;
     }
     if is_binary(vr) {

@@ -4,6 +4,9 @@
 use crate::parse::{encoding_of, ParsedObject};
 use std::ops::Range;
 
+/// Most frames an object may announce (NumberOfFrames) for frame access.
+pub const MAX_FRAMES: usize = 1 << 20;
+
 /// Why frames cannot be located.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PixelError {
@@ -108,20 +111,24 @@ pub fn frame_layout(data: &[u8], parsed: &ParsedObject) -> Result<FrameLayout, P
         .ok_or_else(|| PixelError::Inconsistent("truncated pixel data header".into()))?;
     let value_start = pixel.start + header;
     if len != u32::MAX {
-        if rows == 0 || cols == 0 || bits == 0 {
-            return Err(PixelError::Inconsistent("Rows, Columns or Bits Allocated missing".into()));
+        if rows == 0 || cols == 0 || bits == 0 || samples == 0 {
+            return Err(PixelError::Inconsistent("Rows, Columns, Samples per Pixel or Bits Allocated missing".into()));
         }
-        let frame_bits = rows as u64 * cols as u64 * samples as u64 * bits as u64;
+        if frames > MAX_FRAMES {
+            return Err(PixelError::Unsupported(format!("{frames} frames (vna serves at most {MAX_FRAMES})")));
+        }
+        let frame_bits = rows as u64 * cols as u64 * samples as u64 * bits as u64; // < 2^64: four u16 values
         if !frame_bits.is_multiple_of(8) && frames > 1 {
             return Err(PixelError::Unsupported("frames of packed 1-bit data are not byte aligned".into()));
         }
-        let frame_len = frame_bits.div_ceil(8) as usize;
-        let end = value_start + len as usize;
-        if value_start + frame_len * frames > end {
+        let frame_len = frame_bits.div_ceil(8);
+        let needed = frame_len.checked_mul(frames as u64);
+        if needed.is_none_or(|n| n > len as u64) {
             return Err(PixelError::Inconsistent(format!(
                 "{frames} frames of {frame_len} bytes do not fit in {len} bytes of pixel data"
             )));
         }
+        let frame_len = frame_len as usize; // <= len, a u32
         let ranges = (0..frames).map(|i| value_start + i * frame_len..value_start + (i + 1) * frame_len).collect();
         let swap = if be && bits > 8 { (bits / 8) as usize } else { 1 };
         return Ok(FrameLayout::Native { frames: ranges, swap });
@@ -148,6 +155,9 @@ pub fn frame_layout(data: &[u8], parsed: &ParsedObject) -> Result<FrameLayout, P
                 return Err(PixelError::Inconsistent(format!("unexpected element in encapsulated pixel data at {pos}")))
             }
         }
+    }
+    if frames > MAX_FRAMES {
+        return Err(PixelError::Unsupported(format!("{frames} frames (vna serves at most {MAX_FRAMES})")));
     }
     let Some(((_, bot), fragments)) = items.split_first() else {
         return Err(PixelError::Inconsistent("no basic offset table item".into()));
@@ -180,4 +190,76 @@ pub fn frame_layout(data: &[u8], parsed: &ParsedObject) -> Result<FrameLayout, P
         "{frames} frames in {} fragments without a basic offset table",
         fragments.len()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{parse_part10, wrap_dataset};
+    use crate::uid::{SopClassUid, SopInstanceUid, TransferSyntaxUid};
+
+    fn el(group: u16, element: u16, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&group.to_le_bytes());
+        v.extend_from_slice(&element.to_le_bytes());
+        v.extend_from_slice(vr);
+        if matches!(vr, b"OB" | b"OW") {
+            v.extend_from_slice(&[0, 0]);
+            v.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        } else {
+            v.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        }
+        v.extend_from_slice(value);
+        v
+    }
+
+    /// An explicit VR little endian object with the given pixel attributes and pixel bytes.
+    fn object(samples: u16, frames: &str, rows: u16, cols: u16, bits: u16, pixels: &[u8]) -> Vec<u8> {
+        let mut ds = Vec::new();
+        ds.extend(el(0x0008, 0x0016, b"UI", b"1.2.840.10008.5.1.4.1.1.7\0"));
+        ds.extend(el(0x0008, 0x0018, b"UI", b"1.2.3.4\0"));
+        ds.extend(el(0x0020, 0x000D, b"UI", b"1.2.3\0"));
+        ds.extend(el(0x0020, 0x000E, b"UI", b"1.2.3.5\0"));
+        ds.extend(el(0x0028, 0x0002, b"US", &samples.to_le_bytes()));
+        let mut f = frames.as_bytes().to_vec();
+        if f.len() % 2 == 1 {
+            f.push(b' ');
+        }
+        ds.extend(el(0x0028, 0x0008, b"IS", &f));
+        ds.extend(el(0x0028, 0x0010, b"US", &rows.to_le_bytes()));
+        ds.extend(el(0x0028, 0x0011, b"US", &cols.to_le_bytes()));
+        ds.extend(el(0x0028, 0x0100, b"US", &bits.to_le_bytes()));
+        ds.extend(el(0x7FE0, 0x0010, b"OW", pixels));
+        let ts = TransferSyntaxUid::new("1.2.840.10008.1.2.1").unwrap();
+        let class = SopClassUid::new("1.2.840.10008.5.1.4.1.1.7").unwrap();
+        wrap_dataset(&ds, &ts, &class, &SopInstanceUid::new("1.2.3.4").unwrap()).unwrap()
+    }
+
+    fn layout(file: &[u8]) -> Result<(FrameLayout, Vec<u8>), PixelError> {
+        let parsed = parse_part10(file).unwrap();
+        let data = crate::parse::walked_dataset(file, &parsed).unwrap().into_owned();
+        frame_layout(&data, &parsed).map(|l| (l, data))
+    }
+
+    #[test]
+    fn native_frames_are_located() {
+        let pixels: Vec<u8> = (0..2 * 2 * 2 * 3).map(|i| i as u8).collect();
+        let file = object(1, "3", 2, 2, 16, &pixels);
+        let (l, data) = layout(&file).unwrap();
+        assert_eq!(l.len(), 3);
+        assert_eq!(l.frame(&data, 2).unwrap(), pixels[16..24].to_vec());
+        assert!(l.frame(&data, 3).is_none());
+    }
+
+    #[test]
+    fn hostile_pixel_attributes_are_errors_not_panics() {
+        let pixels = vec![0u8; 64];
+        // Samples per pixel 0 with a huge frame count: no allocation of billions of ranges.
+        assert!(layout(&object(0, "4294967295", 2, 2, 16, &pixels)).is_err());
+        assert!(layout(&object(1, "4294967295", 2, 2, 16, &pixels)).is_err());
+        // Products that overflow 32 bits.
+        assert!(layout(&object(65535, "128", 65535, 65535, 65535, &pixels)).is_err());
+        // Frames that do not fit.
+        assert!(layout(&object(1, "5", 2, 2, 16, &pixels[..32])).is_err());
+    }
 }

@@ -48,6 +48,9 @@ pub struct MultipartReader<S> {
     delimiter_len: usize,
     state: State,
     eof: bool,
+    /// How much of `buf` is known to hold no match of what is being searched for, so that a
+    /// body arriving in tiny chunks is not searched again from the start each time.
+    scanned: usize,
 }
 
 /// Headers of one part, names lower-cased.
@@ -71,6 +74,7 @@ where
             finder: Finder::new(&delimiter).into_owned(),
             state: State::Preamble,
             eof: false,
+            scanned: 0,
         }
     }
 
@@ -92,6 +96,19 @@ where
         }
     }
 
+    /// The offset of the next delimiter in `buf`, searching only what was not searched yet;
+    /// on a miss, remembers where a delimiter could still begin.
+    fn find_delimiter(&mut self) -> Option<usize> {
+        let from = self.scanned.min(self.buf.len());
+        match self.finder.find(&self.buf[from..]) {
+            Some(i) => Some(from + i),
+            None => {
+                self.scanned = self.buf.len().saturating_sub(self.delimiter_len - 1);
+                None
+            }
+        }
+    }
+
     /// The headers of the next part, or `None` after the closing delimiter.
     /// Any unread body of the current part is skipped.
     pub async fn next_part(&mut self) -> Result<Option<PartHeaders>, MultipartError> {
@@ -100,8 +117,9 @@ where
                 State::Done => return Ok(None),
                 State::Body => while self.next_chunk().await?.is_some() {},
                 State::Preamble => {
-                    if let Some(i) = self.finder.find(&self.buf) {
+                    if let Some(i) = self.find_delimiter() {
                         self.buf.advance(i + self.delimiter_len);
+                        self.scanned = 0;
                         self.state = State::AfterDelimiter;
                         continue;
                     }
@@ -129,9 +147,11 @@ where
             return Ok(None);
         }
         let end = loop {
-            if let Some(i) = memchr::memmem::find(&self.buf, b"\r\n\r\n") {
-                break i;
+            let from = self.scanned.saturating_sub(3);
+            if let Some(i) = memchr::memmem::find(&self.buf[from..], b"\r\n\r\n") {
+                break from + i;
             }
+            self.scanned = self.buf.len();
             // A part without headers: the delimiter line's CRLF is followed by the empty line.
             if self.buf.len() > MAX_HEADERS {
                 return Err(MultipartError::BadHeaders("header block longer than 16 KiB".into()));
@@ -141,6 +161,7 @@ where
             }
         };
         let block = self.buf.split_to(end + 4);
+        self.scanned = 0;
         let text = std::str::from_utf8(&block).map_err(|_| MultipartError::BadHeaders("not ASCII text".into()))?;
         let (padding, lines) = text.split_once("\r\n").unwrap_or((text, ""));
         if !padding.chars().all(|c| c == ' ' || c == '\t') {
@@ -162,7 +183,8 @@ where
             return Ok(None);
         }
         loop {
-            if let Some(i) = self.finder.find(&self.buf) {
+            if let Some(i) = self.find_delimiter() {
+                self.scanned = 0;
                 if i > 0 {
                     return Ok(Some(self.buf.split_to(i).freeze()));
                 }
@@ -173,6 +195,7 @@ where
             // Everything but a possible partial delimiter at the end is body.
             let safe = self.buf.len().saturating_sub(self.delimiter_len - 1);
             if safe >= CHUNK {
+                self.scanned = 0;
                 return Ok(Some(self.buf.split_to(safe).freeze()));
             }
             if !self.fill().await? {
@@ -214,6 +237,20 @@ mod tests {
             assert_eq!(parts[0].0, vec![("content-type".to_string(), "application/dicom".to_string())]);
             assert_eq!(parts[0].1, b"first\r\n--Xy\r\n");
             assert_eq!(parts[1].1, b"second");
+        }
+    }
+
+    #[tokio::test]
+    async fn large_parts_in_small_chunks() {
+        let part: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        let mut body = b"--bnd\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
+        body.extend_from_slice(&part);
+        body.extend_from_slice(b"\r\n--bnd\r\n\r\nz\r\n--bnd--");
+        for chunk in [7, 1000, 65_536] {
+            let parts = read_all(&body, "bnd", chunk).await.unwrap();
+            assert_eq!(parts.len(), 2, "chunk {chunk}");
+            assert!(parts[0].1 == part, "chunk {chunk}");
+            assert_eq!(parts[1].1, b"z");
         }
     }
 

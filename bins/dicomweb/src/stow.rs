@@ -37,6 +37,9 @@ mod reason {
     pub const CANNOT_UNDERSTAND: u16 = 0xC000;
 }
 
+/// Most parts one request may carry (each spooled part is a memory map).
+pub const MAX_PARTS: usize = 10_000;
+
 /// One received part.
 enum Part {
     /// An object to ingest.
@@ -52,6 +55,8 @@ struct Outcome {
     study: Option<String>,
     series: Option<String>,
     failure: Option<(u16, String)>,
+    /// The failure is the archive's (full disk, storage failure), not the object's.
+    server_fault: bool,
 }
 
 /// Handles a STOW-RS request; `study` is set for `POST /studies/{study}`.
@@ -72,13 +77,14 @@ pub async fn store(
         }
     }
     state.metrics.stow_in_flight.inc();
-    let _in_flight = scopeguard(state.metrics.stow_in_flight.clone());
+    let _in_flight = GaugeGuard(state.metrics.stow_in_flight.clone(), 1);
     let parts = receive(&state, body, &boundary).await?;
     if parts.is_empty() {
         return Err(ApiError::bad_request("the multipart body holds no part"));
     }
     let spooled: i64 = parts.iter().map(|p| if let Part::Object(s) = p { s.bytes.len() as i64 } else { 0 }).sum();
     state.metrics.spool_bytes.add(spooled);
+    let _spooled = GaugeGuard(state.metrics.spool_bytes.clone(), spooled);
 
     let source = Source { actor: "STOW-RS".into(), address: peer.map(|p| p.to_string()).unwrap_or_default() };
     let outcomes: Vec<Outcome> = futures::stream::iter(parts)
@@ -91,7 +97,6 @@ pub async fn store(
         .buffered(4)
         .collect()
         .await;
-    state.metrics.spool_bytes.sub(spooled);
     Ok(answer(&state, &headers, study.as_ref(), outcomes))
 }
 
@@ -99,15 +104,12 @@ fn too_large(limit: u64) -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body exceeds {} MiB", limit >> 20))
 }
 
-/// Decrements a gauge when dropped.
-struct GaugeGuard(prometheus::IntGauge);
+/// Takes an amount back from a gauge when dropped, also when a client goes away mid-request.
+struct GaugeGuard(prometheus::IntGauge, i64);
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
-        self.0.dec();
+        self.0.sub(self.1);
     }
-}
-fn scopeguard(g: prometheus::IntGauge) -> GaugeGuard {
-    GaugeGuard(g)
 }
 
 /// The boundary of an acceptable Content-Type.
@@ -159,6 +161,14 @@ async fn receive(state: &AppState, body: Body, boundary: &str) -> Result<Vec<Par
         other => ApiError::bad_request(other.to_string()),
     };
     while let Some(headers) = reader.next_part().await.map_err(malformed)? {
+        if parts.len() >= MAX_PARTS {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "more than {MAX_PARTS} parts in one request; nothing was stored, send them in several requests"
+                ),
+            ));
+        }
         let part_type = headers.iter().find(|(n, _)| n == "content-type").map(|(_, v)| v.clone());
         if let Some(t) = &part_type {
             let essence = media::parse_one(t).map(|m| m.essence).unwrap_or_default();
@@ -205,6 +215,7 @@ async fn ingest_part(state: &AppState, part: Part, study: Option<&StudyUid>, sou
                 study: None,
                 series: None,
                 failure: Some((code, why)),
+                server_fault: false,
             }
         }
         Part::Object(s) => s,
@@ -219,6 +230,7 @@ async fn ingest_part(state: &AppState, part: Part, study: Option<&StudyUid>, sou
                 study: None,
                 series: None,
                 failure: Some((reason::CANNOT_UNDERSTAND, e.to_string())),
+                server_fault: false,
             }
         }
     };
@@ -228,6 +240,7 @@ async fn ingest_part(state: &AppState, part: Part, study: Option<&StudyUid>, sou
         study: Some(parsed.study.to_string()),
         series: Some(parsed.series.to_string()),
         failure: None,
+        server_fault: false,
     };
     if let Some(expected) = study {
         if &parsed.study != expected {
@@ -240,7 +253,10 @@ async fn ingest_part(state: &AppState, part: Part, study: Option<&StudyUid>, sou
     }
     match state.archive.ingest().ingest(IngestInput::Part10(spooled.bytes), source).await {
         Ok(_) => {}
-        Err(e) => outcome.failure = Some((failure_reason(&e), e.to_string())),
+        Err(e) => {
+            outcome.server_fault = matches!(e.kind(), IngestErrorKind::OutOfResources | IngestErrorKind::Internal);
+            outcome.failure = Some((failure_reason(&e), e.to_string()));
+        }
     }
     outcome
 }
@@ -294,9 +310,12 @@ fn answer(state: &AppState, headers: &HeaderMap, study: Option<&StudyUid>, outco
     if let Some(s) = study_url {
         set_str(&mut ds, "00081190", "UR", &format!("{base}/studies/{s}"));
     }
+    // Nothing stored only because of the archive (full disk, failed storage): a 503 the client
+    // may retry, not a 409 that blames its data.
     let status = match (referenced.is_empty(), failed.is_empty()) {
         (false, true) => StatusCode::OK,
         (false, false) => StatusCode::ACCEPTED,
+        (true, _) if outcomes.iter().all(|o| o.server_fault) => StatusCode::SERVICE_UNAVAILABLE,
         (true, _) => StatusCode::CONFLICT,
     };
     if !failed.is_empty() {

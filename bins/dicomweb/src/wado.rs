@@ -325,11 +325,18 @@ fn pixel_error(e: PixelError) -> ApiError {
     }
 }
 
-/// Parses a frame list (`1,3,5`): 1-based, at most 10,000 numbers.
+/// Parses a frame list (`1,3,5`): 1-based, distinct (so that the answer is never larger
+/// than the object), at most 10,000 numbers.
 pub fn parse_frame_list(list: &str) -> Result<Vec<usize>, ApiError> {
     let numbers: Result<Vec<usize>, _> = list.split(',').map(|n| n.trim().parse::<usize>()).collect();
     match numbers {
-        Ok(n) if !n.is_empty() && n.len() <= 10_000 && n.iter().all(|f| *f >= 1) => Ok(n),
+        Ok(n) if !n.is_empty() && n.len() <= 10_000 && n.iter().all(|f| *f >= 1) => {
+            let distinct: std::collections::HashSet<usize> = n.iter().copied().collect();
+            if distinct.len() != n.len() {
+                return Err(ApiError::bad_request(format!("{list:?} names a frame more than once")));
+            }
+            Ok(n)
+        }
         _ => Err(ApiError::bad_request(format!("{list:?} is not a list of frame numbers (1, 2, ...)"))),
     }
 }
@@ -492,7 +499,7 @@ mod tests {
     #[test]
     fn frame_lists() {
         assert_eq!(parse_frame_list("1,3, 2").unwrap(), vec![1, 3, 2]);
-        for bad in ["", "0", "1,,2", "a", "-1", "1.5"] {
+        for bad in ["", "0", "1,,2", "a", "-1", "1.5", "1,2,1"] {
             assert!(parse_frame_list(bad).is_err(), "{bad}");
         }
     }

@@ -243,6 +243,12 @@ fn hostile_requests_are_client_errors_and_store_nothing() {
         ("dicom+json parts", "multipart/related; type=\"application/dicom+json\"; boundary=x", b"x".to_vec(), 415),
         ("no boundary", "multipart/related; type=\"application/dicom\"", multipart(std::slice::from_ref(&file)), 400),
         ("empty multipart", DICOM_PARTS, format!("--{BOUNDARY}--\r\n").into_bytes(), 400),
+        (
+            "too many parts",
+            DICOM_PARTS,
+            (format!("--{BOUNDARY}\r\n\r\n\r\n").repeat(10_001) + &format!("--{BOUNDARY}--\r\n")).into_bytes(),
+            413,
+        ),
     ];
     for (what, ct, body, expected) in cases {
         let rsp = c.post(format!("{base}/studies")).header("Content-Type", ct).body(body).send().unwrap();
