@@ -180,11 +180,16 @@ async fn object_body(state: &AppState, record: InstanceRecord, wanted: &Wanted) 
     match wanted {
         Wanted::Syntax(ts) if ts != &record.transfer_syntax => {
             let (record, bytes) = retrieve.read(record).await?;
-            // A decoder that cannot handle this object means the syntax cannot be given: 406.
-            let out = transcode_part10(&bytes, record.transfer_syntax.as_str(), ts, &record.sop_class, &record.uid)
-                .map_err(|e| {
-                    ApiError::not_acceptable(format!("instance {} cannot be given in {ts}: {e}", record.uid))
-                })?;
+            // Decoding is CPU work: off the async workers. A decoder that cannot handle this
+            // object means the syntax cannot be given: 406.
+            let target = ts.clone();
+            let out = tokio::task::spawn_blocking(move || {
+                transcode_part10(&bytes, record.transfer_syntax.as_str(), &target, &record.sop_class, &record.uid)
+                    .map_err(|e| {
+                        ApiError::not_acceptable(format!("instance {} cannot be given in {target}: {e}", record.uid))
+                    })
+            })
+            .await??;
             Ok((ts.to_string(), Body::from(out)))
         }
         _ => {

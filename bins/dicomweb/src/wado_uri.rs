@@ -58,8 +58,11 @@ pub async fn wado(state: AppState, raw_query: Option<String>) -> Result<Response
                 )));
             }
             let (record, bytes) = retrieve.read(record).await?;
-            let out = transcode_part10(&bytes, record.transfer_syntax.as_str(), &ts, &record.sop_class, &record.uid)
-                .map_err(|e| ApiError::not_acceptable(format!("the object cannot be given in {ts}: {e}")))?;
+            let out = tokio::task::spawn_blocking(move || {
+                transcode_part10(&bytes, record.transfer_syntax.as_str(), &ts, &record.sop_class, &record.uid)
+                    .map_err(|e| ApiError::not_acceptable(format!("the object cannot be given in {ts}: {e}")))
+            })
+            .await??;
             Body::from(out)
         }
         _ => {

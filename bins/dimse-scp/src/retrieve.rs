@@ -47,6 +47,20 @@ fn prepare_for<'a>(
     Err(format!("the peer accepts {class} in no transfer syntax vna can convert {stored} to"))
 }
 
+/// [`prepare_for`] on a blocking thread: converting or decoding an image is CPU work.
+async fn prepare_off_runtime(
+    contexts: Vec<PresentationContextNegotiated>,
+    record: InstanceRecord,
+    object: Vec<u8>,
+) -> Result<(u8, Vec<u8>), String> {
+    tokio::task::spawn_blocking(move || {
+        let dataset = archive_core::parse::dataset_bytes(&object).map_err(|e| e.to_string())?;
+        prepare_for(contexts.iter(), &record, dataset)
+    })
+    .await
+    .map_err(|e| format!("conversion failed: {e}"))?
+}
+
 /// Counts of sub-operations.
 #[derive(Debug, Clone, Default)]
 struct Counts {
@@ -235,10 +249,10 @@ async fn store_on_requesting_association(
     record: &InstanceRecord,
     bytes: &[u8],
 ) -> Result<Option<u16>, AssociationError> {
-    let Ok(stored) = archive_core::parse::dataset_bytes(bytes) else { return Ok(None) };
     // C-STOREs go only on contexts whose class the requestor took the SCP role for.
-    let contexts = conn.contexts().filter(|c| conn.requestor_is_scp(&c.abstract_syntax));
-    let (pc, dataset) = match prepare_for(contexts, record, stored) {
+    let contexts: Vec<PresentationContextNegotiated> =
+        conn.contexts().filter(|c| conn.requestor_is_scp(&c.abstract_syntax)).cloned().collect();
+    let (pc, dataset) = match prepare_off_runtime(contexts, record.clone(), bytes.to_vec()).await {
         Ok(p) => p,
         Err(why) => {
             tracing::warn!(sop = %record.uid, ts = %record.transfer_syntax, "c-get: {why}");
@@ -354,9 +368,7 @@ pub(crate) async fn handle_move(
                 None
             }
             Ok((_, bytes)) => {
-                let prepared = archive_core::parse::dataset_bytes(&bytes)
-                    .map_err(|e| e.to_string())
-                    .and_then(|ds| prepare_for(contexts.iter(), &record, ds));
+                let prepared = prepare_off_runtime(contexts.to_vec(), record.clone(), bytes.to_vec()).await;
                 match prepared {
                     Err(why) => {
                         tracing::warn!(sop = %record.uid, destination = %destination, "c-move: {why}");
