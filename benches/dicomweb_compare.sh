@@ -81,6 +81,10 @@ run_once() {  # archive run
   rm -rf "$dir"
 }
 
+# The machine's limits, on the disk the archives use, in the same run.
+"$BIN/vna-loadgen" limits --dir "$WORK/limits" --quick 1 --json "$RESULTS/limits.json"
+echo
+
 for run in $(seq "$RUNS"); do
   run_once vna "$run"
   run_once orthanc "$run"

@@ -6,6 +6,7 @@
 //! vna-loadgen qido --url BASE [--clients 4] [--requests 2000]
 //! vna-loadgen wado --url BASE [--clients 4] [--studies 20]
 //! vna-loadgen find --dicom HOST:PORT --aec AE [--clients 4] [--requests 2000]
+//! vna-loadgen limits --dir DIR [--quick 1]
 //! ```
 //! `BASE` is the DICOMweb root, e.g. `http://127.0.0.1:8080/dicom-web`. `--json FILE` writes
 //! the figures as JSON as well. Data sets come from the deterministic generator: the same
@@ -33,11 +34,13 @@ struct Options {
     json: Option<String>,
     dicom: String,
     aec: String,
+    dir: String,
+    quick: bool,
 }
 
 fn parse() -> anyhow::Result<(String, Options)> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: vna-loadgen stow|qido|wado|find --url BASE | --dicom HOST:PORT --aec AE [--clients N] [--batch N] [--ct N] [--tiny N] [--seed N] [--requests N] [--studies N] [--json FILE]";
+    let usage = "usage: vna-loadgen stow|qido|wado|find|limits --url BASE | --dicom HOST:PORT --aec AE | --dir DIR [--clients N] [--batch N] [--ct N] [--tiny N] [--seed N] [--requests N] [--studies N] [--json FILE]";
     let cmd = args.next().context(usage)?;
     let mut o = Options {
         url: String::new(),
@@ -51,6 +54,8 @@ fn parse() -> anyhow::Result<(String, Options)> {
         json: None,
         dicom: String::new(),
         aec: "VNA".into(),
+        dir: String::new(),
+        quick: false,
     };
     while let Some(flag) = args.next() {
         let v = args.next().with_context(|| format!("{flag} needs a value"))?;
@@ -66,10 +71,15 @@ fn parse() -> anyhow::Result<(String, Options)> {
             "--json" => o.json = Some(v),
             "--dicom" => o.dicom = v,
             "--aec" => o.aec = v,
+            "--dir" => o.dir = v,
+            "--quick" => o.quick = v != "0",
             other => bail!("unknown option {other}\n{usage}"),
         }
     }
-    if o.url.is_empty() && cmd != "find" {
+    if o.dir.is_empty() && cmd == "limits" {
+        bail!("--dir DIR (on the disk under test) is required\n{usage}");
+    }
+    if o.url.is_empty() && cmd != "find" && cmd != "limits" {
         bail!("--url is required\n{usage}");
     }
     if o.dicom.is_empty() && cmd == "find" {
@@ -456,6 +466,16 @@ fn table(v: &serde_json::Value) {
             "WADO-RS  {} studies ({:.0} MB), {} clients: {:.1} MB/s, study p50 {:.0} ms",
             v["studies"], f("bytes") / 1e6, v["clients"], f("mb_per_s"), v["study_latency"]["p50_ms"].as_f64().unwrap_or(0.0)
         ),
+        Some("limits") => {
+            let g = |k: &str, f: &str| v[k][f].as_f64().unwrap_or(0.0);
+            println!("machine limits ({} cores):", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            println!("  fsynced 512 KiB files, 1 writer   {:8.0} files/s  {:7.0} MB/s", g("fsynced_files_512k", "files_per_s"), g("fsynced_files_512k", "mb_per_s"));
+            println!("  fsynced 4 KiB files, 1 writer     {:8.0} files/s", g("fsynced_files_4k", "files_per_s"));
+            println!("  sequential write + fsync          {:8.0} MB/s", g("sequential_write_fsync", "mb_per_s"));
+            println!("  sequential read (cache dropped)   {:8.0} MB/s", g("sequential_read", "mb_per_s"));
+            println!("  100-byte appends + fdatasync      {:8.0} syncs/s", g("synced_appends", "syncs_per_s"));
+            println!("  loopback TCP                      {:8.0} MB/s", g("loopback_tcp", "mb_per_s"));
+        }
         _ => {}
     }
 }
@@ -469,6 +489,13 @@ async fn main() -> anyhow::Result<()> {
         "qido" => qido(&o, &http).await?,
         "wado" => wado(&o, &http).await?,
         "find" => find(&o).await?,
+        "limits" => {
+            let dir = std::path::PathBuf::from(&o.dir);
+            let quick = o.quick;
+            let mut v = tokio::task::spawn_blocking(move || vna_benches::limits::measure(&dir, quick)).await??;
+            v["workload"] = json!("limits");
+            v
+        }
         other => bail!("unknown workload {other}: stow, qido, wado or find"),
     };
     table(&result);
