@@ -223,6 +223,31 @@ async fn targets(o: &Options, http: &reqwest::Client, wanted: usize) -> anyhow::
     Ok(t)
 }
 
+/// The figures of a query workload: overall and per query kind.
+fn query_report(
+    workload: &str,
+    o: &Options,
+    elapsed: Duration,
+    kinds: &[&str],
+    timed: Vec<(usize, Duration)>,
+) -> serde_json::Value {
+    let mut by_kind = vec![Vec::new(); kinds.len()];
+    for (k, d) in &timed {
+        by_kind[*k].push(*d);
+    }
+    let per_kind: serde_json::Map<String, serde_json::Value> =
+        kinds.iter().zip(by_kind).map(|(k, v)| (k.to_string(), percentiles(v))).collect();
+    json!({
+        "workload": workload,
+        "requests": o.requests,
+        "clients": o.clients,
+        "seconds": elapsed.as_secs_f64(),
+        "requests_per_s": o.requests as f64 / elapsed.as_secs_f64(),
+        "latency": percentiles(timed.into_iter().map(|(_, d)| d).collect()),
+        "by_query": per_kind,
+    })
+}
+
 async fn qido(o: &Options, http: &reqwest::Client) -> anyhow::Result<serde_json::Value> {
     let t = Arc::new(targets(o, http, 1000).await?);
     // The mix: a study by UID, by PatientID, by name prefix, by a date range with a modality,
@@ -267,24 +292,8 @@ async fn qido(o: &Options, http: &reqwest::Client) -> anyhow::Result<serde_json:
         .await;
     let elapsed = started.elapsed();
     bar.finish_and_clear();
-    let mut all = Vec::new();
-    let mut by_kind = vec![Vec::new(); kinds.len()];
-    for r in results {
-        let (k, d) = r?;
-        all.push(d);
-        by_kind[k].push(d);
-    }
-    let per_kind: serde_json::Map<String, serde_json::Value> =
-        kinds.iter().zip(by_kind).map(|(k, v)| (k.to_string(), percentiles(v))).collect();
-    Ok(json!({
-        "workload": "qido",
-        "requests": o.requests,
-        "clients": o.clients,
-        "seconds": elapsed.as_secs_f64(),
-        "requests_per_s": o.requests as f64 / elapsed.as_secs_f64(),
-        "latency": percentiles(all),
-        "by_query": per_kind,
-    }))
+    let timed = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(query_report("qido", o, elapsed, &kinds, timed))
 }
 
 async fn wado(o: &Options, http: &reqwest::Client) -> anyhow::Result<serde_json::Value> {
@@ -418,27 +427,13 @@ async fn find(o: &Options) -> anyhow::Result<serde_json::Value> {
             anyhow::Ok(out)
         }));
     }
-    let mut all = Vec::new();
-    let mut by_kind = vec![Vec::new(); kinds.len()];
+    let mut timed = Vec::new();
     for t in tasks {
-        for (k, d) in t.await?? {
-            all.push(d);
-            by_kind[k].push(d);
-        }
+        timed.extend(t.await??);
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
-    let per_kind: serde_json::Map<String, serde_json::Value> =
-        kinds.iter().zip(by_kind).map(|(k, v)| (k.to_string(), percentiles(v))).collect();
-    Ok(json!({
-        "workload": "find",
-        "requests": o.requests,
-        "clients": o.clients,
-        "seconds": elapsed.as_secs_f64(),
-        "requests_per_s": o.requests as f64 / elapsed.as_secs_f64(),
-        "latency": percentiles(all),
-        "by_query": per_kind,
-    }))
+    Ok(query_report("find", o, elapsed, &kinds, timed))
 }
 
 fn table(v: &serde_json::Value) {

@@ -297,31 +297,13 @@ fn c_move_decompresses_for_a_destination_that_takes_only_uncompressed_and_report
 /// and the answer to that request both arrive, and the report's answer is matched later.
 #[test]
 fn storage_commitment_report_interleaves_with_the_next_request() {
-    use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
-    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    use dicom_ul::pdu::PDataValueType;
     use dimse::command::{CEchoRq, Message, NActionRq, NEventReportRsp};
     let dir = tempfile::tempdir().unwrap();
     let server = common::Server::start(dir.path(), "");
     let study = store_study(server.dicom_port, dir.path(), 52);
 
-    let mut request = dicom_object::InMemDicomObject::new_empty();
-    request.put(DataElement::new(Tag(0x0008, 0x1195), VR::UI, PrimitiveValue::from("2.25.777")));
-    let items: Vec<dicom_object::InMemDicomObject> = study
-        .iter()
-        .map(|i| {
-            let mut item = dicom_object::InMemDicomObject::new_empty();
-            item.put(DataElement::new(Tag(0x0008, 0x1150), VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.2")));
-            item.put(DataElement::new(Tag(0x0008, 0x1155), VR::UI, PrimitiveValue::from(i.sop_instance.as_str())));
-            item
-        })
-        .collect();
-    request.put(DataElement::new(Tag(0x0008, 0x1199), VR::SQ, dicom_core::value::DataSetSequence::from(items)));
-    let ts = {
-        use dicom_encoding::TransferSyntaxIndex;
-        dicom_transfer_syntax_registry::TransferSyntaxRegistry.get("1.2.840.10008.1.2.1").unwrap()
-    };
-    let mut data = Vec::new();
-    request.write_dataset_with_ts(&mut data, ts).unwrap();
+    let data = commitment_request(&study, "2.25.777");
 
     let mut assoc = dicom_ul::ClientAssociationOptions::new()
         .calling_ae_title("MODALITY")
@@ -333,23 +315,8 @@ fn storage_commitment_report_interleaves_with_the_next_request() {
         .expect("association");
     let commitment_pc = assoc.presentation_contexts()[0].id;
     let echo_pc = assoc.presentation_contexts()[1].id;
-    let max = assoc.acceptor_max_pdu_length();
     let send = |assoc: &mut dicom_ul::ClientAssociation<std::net::TcpStream>, pc: u8, m: Message, ds: &[u8]| {
-        for (is_command, bytes) in [(true, m.encode()), (false, ds.to_vec())] {
-            if !is_command && bytes.is_empty() {
-                continue;
-            }
-            for f in dimse::pdv::fragments(pc, is_command, &bytes, max) {
-                let value_type = if f.is_command { PDataValueType::Command } else { PDataValueType::Data };
-                let data = vec![PDataValue {
-                    presentation_context_id: pc,
-                    value_type,
-                    is_last: f.is_last,
-                    data: f.data.to_vec(),
-                }];
-                assoc.send(&dicom_ul::Pdu::PData { data }).unwrap();
-            }
-        }
+        send_message(assoc, pc, m, ds)
     };
     let action = NActionRq {
         message_id: 1,
@@ -410,8 +377,7 @@ fn storage_commitment_report_interleaves_with_the_next_request() {
 /// again with the SCP up, the report arrives.
 #[test]
 fn undelivered_commitment_reports_survive_a_restart() {
-    use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
-    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    use dicom_ul::pdu::PDataValueType;
     use dimse::command::{Message, NActionRq};
     let dir = tempfile::tempdir().unwrap();
     let listen = common::free_port();
@@ -419,24 +385,7 @@ fn undelivered_commitment_reports_survive_a_restart() {
     let server = common::Server::start(dir.path(), &extra);
     let study = store_study(server.dicom_port, dir.path(), 53);
 
-    let mut request = dicom_object::InMemDicomObject::new_empty();
-    request.put(DataElement::new(Tag(0x0008, 0x1195), VR::UI, PrimitiveValue::from("2.25.4711")));
-    let items: Vec<dicom_object::InMemDicomObject> = study
-        .iter()
-        .map(|i| {
-            let mut item = dicom_object::InMemDicomObject::new_empty();
-            item.put(DataElement::new(Tag(0x0008, 0x1150), VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.2")));
-            item.put(DataElement::new(Tag(0x0008, 0x1155), VR::UI, PrimitiveValue::from(i.sop_instance.as_str())));
-            item
-        })
-        .collect();
-    request.put(DataElement::new(Tag(0x0008, 0x1199), VR::SQ, dicom_core::value::DataSetSequence::from(items)));
-    let ts = {
-        use dicom_encoding::TransferSyntaxIndex;
-        dicom_transfer_syntax_registry::TransferSyntaxRegistry.get("1.2.840.10008.1.2.1").unwrap()
-    };
-    let mut data = Vec::new();
-    request.write_dataset_with_ts(&mut data, ts).unwrap();
+    let data = commitment_request(&study, "2.25.4711");
     let mut assoc = dicom_ul::ClientAssociationOptions::new()
         .calling_ae_title("MODALITY")
         .called_ae_title("VNA")
@@ -452,14 +401,7 @@ fn undelivered_commitment_reports_survive_a_restart() {
         action_type_id: 1,
         has_dataset: true,
     };
-    for (is_command, bytes) in [(true, Message::from(action).encode()), (false, data)] {
-        for f in dimse::pdv::fragments(pc, is_command, &bytes, assoc.acceptor_max_pdu_length()) {
-            let value_type = if f.is_command { PDataValueType::Command } else { PDataValueType::Data };
-            let data =
-                vec![PDataValue { presentation_context_id: pc, value_type, is_last: f.is_last, data: f.data.to_vec() }];
-            assoc.send(&dicom_ul::Pdu::PData { data }).unwrap();
-        }
-    }
+    send_message(&mut assoc, pc, Message::from(action), &data);
     // Read the N-ACTION response, then leave without answering the report.
     let mut assembler = dimse::pdv::MessageAssembler::new(1 << 20);
     'action: loop {
@@ -565,4 +507,49 @@ fn c_cancel_ends_a_running_find_and_get() {
     let received = report["get"]["received"].as_u64().unwrap();
     assert!((1..600).contains(&received), "{report}");
     assert!(report["get"]["remaining"].as_i64().unwrap() > 0, "{report}");
+}
+
+/// The data set of a Storage Commitment request for every instance of `study`.
+fn commitment_request(study: &[vna_benches::dataset::SyntheticInstance], transaction: &str) -> Vec<u8> {
+    use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+    use dicom_encoding::TransferSyntaxIndex;
+    let mut request = dicom_object::InMemDicomObject::new_empty();
+    request.put(DataElement::new(Tag(0x0008, 0x1195), VR::UI, PrimitiveValue::from(transaction)));
+    let items: Vec<dicom_object::InMemDicomObject> = study
+        .iter()
+        .map(|i| {
+            let mut item = dicom_object::InMemDicomObject::new_empty();
+            item.put(DataElement::new(Tag(0x0008, 0x1150), VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.2")));
+            item.put(DataElement::new(Tag(0x0008, 0x1155), VR::UI, PrimitiveValue::from(i.sop_instance.as_str())));
+            item
+        })
+        .collect();
+    request.put(DataElement::new(Tag(0x0008, 0x1199), VR::SQ, dicom_core::value::DataSetSequence::from(items)));
+    let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get("1.2.840.10008.1.2.1").unwrap();
+    let mut data = Vec::new();
+    request.write_dataset_with_ts(&mut data, ts).unwrap();
+    data
+}
+
+/// Sends a message and its data set (none when empty) on a raw association, fragmented to the
+/// acceptor's maximum PDU length.
+fn send_message(
+    assoc: &mut dicom_ul::ClientAssociation<std::net::TcpStream>,
+    pc: u8,
+    message: dimse::command::Message,
+    dataset: &[u8],
+) {
+    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    let max = assoc.acceptor_max_pdu_length();
+    for (is_command, bytes) in [(true, message.encode()), (false, dataset.to_vec())] {
+        if !is_command && bytes.is_empty() {
+            continue;
+        }
+        for f in dimse::pdv::fragments(pc, is_command, &bytes, max) {
+            let value_type = if f.is_command { PDataValueType::Command } else { PDataValueType::Data };
+            let data =
+                vec![PDataValue { presentation_context_id: pc, value_type, is_last: f.is_last, data: f.data.to_vec() }];
+            assoc.send(&dicom_ul::Pdu::PData { data }).unwrap();
+        }
+    }
 }
