@@ -20,6 +20,8 @@ pub struct VnaConfig {
     pub catalog: CatalogConfig,
     /// The hot tier, where ingest writes.
     pub hot: HotConfig,
+    /// The warm tier (compressed segment files on local disk).
+    pub warm: WarmConfig,
     /// Ingest behaviour.
     pub ingest: IngestConfig,
     /// Query behaviour.
@@ -38,6 +40,7 @@ impl Default for VnaConfig {
             data_dir: PathBuf::from("./vna-data"),
             catalog: CatalogConfig::default(),
             hot: HotConfig::default(),
+            warm: WarmConfig::default(),
             ingest: IngestConfig::default(),
             query: QueryConfig::default(),
             dicom: DicomConfig::default(),
@@ -74,6 +77,21 @@ pub struct HotConfig {
 impl Default for HotConfig {
     fn default() -> Self {
         Self { path: None, min_free_mb: 1024 }
+    }
+}
+
+/// `[warm]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WarmConfig {
+    /// Directory of the warm tier (default `<data_dir>/warm`).
+    pub path: Option<PathBuf>,
+    /// Size at which a new segment file starts (MiB).
+    pub segment_mb: u64,
+}
+impl Default for WarmConfig {
+    fn default() -> Self {
+        Self { path: None, segment_mb: 1024 }
     }
 }
 
@@ -332,6 +350,9 @@ impl VnaConfig {
         if self.http.max_object_mb == 0 || self.http.max_request_mb == 0 {
             return Err(invalid("http.max_object_mb", "limits must be at least 1"));
         }
+        if self.warm.segment_mb == 0 {
+            return Err(invalid("warm.segment_mb", "must be at least 1"));
+        }
         if self.query.max_results == 0 {
             return Err(invalid("query.max_results", "must be at least 1"));
         }
@@ -371,6 +392,10 @@ impl VnaConfig {
     /// The hot tier directory.
     pub fn hot_path(&self) -> PathBuf {
         self.hot.path.clone().unwrap_or_else(|| self.data_dir.join("hot"))
+    }
+    /// The warm tier's directory.
+    pub fn warm_path(&self) -> PathBuf {
+        self.warm.path.clone().unwrap_or_else(|| self.data_dir.join("warm"))
     }
     /// A remote AE by title.
     pub fn remote_ae(&self, ae_title: &str) -> Option<&RemoteAe> {

@@ -4,6 +4,8 @@
 //! # Map of the crate
 //! - [`hot`]: [`hot::HotTier`], one plain file per object under a local root directory,
 //!   with the object's BLAKE3 checksum in a user extended attribute. Linux only.
+//! - [`warm`]: [`warm::WarmTier`], objects zstd-compressed in append-only segment files,
+//!   located through a RocksDB index.
 //!
 //! Every tier runs [`archive_core::tier::conformance`] in its integration tests
 //! (`tests/<tier>_conformance.rs`).
@@ -11,3 +13,4 @@
 #![warn(missing_docs)]
 
 pub mod hot;
+pub mod warm;

@@ -7,9 +7,12 @@ use archive_core::tier::{Tier, TierName};
 use archive_core::Archive;
 use std::sync::Arc;
 use tier_plugins::hot::HotTier;
+use tier_plugins::warm::WarmTier;
 
 /// Name of the hot tier.
 pub const HOT: &str = "hot";
+/// Name of the warm tier.
+pub const WARM: &str = "warm";
 
 /// Opens the tiers and the archive, resolving writes a crash interrupted.
 pub async fn open_archive(config: VnaConfig) -> anyhow::Result<(Archive, RecoveryReport)> {
@@ -17,7 +20,10 @@ pub async fn open_archive(config: VnaConfig) -> anyhow::Result<(Archive, Recover
     let hot_path = config.hot_path();
     let hot = HotTier::open(hot_name.clone(), hot_path.clone())
         .with_context(|| format!("opening the hot tier at {}", hot_path.display()))?;
-    let tiers: Vec<Arc<dyn Tier>> = vec![Arc::new(hot)];
+    let warm_path = config.warm_path();
+    let warm = WarmTier::open_with(TierName::new(WARM)?, warm_path.clone(), config.warm.segment_mb << 20)
+        .with_context(|| format!("opening the warm tier at {}", warm_path.display()))?;
+    let tiers: Vec<Arc<dyn Tier>> = vec![Arc::new(hot), Arc::new(warm)];
     let catalog_path = config.catalog_path();
     Archive::open(config, tiers, hot_name).await.map_err(|e| {
         let msg = e.to_string();
