@@ -47,12 +47,7 @@ fn storage_scp(ae: &str, port: u16, out: &Path, extra: &[&str]) -> std::process:
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    common::wait_for_port(port);
     child
 }
 
@@ -440,12 +435,7 @@ fn undelivered_commitment_reports_survive_a_restart() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", listen)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    common::wait_for_port(listen);
     let server = common::Server::start(dir.path(), &extra);
     let out = listener.wait_with_output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();

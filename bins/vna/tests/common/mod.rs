@@ -58,6 +58,16 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Waits (up to 10 s) until something listens on a loopback port: a peer the test started.
+pub fn wait_for_port(port: u16) {
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A running `vna serve`, stopped with SIGTERM when dropped.
 pub struct Server {
     pub child: std::process::Child,
