@@ -6,11 +6,15 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::config::VnaConfig;
 use crate::disk::DiskGuard;
 use crate::ingest::{Ingest, IngestError, RecoveryReport};
+use crate::lifecycle::scrub::Scrubber;
+use crate::lifecycle::{Lifecycle, LifecycleError, LifecycleSettings};
 use crate::matching::MatchOptions;
 use crate::metrics::Metrics;
-use crate::query::{Query, QueryPage};
+use crate::query::{Query, QueryPage, QueryRow};
 use crate::retrieve::Retrieve;
+use crate::tier::Availability;
 use crate::tier::{Tier, TierName};
+use crate::tiers::effective_availability;
 use crate::tiers::{TierSet, TierSetError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +36,9 @@ pub enum ArchiveError {
     /// The tiers do not form a working set.
     #[error(transparent)]
     Tiers(#[from] TierSetError),
+    /// The lifecycle engine cannot start.
+    #[error("lifecycle: {0}")]
+    Lifecycle(#[from] LifecycleError),
     /// Recovery of interrupted writes failed.
     #[error("recovery of interrupted writes failed: {0}")]
     Recovery(#[from] IngestError),
@@ -45,6 +52,8 @@ pub struct Archive {
     tiers: Arc<TierSet>,
     ingest: Ingest,
     retrieve: Retrieve,
+    lifecycle: Lifecycle,
+    scrubber: Scrubber,
     metrics: Metrics,
 }
 
@@ -72,9 +81,22 @@ impl Archive {
             .with_floor(config.hot_path(), config.hot.min_free_mb);
         let dyn_catalog: Arc<dyn Catalog> = catalog.clone();
         let ingest = Ingest::new(dyn_catalog.clone(), tiers.clone(), disk, config.ingest.on_conflict, metrics.clone());
-        let retrieve = Retrieve::new(dyn_catalog, tiers.clone(), metrics.clone());
+        let retrieve = Retrieve::new(dyn_catalog.clone(), tiers.clone(), metrics.clone());
+        let settings = LifecycleSettings::from_config(&config.lifecycle)?;
+        if tiers.get(&settings.recall_tier).is_none() {
+            return Err(ArchiveError::Lifecycle(LifecycleError::UnknownTier(settings.recall_tier.to_string())));
+        }
+        let lifecycle = Lifecycle::new(dyn_catalog.clone(), tiers.clone(), settings, metrics.clone());
+        let scrubber = Scrubber::new(
+            dyn_catalog,
+            tiers.clone(),
+            metrics.clone(),
+            config.lifecycle.scrub_mb_per_sec.saturating_mul(1 << 20),
+        );
+        // Interrupted writes and moves are resolved before any job resumes.
         let report = ingest.recover().await?;
-        let archive = Archive { config: Arc::new(config), catalog, tiers, ingest, retrieve, metrics };
+        let archive =
+            Archive { config: Arc::new(config), catalog, tiers, ingest, retrieve, lifecycle, scrubber, metrics };
         Ok((archive, report))
     }
 
@@ -98,6 +120,27 @@ impl Archive {
     pub fn retrieve(&self) -> &Retrieve {
         &self.retrieve
     }
+    /// The lifecycle engine (migrations, recalls).
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+    /// The integrity scrubber.
+    pub fn scrubber(&self) -> &Scrubber {
+        &self.scrubber
+    }
+    /// Starts the background work of a running server: resumes interrupted lifecycle jobs
+    /// and schedules the integrity scrub. Admin commands that open the archive briefly skip it.
+    pub fn start_background(&self) -> Result<(), LifecycleError> {
+        let resumed = self.lifecycle.resume()?;
+        if resumed > 0 {
+            tracing::info!(jobs = resumed, "lifecycle jobs resumed");
+        }
+        let c = &self.config.lifecycle;
+        if c.scrub_mb_per_sec > 0 {
+            self.scrubber.schedule(std::time::Duration::from_secs(c.scrub_interval_hours * 3600));
+        }
+        Ok(())
+    }
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -120,6 +163,25 @@ impl Archive {
         self.metrics.query_total.with_label_values(&[level]).inc();
         self.metrics.query_seconds.with_label_values(&[level]).observe(started.elapsed().as_secs_f64());
         page
+    }
+
+    /// The Instance Availability (0008,0056) of a query row: its instance's best copy, or for
+    /// studies and series the least available of their instances.
+    pub fn availability_of_row(&self, row: &QueryRow) -> Availability {
+        if let Some(inst) = &row.instance {
+            return self.retrieve.availability(inst);
+        }
+        let placement = match (&row.series, &row.study) {
+            (Some(series), _) => Some(&series.placement),
+            (None, Some(study)) => Some(&study.placement),
+            _ => None,
+        };
+        placement
+            .and_then(|p| self.tiers.availability_of(p))
+            // Records from before placements were kept: assume the least available tier.
+            .unwrap_or_else(|| {
+                self.tiers.iter().map(|t| effective_availability(t.as_ref())).max().unwrap_or(Availability::Online)
+            })
     }
 
     /// Waits for pending commits and syncs the catalog (graceful shutdown).

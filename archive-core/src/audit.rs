@@ -26,6 +26,12 @@ pub enum AuditAction {
     InstanceReplaced,
     /// An instance with different content under an existing SOP Instance UID was refused.
     InstanceConflictRejected,
+    /// Copies of instances moved between tiers (a migration).
+    InstancesMigrated,
+    /// Copies of instances were brought back to an online tier for a retrieve.
+    InstancesRecalled,
+    /// A stored copy failed its checksum when re-read (integrity scrub or retrieve).
+    IntegrityFailure,
 }
 
 /// Whether it worked (PS3.15 EventOutcomeIndicator).

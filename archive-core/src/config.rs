@@ -22,6 +22,11 @@ pub struct VnaConfig {
     pub hot: HotConfig,
     /// The warm tier (compressed segment files on local disk).
     pub warm: WarmConfig,
+    /// More tiers by name (`[tiers.cold]`, `[tiers.tape1]`...), each with a `kind` and the
+    /// options of that kind; the tier plugins read them.
+    pub tiers: std::collections::BTreeMap<String, TierSpec>,
+    /// Migration, recall and integrity scrubbing.
+    pub lifecycle: LifecycleConfig,
     /// Ingest behaviour.
     pub ingest: IngestConfig,
     /// Query behaviour.
@@ -41,6 +46,8 @@ impl Default for VnaConfig {
             catalog: CatalogConfig::default(),
             hot: HotConfig::default(),
             warm: WarmConfig::default(),
+            tiers: std::collections::BTreeMap::new(),
+            lifecycle: LifecycleConfig::default(),
             ingest: IngestConfig::default(),
             query: QueryConfig::default(),
             dicom: DicomConfig::default(),
@@ -92,6 +99,56 @@ pub struct WarmConfig {
 impl Default for WarmConfig {
     fn default() -> Self {
         Self { path: None, segment_mb: 1024 }
+    }
+}
+
+/// `[tiers.NAME]`: a tier beyond the built-in hot and warm ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TierSpec {
+    /// The kind of tier: `warm`, `s3` or `tape`.
+    pub kind: String,
+    /// The kind's own options, checked by the plugin that builds the tier.
+    #[serde(flatten)]
+    pub options: toml::Table,
+}
+
+/// `[lifecycle]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// Verified copies every instance keeps: no migration, rule or admin request may leave an
+    /// instance with fewer (an instance that has fewer can gain copies but never lose one).
+    pub min_verified_copies: usize,
+    /// Migration and recall jobs that run at once.
+    pub max_concurrent_jobs: usize,
+    /// Bytes per second all jobs together may copy (MiB/s; 0 = unlimited).
+    pub max_mb_per_sec: u64,
+    /// The tier a retrieve recalls studies to when no copy is online.
+    pub recall_tier: String,
+    /// How long a C-MOVE or C-GET waits for a recall before it fails (seconds).
+    pub recall_wait_secs: u64,
+    /// How long a WADO-RS request waits for a recall before answering 202 (seconds).
+    pub http_recall_wait_secs: u64,
+    /// Bytes per second the integrity scrub re-reads (MiB/s; 0 disables the background scrub).
+    pub scrub_mb_per_sec: u64,
+    /// Hours between the starts of two background scrub passes (the first starts one interval after start-up).
+    pub scrub_interval_hours: u64,
+    /// Finished jobs kept for the admin API (the oldest are forgotten first).
+    pub keep_finished_jobs: usize,
+}
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            min_verified_copies: 1,
+            max_concurrent_jobs: 2,
+            max_mb_per_sec: 0,
+            recall_tier: "hot".into(),
+            recall_wait_secs: 600,
+            http_recall_wait_secs: 10,
+            scrub_mb_per_sec: 16,
+            scrub_interval_hours: 168,
+            keep_finished_jobs: 1000,
+        }
     }
 }
 
@@ -352,6 +409,28 @@ impl VnaConfig {
         }
         if self.warm.segment_mb == 0 {
             return Err(invalid("warm.segment_mb", "must be at least 1"));
+        }
+        if self.lifecycle.min_verified_copies == 0 {
+            return Err(invalid("lifecycle.min_verified_copies", "must be at least 1"));
+        }
+        if self.lifecycle.max_concurrent_jobs == 0 {
+            return Err(invalid("lifecycle.max_concurrent_jobs", "must be at least 1"));
+        }
+        if self.lifecycle.scrub_interval_hours == 0 {
+            return Err(invalid("lifecycle.scrub_interval_hours", "must be at least 1"));
+        }
+        for (name, spec) in &self.tiers {
+            crate::tier::TierName::new(name.clone()).map_err(|e| invalid(&format!("tiers.{name}"), e.to_string()))?;
+            if matches!(name.as_str(), "hot" | "warm") {
+                return Err(invalid(&format!("tiers.{name}"), "the names hot and warm belong to the built-in tiers"));
+            }
+            if spec.kind.trim().is_empty() {
+                return Err(invalid(&format!("tiers.{name}.kind"), "is required (warm, s3 or tape)"));
+            }
+        }
+        let recall = &self.lifecycle.recall_tier;
+        if recall != "hot" && recall != "warm" && !self.tiers.contains_key(recall) {
+            return Err(invalid("lifecycle.recall_tier", format!("{recall:?} is not a configured tier")));
         }
         if self.query.max_results == 0 {
             return Err(invalid("query.max_results", "must be at least 1"));

@@ -24,6 +24,20 @@ pub struct Metrics {
     pub retrieve_bytes: IntCounterVec,
     /// Seconds until an object's copy was opened for reading, by tier.
     pub retrieve_seconds: HistogramVec,
+    /// Lifecycle jobs by kind (`migrate`, `recall`) and event (`submitted`, `done`, `failed`).
+    pub lifecycle_jobs_total: IntCounterVec,
+    /// Copies made by lifecycle jobs, by source and target tier.
+    pub lifecycle_objects_total: IntCounterVec,
+    /// Bytes copied by lifecycle jobs, by source and target tier.
+    pub lifecycle_bytes_total: IntCounterVec,
+    /// Instances a lifecycle job could not copy, by target tier.
+    pub lifecycle_failures_total: IntCounterVec,
+    /// Retrieves that had to wait for (or join) a recall.
+    pub recall_requests_total: IntCounter,
+    /// Copies checked by the integrity scrub, by tier and result (`ok`, `failed`, `skipped`, `unreadable`).
+    pub scrub_copies_total: IntCounterVec,
+    /// Bytes re-read by the integrity scrub.
+    pub scrub_bytes_total: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -65,8 +79,32 @@ impl Metrics {
             &["tier"],
         )
         .expect("valid metric");
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let lifecycle_jobs_total =
+            counter_vec("vna_lifecycle_jobs_total", "Lifecycle jobs by kind and event", &["kind", "event"]);
+        let lifecycle_objects_total =
+            counter_vec("vna_lifecycle_objects_total", "Copies made by lifecycle jobs", &["from", "to"]);
+        let lifecycle_bytes_total =
+            counter_vec("vna_lifecycle_bytes_total", "Bytes copied by lifecycle jobs", &["from", "to"]);
+        let lifecycle_failures_total =
+            counter_vec("vna_lifecycle_failures_total", "Instances a lifecycle job could not copy", &["to"]);
+        let recall_requests_total =
+            IntCounter::new("vna_recall_requests_total", "Retrieves that waited for a recall").expect("valid metric");
+        let scrub_copies_total =
+            counter_vec("vna_scrub_copies_total", "Copies checked by the integrity scrub", &["tier", "result"]);
+        let scrub_bytes_total =
+            IntCounter::new("vna_scrub_bytes_total", "Bytes re-read by the integrity scrub").expect("valid metric");
         for c in [
-            Box::new(ingest_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(lifecycle_jobs_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(lifecycle_objects_total.clone()),
+            Box::new(lifecycle_bytes_total.clone()),
+            Box::new(lifecycle_failures_total.clone()),
+            Box::new(recall_requests_total.clone()),
+            Box::new(scrub_copies_total.clone()),
+            Box::new(scrub_bytes_total.clone()),
+            Box::new(ingest_total.clone()),
             Box::new(ingest_bytes.clone()),
             Box::new(ingest_seconds.clone()),
             Box::new(query_total.clone()),
@@ -87,6 +125,13 @@ impl Metrics {
             retrieve_total,
             retrieve_bytes,
             retrieve_seconds,
+            lifecycle_jobs_total,
+            lifecycle_objects_total,
+            lifecycle_bytes_total,
+            lifecycle_failures_total,
+            recall_requests_total,
+            scrub_copies_total,
+            scrub_bytes_total,
         }
     }
 

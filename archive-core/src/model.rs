@@ -54,6 +54,58 @@ pub struct Location {
     pub verified_at: OffsetDateTime,
 }
 
+/// How many instances of a study or series have their copies on each combination of tiers.
+///
+/// The key is the sorted tier names of one instance's copies joined by `+` (`hot`,
+/// `hot+s3`); the value counts the instances with exactly those copies. The combinations
+/// are few, and they are enough to tell exactly which tiers a study is on and how
+/// available its least available instance is, without reading its instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Placement(pub std::collections::BTreeMap<String, u64>);
+
+impl Placement {
+    /// The key of an instance's copies.
+    pub fn key_of(locations: &[Location]) -> String {
+        let mut names: Vec<&str> = locations.iter().map(|l| l.tier.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names.join("+")
+    }
+    /// Counts an instance with these copies.
+    pub fn add(&mut self, locations: &[Location]) {
+        *self.0.entry(Self::key_of(locations)).or_default() += 1;
+    }
+    /// Stops counting an instance with these copies.
+    pub fn remove(&mut self, locations: &[Location]) {
+        let key = Self::key_of(locations);
+        if let Some(n) = self.0.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.0.remove(&key);
+            }
+        }
+    }
+    /// Whether nothing is counted (records written before placements were kept).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// The tier-name sets and their instance counts.
+    pub fn combinations(&self) -> impl Iterator<Item = (Vec<&str>, u64)> {
+        self.0.iter().map(|(k, n)| (k.split('+').filter(|s| !s.is_empty()).collect(), *n))
+    }
+    /// Instances with a copy on a tier, per tier name.
+    pub fn per_tier(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for (tiers, n) in self.combinations() {
+            for t in tiers {
+                *out.entry(t.to_string()).or_default() += n;
+            }
+        }
+        out
+    }
+}
+
 /// Who sent an object.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
@@ -110,6 +162,9 @@ pub struct StudyRecord {
     /// Last retrieve of any of its instances.
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub last_access: Option<OffsetDateTime>,
+    /// Where its instances' copies are: instances per [`Placement`] key.
+    #[serde(default)]
+    pub placement: Placement,
 }
 
 /// A series.
@@ -132,6 +187,9 @@ pub struct SeriesRecord {
     /// First instance received.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Where its instances' copies are: instances per [`Placement`] key.
+    #[serde(default)]
+    pub placement: Placement,
 }
 
 /// A stored SOP instance.

@@ -72,7 +72,12 @@ pub struct Retrieve {
     catalog: Arc<dyn Catalog>,
     tiers: Arc<TierSet>,
     metrics: Metrics,
+    /// When each study's access was last written to the catalog.
+    accessed: Arc<parking_lot::Mutex<std::collections::HashMap<StudyUid, std::time::Instant>>>,
 }
+
+/// A study's `last_access` is written at most this often (retrieves of one study come in bursts).
+const ACCESS_RESOLUTION: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl std::fmt::Debug for Retrieve {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,7 +88,7 @@ impl std::fmt::Debug for Retrieve {
 impl Retrieve {
     /// Creates the service.
     pub fn new(catalog: Arc<dyn Catalog>, tiers: Arc<TierSet>, metrics: Metrics) -> Self {
-        Self { catalog, tiers, metrics }
+        Self { catalog, tiers, metrics, accessed: Arc::default() }
     }
 
     /// The instance records a target covers, in study/series/instance UID order.
@@ -126,6 +131,7 @@ impl Retrieve {
                         tracing::error!(tier = %loc.tier, key = %loc.key, "stored checksum differs from the catalog's");
                         continue;
                     }
+                    self.note_access(&record.study);
                     self.metrics.retrieve_total.with_label_values(&[loc.tier.as_str()]).inc();
                     self.metrics.retrieve_bytes.with_label_values(&[loc.tier.as_str()]).inc_by(record.size);
                     self.metrics
@@ -141,6 +147,29 @@ impl Retrieve {
             }
         }
         Err(RetrieveError::Unreadable { sop_instance: record.uid.clone(), last_error })
+    }
+
+    /// Records that a study was read, for policies on last access; in the background, at most
+    /// once a minute per study.
+    fn note_access(&self, study: &StudyUid) {
+        let now = std::time::Instant::now();
+        {
+            let mut accessed = self.accessed.lock();
+            if accessed.get(study).is_some_and(|t| now.duration_since(*t) < ACCESS_RESOLUTION) {
+                return;
+            }
+            if accessed.len() > 100_000 {
+                accessed.retain(|_, t| now.duration_since(*t) < ACCESS_RESOLUTION);
+            }
+            accessed.insert(study.clone(), now);
+        }
+        let catalog = self.catalog.clone();
+        let study = study.clone();
+        tokio::spawn(async move {
+            if let Err(e) = catalog.record_access(&study, time::OffsetDateTime::now_utc()).await {
+                tracing::warn!(study = %study, error = %e, "recording a study access failed");
+            }
+        });
     }
 
     /// Reads a whole instance into memory, verified.
@@ -198,7 +227,7 @@ impl Retrieve {
             .locations
             .iter()
             .filter_map(|l| self.tiers.get(&l.tier))
-            .map(|t| t.capabilities().availability)
+            .map(|t| crate::tiers::effective_availability(t.as_ref()))
             .min()
             .unwrap_or(Availability::Offline)
     }

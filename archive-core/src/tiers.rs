@@ -1,6 +1,7 @@
 //! The configured tiers, by name, and which one ingest writes to.
 
-use crate::tier::{Tier, TierName};
+use crate::model::Placement;
+use crate::tier::{Availability, Tier, TierName};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -45,8 +46,36 @@ impl TierSet {
     pub fn ingest_tier(&self) -> &Arc<dyn Tier> {
         &self.tiers[&self.ingest]
     }
+    /// The availability of a study or series from its placement: for each combination of
+    /// tiers its instances' copies are on, the best of those tiers; the worst over combinations.
+    /// `None` for an empty placement (records written before placements were kept).
+    pub fn availability_of(&self, placement: &Placement) -> Option<Availability> {
+        placement
+            .combinations()
+            .map(|(names, _)| {
+                names
+                    .iter()
+                    .filter_map(|n| TierName::new(*n).ok())
+                    .filter_map(|n| self.tiers.get(&n))
+                    .map(|t| effective_availability(t.as_ref()))
+                    .min()
+                    .unwrap_or(Availability::Offline)
+            })
+            .max()
+    }
+
     /// All tiers, by name.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Tier>> {
         self.tiers.values()
+    }
+}
+
+/// A tier's availability as clients see it: a tier that needs recalls is offline whatever it declares.
+pub fn effective_availability(tier: &dyn Tier) -> Availability {
+    let caps = tier.capabilities();
+    if caps.needs_recall {
+        Availability::Offline
+    } else {
+        caps.availability
     }
 }

@@ -627,6 +627,7 @@ impl Tier for HotTier {
             ranged_reads: true,
             needs_recall: false,
             max_object_size: None,
+            batch_bytes: None,
         }
     }
 

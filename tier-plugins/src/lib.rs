@@ -6,6 +6,9 @@
 //!   with the object's BLAKE3 checksum in a user extended attribute. Linux only.
 //! - [`warm`]: [`warm::WarmTier`], objects zstd-compressed in append-only segment files,
 //!   located through a RocksDB index.
+//! - [`s3`]: [`s3::S3Tier`], bundles of objects in any S3-compatible store, archive classes
+//!   with restore.
+//! - [`registry`]: builds tiers by kind from `[tiers.NAME]` tables.
 //!
 //! Every tier runs [`archive_core::tier::conformance`] in its integration tests
 //! (`tests/<tier>_conformance.rs`).
@@ -13,4 +16,6 @@
 #![warn(missing_docs)]
 
 pub mod hot;
+pub mod registry;
+pub mod s3;
 pub mod warm;

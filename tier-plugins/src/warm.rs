@@ -220,6 +220,7 @@ impl Tier for WarmTier {
             ranged_reads: true,
             needs_recall: false,
             max_object_size: Some(self.inner.segment_bytes.max(4 << 30)),
+            batch_bytes: None,
         }
     }
 

@@ -12,6 +12,7 @@
 //! | `idx` | index id, value ␀ target | empty |
 //! | `intents` | tier ␀ object key | [`WriteIntent`](super::WriteIntent) JSON |
 //! | `audit` | seq (u64 big endian) | [`AuditRecord`](crate::audit::AuditRecord) JSON |
+//! | `jobs` | job id (u64 big endian) | [`Job`](crate::lifecycle::job::Job) JSON |
 //! | `meta` | name | JSON |
 //!
 //! Hierarchical keys make "series of a study" and "instances of a series" prefix scans.
@@ -31,6 +32,7 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     CF_INTENTS,
     CF_AUDIT,
     CF_META,
+    CF_JOBS,
 ];
 /// Patients.
 pub const CF_PATIENTS: &str = "patients";
@@ -52,6 +54,8 @@ pub const CF_IDX: &str = "idx";
 pub const CF_INTENTS: &str = "intents";
 /// Audit records.
 pub const CF_AUDIT: &str = "audit";
+/// Lifecycle jobs (migrations, recalls), resumed on start.
+pub const CF_JOBS: &str = "jobs";
 /// Catalog metadata: schema version, stats.
 pub const CF_META: &str = "meta";
 

@@ -17,10 +17,10 @@ pub mod rocks;
 mod writer;
 
 use crate::attribute::AttrMap;
-use crate::audit::{AuditRecord, ChainError};
+use crate::audit::{AuditAction, AuditRecord, ChainError};
 use crate::checksum::Checksum;
 use crate::matching::MatchOptions;
-use crate::model::{InstanceRecord, PatientKey, PatientRecord, SeriesRecord, StudyRecord};
+use crate::model::{InstanceRecord, Location, PatientKey, PatientRecord, SeriesRecord, StudyRecord};
 use crate::query::{Query, QueryPage};
 use crate::tier::{ObjectKey, TierName};
 use crate::uid::{SeriesUid, SopInstanceUid, StudyUid};
@@ -112,6 +112,39 @@ pub struct WriteIntent {
     pub sop_instance: SopInstanceUid,
 }
 
+/// One instance's change of copies: verified copies to add and copies to drop.
+#[derive(Debug, Clone)]
+pub struct InstanceRelocation {
+    /// The instance.
+    pub sop_instance: SopInstanceUid,
+    /// The checksum of the object the copies hold; the change is refused if the catalog's differs
+    /// (the instance was replaced while its copy was being made).
+    pub checksum: Checksum,
+    /// New copies, already written and verified; their write intents are removed in the same batch.
+    pub add: Vec<Location>,
+    /// Copies to drop (by tier and key); each becomes a write intent in the same batch, so the
+    /// caller deletes the object afterwards and recovery does after a crash.
+    pub remove: Vec<(TierName, ObjectKey)>,
+}
+
+/// A set of copy changes committed in one batch, with one audit record.
+#[derive(Debug, Clone)]
+pub struct Relocation {
+    /// The instances.
+    pub items: Vec<InstanceRelocation>,
+    /// The number of copies no instance may drop below (an instance that already has fewer may
+    /// gain copies but never lose one).
+    pub min_copies: usize,
+    /// What the audit record says happened.
+    pub action: AuditAction,
+    /// Who asked (user, rule, `lifecycle`).
+    pub actor: String,
+    /// Why (rule and version, request reason).
+    pub reason: Option<String>,
+    /// Free text for the audit record (e.g. `hot -> warm`).
+    pub detail: String,
+}
+
 /// Catalog errors.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -140,6 +173,30 @@ pub enum CatalogError {
     /// The catalog is shutting down.
     #[error("catalog is closed")]
     Closed,
+    /// The instance is no longer in the catalog.
+    #[error("instance {0} is no longer in the catalog")]
+    InstanceGone(SopInstanceUid),
+    /// The instance now holds other content than the copy was made of.
+    #[error("instance {0} was replaced while its copy was being made")]
+    InstanceChanged(SopInstanceUid),
+    /// The change would leave an instance with fewer verified copies than required.
+    #[error("instance {sop_instance} would keep {copies} verified copies; at least {required} are required")]
+    CopyInvariant {
+        /// The instance.
+        sop_instance: SopInstanceUid,
+        /// Copies after the change.
+        copies: usize,
+        /// The configured minimum.
+        required: usize,
+    },
+    /// The instance already has a copy on the tier.
+    #[error("instance {sop_instance} already has a copy on tier {tier}")]
+    DuplicateCopy {
+        /// The instance.
+        sop_instance: SopInstanceUid,
+        /// The tier.
+        tier: TierName,
+    },
 }
 
 impl From<rocksdb::Error> for CatalogError {
@@ -164,6 +221,30 @@ pub trait Catalog: Send + Sync {
     /// - Returns after the write-ahead log is synced.
     async fn insert_instance(&self, new: NewInstance) -> Result<InsertOutcome, CatalogError>;
 
+    /// Changes the copies of instances (adds verified copies, drops others), durably, with one
+    /// audit record; answers each item on its own.
+    ///
+    /// # Behavior
+    /// - An item whose instance is gone, was replaced, would drop below `min_copies`, or would
+    ///   get a second copy on one tier is refused with its error and changes nothing.
+    /// - Dropped copies become write intents in the same batch; added copies' intents are removed.
+    /// - Returns after the write-ahead log is synced.
+    async fn relocate(&self, relocation: Relocation)
+        -> Result<Vec<Result<InstanceRecord, CatalogError>>, CatalogError>;
+
+    /// Records a read of a study (its `last_access`); cheap, for retrieves to call.
+    async fn record_access(&self, study: &StudyUid, at: time::OffsetDateTime) -> Result<(), CatalogError>;
+
+    /// Appends an audit record on its own (events that change no record: scrub results, exports).
+    async fn append_audit(&self, event: crate::audit::AuditEvent) -> Result<(), CatalogError>;
+
+    /// Saves a lifecycle job (synced).
+    fn save_job(&self, job: &crate::lifecycle::job::Job) -> Result<(), CatalogError>;
+    /// Every saved lifecycle job, oldest first.
+    fn jobs(&self) -> Result<Vec<crate::lifecycle::job::Job>, CatalogError>;
+    /// Forgets a lifecycle job.
+    fn remove_job(&self, id: crate::lifecycle::job::JobId) -> Result<(), CatalogError>;
+
     /// Records that an object is about to be written (synced before it returns).
     fn begin_write(&self, intent: &WriteIntent) -> Result<(), CatalogError>;
     /// Forgets a write intent (after the object was removed or is known to be referenced).
@@ -177,6 +258,8 @@ pub trait Catalog: Send + Sync {
     fn series(&self, uid: &SeriesUid) -> Result<Option<SeriesRecord>, CatalogError>;
     /// A study by Study Instance UID.
     fn study(&self, uid: &StudyUid) -> Result<Option<StudyRecord>, CatalogError>;
+    /// Study UIDs in key order after `after` (from the first for `None`), at most `limit`.
+    fn study_uids(&self, after: Option<&StudyUid>, limit: usize) -> Result<Vec<StudyUid>, CatalogError>;
     /// A patient by identity.
     fn patient(&self, key: &PatientKey) -> Result<Option<PatientRecord>, CatalogError>;
     /// The series of a study, by UID order.

@@ -1,11 +1,12 @@
 //! The catalog on RocksDB: reads, queries and opening; writes go through [`super::writer`].
 
 use super::keys::{self, IndexId, CF_AUDIT, CF_IDX, CF_INSTANCES, CF_INSTANCE_BY_UID, CF_INTENTS, CF_META};
-use super::keys::{CF_METADATA, CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
+use super::keys::{CF_JOBS, CF_METADATA, CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
 use super::writer::{WriterHandle, WriterState};
-use super::{Catalog, CatalogError, CatalogStats, InsertOutcome, NewInstance, WriteIntent};
+use super::{Catalog, CatalogError, CatalogStats, InsertOutcome, NewInstance, Relocation, WriteIntent};
 use crate::attribute::{Attribute, Level};
-use crate::audit::AuditRecord;
+use crate::audit::{AuditEvent, AuditRecord};
+use crate::lifecycle::job::{Job, JobId};
 use crate::matching::{normalize_date, normalize_pn, MatchOptions, Matcher};
 use crate::model::{InstanceRecord, PatientKey, PatientRecord, SeriesRecord, StudyRecord};
 use crate::query::{Query, QueryPage, QueryRow};
@@ -518,6 +519,40 @@ impl Catalog for RocksCatalog {
         self.writer.insert(new).await
     }
 
+    async fn relocate(
+        &self,
+        relocation: Relocation,
+    ) -> Result<Vec<Result<InstanceRecord, CatalogError>>, CatalogError> {
+        self.writer.relocate(relocation).await
+    }
+
+    async fn record_access(&self, study: &StudyUid, at: time::OffsetDateTime) -> Result<(), CatalogError> {
+        self.writer.record_access(study.clone(), at).await
+    }
+
+    async fn append_audit(&self, event: AuditEvent) -> Result<(), CatalogError> {
+        self.writer.append_audit(event).await
+    }
+
+    fn save_job(&self, job: &Job) -> Result<(), CatalogError> {
+        let value = serde_json::to_vec(job).map_err(|e| CatalogError::Storage(e.to_string()))?;
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.put_cf_opt(cf(&self.db, CF_JOBS), job.id.0.to_be_bytes(), value, &wo)?;
+        Ok(())
+    }
+
+    fn jobs(&self) -> Result<Vec<Job>, CatalogError> {
+        self.scan_prefix(CF_JOBS, b"")
+    }
+
+    fn remove_job(&self, id: JobId) -> Result<(), CatalogError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.delete_cf_opt(cf(&self.db, CF_JOBS), id.0.to_be_bytes(), &wo)?;
+        Ok(())
+    }
+
     fn begin_write(&self, intent: &WriteIntent) -> Result<(), CatalogError> {
         let key = keys::join(&[intent.tier.as_str().as_bytes(), intent.key.as_str().as_bytes()]);
         let value = serde_json::to_vec(intent).map_err(|e| CatalogError::Storage(e.to_string()))?;
@@ -571,6 +606,27 @@ impl Catalog for RocksCatalog {
 
     fn study(&self, uid: &StudyUid) -> Result<Option<StudyRecord>, CatalogError> {
         self.get(CF_STUDIES, uid.as_str().as_bytes())
+    }
+
+    fn study_uids(&self, after: Option<&StudyUid>, limit: usize) -> Result<Vec<StudyUid>, CatalogError> {
+        let mode = match after {
+            Some(a) => IteratorMode::From(a.as_str().as_bytes(), Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf(&self.db, CF_STUDIES), mode) {
+            let (k, _) = item?;
+            if after.is_some_and(|a| a.as_str().as_bytes() == &*k) {
+                continue;
+            }
+            if let Some(uid) = uid_from_bytes(&k) {
+                out.push(uid);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     fn patient(&self, key: &PatientKey) -> Result<Option<PatientRecord>, CatalogError> {

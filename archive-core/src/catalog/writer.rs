@@ -11,23 +11,40 @@ use super::keys::{
 };
 use super::keys::{CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
 use super::rocks::{cf, decode, RocksCatalogOptions};
-use super::{CatalogError, CatalogStats, ConflictPolicy, InsertOutcome, NewInstance};
+use super::{CatalogError, CatalogStats, ConflictPolicy, InsertOutcome, InstanceRelocation, NewInstance, Relocation};
 use crate::attribute::Attribute;
 use crate::audit::{genesis_hash, AuditAction, AuditEvent, AuditObject, AuditOutcome, AuditRecord};
 use crate::checksum::Checksum;
 use crate::matching::{normalize_date, normalize_pn};
-use crate::model::{InstanceRecord, PatientKey, PatientRecord, SeriesRecord, StudyRecord, RECORD_VERSION};
+use crate::model::{
+    InstanceRecord, Location, PatientKey, PatientRecord, Placement, SeriesRecord, StudyRecord, RECORD_VERSION,
+};
+use crate::uid::StudyUid;
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 use std::sync::Arc;
+use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 enum Command {
     Insert(Box<NewInstance>, oneshot::Sender<Result<InsertOutcome, CatalogError>>),
+    Relocate(Box<Relocation>, oneshot::Sender<Result<RelocateAnswer, CatalogError>>),
+    Access(StudyUid, OffsetDateTime, oneshot::Sender<Result<(), CatalogError>>),
+    Audit(Box<AuditEvent>, oneshot::Sender<Result<(), CatalogError>>),
     Flush(oneshot::Sender<()>),
+}
+
+/// The per-item answers of a relocation.
+pub(crate) type RelocateAnswer = Vec<Result<InstanceRecord, CatalogError>>;
+
+/// A command's answer before it is sent back.
+enum Answer {
+    Insert(Result<InsertOutcome, CatalogError>),
+    Relocate(RelocateAnswer),
+    Done,
 }
 
 /// The handle callers use to reach the committer thread. Dropping it waits for the thread
@@ -79,6 +96,27 @@ impl WriterHandle {
         result
     }
 
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, CatalogError>>) -> Command,
+    ) -> Result<T, CatalogError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx))?;
+        rx.await.map_err(|_| CatalogError::Closed).and_then(|r| r)
+    }
+
+    pub(crate) async fn relocate(&self, r: Relocation) -> Result<RelocateAnswer, CatalogError> {
+        self.call(|tx| Command::Relocate(Box::new(r), tx)).await
+    }
+
+    pub(crate) async fn record_access(&self, study: StudyUid, at: OffsetDateTime) -> Result<(), CatalogError> {
+        self.call(|tx| Command::Access(study, at, tx)).await
+    }
+
+    pub(crate) async fn append_audit(&self, event: AuditEvent) -> Result<(), CatalogError> {
+        self.call(|tx| Command::Audit(Box::new(event), tx)).await
+    }
+
     pub(crate) async fn flush(&self) -> Result<(), CatalogError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Flush(tx))?;
@@ -125,39 +163,90 @@ fn run(db: Arc<DB>, mut state: WriterState, opts: RocksCatalogOptions, mut rx: m
     }
 }
 
+/// A command waiting for its batch, with where its answer goes.
+enum Pending {
+    Insert(Box<NewInstance>, oneshot::Sender<Result<InsertOutcome, CatalogError>>),
+    Relocate(Box<Relocation>, oneshot::Sender<Result<RelocateAnswer, CatalogError>>),
+    Access(StudyUid, OffsetDateTime, oneshot::Sender<Result<(), CatalogError>>),
+    Audit(Box<AuditEvent>, oneshot::Sender<Result<(), CatalogError>>),
+}
+
+impl Pending {
+    /// Applies the command to the batch. `Err` is a failure of the whole command (its changes
+    /// must be dropped); refusals that are complete answers come back inside `Ok`.
+    fn apply(&self, batch: &mut Batch) -> Result<Answer, CatalogError> {
+        match self {
+            Pending::Insert(new, _) => match batch.insert((**new).clone()) {
+                Err(e) if !matches!(e, CatalogError::Conflict { .. }) => Err(e),
+                r => Ok(Answer::Insert(r)),
+            },
+            Pending::Relocate(r, _) => batch.relocate(r).map(Answer::Relocate),
+            Pending::Access(study, at, _) => batch.record_access(study, *at).map(|()| Answer::Done),
+            Pending::Audit(event, _) => {
+                batch.audit((**event).clone());
+                Ok(Answer::Done)
+            }
+        }
+    }
+
+    fn answer(self, answer: Result<Answer, CatalogError>) {
+        fn unit(a: Result<Answer, CatalogError>) -> Result<(), CatalogError> {
+            a.map(|_| ())
+        }
+        match self {
+            Pending::Insert(_, tx) => {
+                let _ = tx.send(answer.and_then(|a| match a {
+                    Answer::Insert(r) => r,
+                    _ => Err(CatalogError::Storage("mismatched answer".into())),
+                }));
+            }
+            Pending::Relocate(_, tx) => {
+                let _ = tx.send(answer.and_then(|a| match a {
+                    Answer::Relocate(r) => Ok(r),
+                    _ => Err(CatalogError::Storage("mismatched answer".into())),
+                }));
+            }
+            Pending::Access(_, _, tx) | Pending::Audit(_, tx) => {
+                let _ = tx.send(unit(answer));
+            }
+        }
+    }
+}
+
 fn commit_group(db: &DB, state: &mut WriterState, opts: &RocksCatalogOptions, commands: Vec<Command>) {
-    type Reply = oneshot::Sender<Result<InsertOutcome, CatalogError>>;
-    let mut pending: Vec<(Box<NewInstance>, Reply)> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
     let mut flushes = Vec::new();
     for cmd in commands {
         match cmd {
-            Command::Insert(new, reply) => pending.push((new, reply)),
+            Command::Insert(new, reply) => pending.push(Pending::Insert(new, reply)),
+            Command::Relocate(r, reply) => pending.push(Pending::Relocate(r, reply)),
+            Command::Access(study, at, reply) => pending.push(Pending::Access(study, at, reply)),
+            Command::Audit(event, reply) => pending.push(Pending::Audit(event, reply)),
             Command::Flush(reply) => flushes.push(reply),
         }
     }
-    // Each insert is all or nothing: when one fails half way (a storage error, a corrupt
-    // record), the batch is dropped, that insert answered with its error, and the others
-    // replayed in a fresh batch. Conflicts are complete answers, not failures.
+    // Each command is all or nothing: when one fails half way (a storage error, a corrupt
+    // record), the batch is dropped, that command answered with its error, and the others
+    // replayed in a fresh batch. Conflicts and refused relocations are complete answers.
     loop {
         let saved = (state.stats.clone(), state.audit_seq, state.audit_hash);
         let mut batch = Batch::new(db, state);
         let mut results = Vec::with_capacity(pending.len());
         let mut failed = None;
-        for (i, (new, _)) in pending.iter().enumerate() {
-            match batch.insert((**new).clone()) {
-                Err(e) if !matches!(e, CatalogError::Conflict { .. }) => {
+        for (i, p) in pending.iter().enumerate() {
+            match p.apply(&mut batch) {
+                Err(e) => {
                     failed = Some((i, e));
                     break;
                 }
-                r => results.push(r),
+                Ok(a) => results.push(a),
             }
         }
         if let Some((i, e)) = failed {
             drop(batch);
             (state.stats, state.audit_seq, state.audit_hash) = saved.clone();
-            tracing::error!(error = %e, "catalog insert failed; replaying the rest of its group");
-            let (_, reply) = pending.remove(i);
-            let _ = reply.send(Err(e));
+            tracing::error!(error = %e, "catalog command failed; replaying the rest of its group");
+            pending.remove(i).answer(Err(e));
             continue;
         }
         let written = batch.finish().and_then(|wb| {
@@ -167,15 +256,15 @@ fn commit_group(db: &DB, state: &mut WriterState, opts: &RocksCatalogOptions, co
         });
         match written {
             Ok(()) => {
-                for ((_, reply), result) in pending.into_iter().zip(results) {
-                    let _ = reply.send(result);
+                for (p, a) in pending.into_iter().zip(results) {
+                    p.answer(Ok(a));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "catalog commit failed");
                 (state.stats, state.audit_seq, state.audit_hash) = saved.clone();
-                for (_, reply) in pending {
-                    let _ = reply.send(Err(CatalogError::Storage(e.to_string())));
+                for p in pending {
+                    p.answer(Err(CatalogError::Storage(e.to_string())));
                 }
             }
         }
@@ -367,6 +456,7 @@ impl<'a> Batch<'a> {
                     created_at: now,
                     updated_at: now,
                     last_access: None,
+                    placement: Placement::default(),
                 }
             }
         };
@@ -389,6 +479,7 @@ impl<'a> Batch<'a> {
                     size_bytes: 0,
                     source: inst.source.clone(),
                     created_at: now,
+                    placement: Placement::default(),
                 }
             }
         };
@@ -400,6 +491,8 @@ impl<'a> Batch<'a> {
         study.instance_count += 1;
         study.size_bytes += size;
         study.updated_at = now;
+        study.placement.add(&inst.locations);
+        series.placement.add(&inst.locations);
         series.instance_count += 1;
         series.size_bytes += size;
         patient.instance_count += 1;
@@ -448,6 +541,7 @@ impl<'a> Batch<'a> {
         let raw_series = keys::join(&[study_uid.as_bytes(), series_uid.as_bytes()]);
         let mut series_removed = false;
         if let Some(mut series) = self.series.get(self.db, CF_SERIES, &skey, &raw_series)? {
+            series.placement.remove(&old.locations);
             series.instance_count = series.instance_count.saturating_sub(1);
             series.size_bytes = series.size_bytes.saturating_sub(size);
             if series.instance_count == 0 {
@@ -463,6 +557,7 @@ impl<'a> Batch<'a> {
         };
         study.instance_count = study.instance_count.saturating_sub(1);
         study.size_bytes = study.size_bytes.saturating_sub(size);
+        study.placement.remove(&old.locations);
         if series_removed {
             study.series_count = study.series_count.saturating_sub(1);
             study.modalities = self.modalities_of(&study_uid)?;
@@ -491,6 +586,132 @@ impl<'a> Batch<'a> {
             }
             Some(p) => self.patients.set(pkey, Some(p)),
             None => {}
+        }
+        Ok(())
+    }
+
+    /// Applies a relocation; per-item refusals are answers, storage failures fail it whole.
+    fn relocate(&mut self, r: &Relocation) -> Result<RelocateAnswer, CatalogError> {
+        let mut answers = Vec::with_capacity(r.items.len());
+        let mut moved = Vec::new();
+        for item in &r.items {
+            let answer = self.relocate_one(item, r.min_copies)?;
+            if let Ok(rec) = &answer {
+                moved.push(AuditObject {
+                    patient: String::new(),
+                    study: rec.study.to_string(),
+                    sop_instance: Some(rec.uid.to_string()),
+                    checksum: Some(rec.checksum),
+                });
+            }
+            answers.push(answer);
+        }
+        if !moved.is_empty() {
+            if let Some(study) = moved.first().map(|o| o.study.clone()) {
+                let patient = self
+                    .studies
+                    .get(self.db, CF_STUDIES, &study, study.as_bytes())?
+                    .map(|s| format!("{}^^^{}", s.patient.patient_id, s.patient.issuer))
+                    .unwrap_or_default();
+                for o in &mut moved {
+                    o.patient = patient.clone();
+                }
+            }
+            self.audit(AuditEvent {
+                time: OffsetDateTime::now_utc(),
+                action: r.action,
+                actor: r.actor.clone(),
+                actor_address: String::new(),
+                objects: moved,
+                reason: r.reason.clone(),
+                outcome: AuditOutcome::Success,
+                detail: Some(r.detail.clone()),
+            });
+        }
+        Ok(answers)
+    }
+
+    /// One instance of a relocation: `Ok(Err(_))` is a refusal that changed nothing.
+    fn relocate_one(
+        &mut self,
+        item: &InstanceRelocation,
+        min_copies: usize,
+    ) -> Result<Result<InstanceRecord, CatalogError>, CatalogError> {
+        let sop = item.sop_instance.as_str().to_string();
+        let Some(existing) = self.existing_instance(&sop)? else {
+            return Ok(Err(CatalogError::InstanceGone(item.sop_instance.clone())));
+        };
+        if existing.checksum != item.checksum {
+            return Ok(Err(CatalogError::InstanceChanged(item.sop_instance.clone())));
+        }
+        let removed = |l: &Location| item.remove.iter().any(|(t, k)| *t == l.tier && *k == l.key);
+        let mut locations: Vec<Location> = existing.locations.iter().filter(|l| !removed(l)).cloned().collect();
+        let dropped: Vec<Location> = existing.locations.iter().filter(|l| removed(l)).cloned().collect();
+        for add in &item.add {
+            if locations.iter().any(|l| l.tier == add.tier && l.key == add.key) {
+                continue;
+            }
+            if locations.iter().any(|l| l.tier == add.tier) {
+                return Ok(Err(CatalogError::DuplicateCopy {
+                    sop_instance: item.sop_instance.clone(),
+                    tier: add.tier.clone(),
+                }));
+            }
+            locations.push(add.clone());
+        }
+        if locations.is_empty() || (locations.len() < existing.locations.len() && locations.len() < min_copies) {
+            return Ok(Err(CatalogError::CopyInvariant {
+                sop_instance: item.sop_instance.clone(),
+                copies: locations.len(),
+                required: min_copies.max(1),
+            }));
+        }
+
+        let mut updated = existing.clone();
+        updated.locations = locations;
+        let (study_uid, series_uid) = (existing.study.as_str().to_string(), existing.series.as_str().to_string());
+        let skey = (study_uid.clone(), series_uid.clone());
+        let raw_series = keys::join(&[study_uid.as_bytes(), series_uid.as_bytes()]);
+        if let Some(mut series) = self.series.get(self.db, CF_SERIES, &skey, &raw_series)? {
+            series.placement.remove(&existing.locations);
+            series.placement.add(&updated.locations);
+            self.series.set(skey, Some(series));
+        }
+        if let Some(mut study) = self.studies.get(self.db, CF_STUDIES, &study_uid, study_uid.as_bytes())? {
+            study.placement.remove(&existing.locations);
+            study.placement.add(&updated.locations);
+            self.studies.set(study_uid.clone(), Some(study));
+        }
+        for l in &dropped {
+            if let Some(usage) = self.state.stats.tiers.get_mut(l.tier.as_str()) {
+                usage.objects = usage.objects.saturating_sub(1);
+                usage.bytes = usage.bytes.saturating_sub(existing.size);
+            }
+            let intent =
+                super::WriteIntent { tier: l.tier.clone(), key: l.key.clone(), sop_instance: existing.uid.clone() };
+            let key = keys::join(&[l.tier.as_str().as_bytes(), l.key.as_str().as_bytes()]);
+            self.wb.put_cf(cf(self.db, CF_INTENTS), key, encode(&intent));
+        }
+        for l in updated.locations.iter().filter(|l| !has_location(&existing, l)) {
+            let usage = self.state.stats.tiers.entry(l.tier.as_str().to_string()).or_default();
+            usage.objects += 1;
+            usage.bytes += existing.size;
+            let key = keys::join(&[l.tier.as_str().as_bytes(), l.key.as_str().as_bytes()]);
+            self.wb.delete_cf(cf(self.db, CF_INTENTS), key);
+        }
+        let ikey = (study_uid.clone(), series_uid.clone(), sop);
+        self.instances.set(ikey, Some(updated.clone()));
+        Ok(Ok(updated))
+    }
+
+    /// Moves a study's `last_access` forward (never back).
+    fn record_access(&mut self, study: &StudyUid, at: OffsetDateTime) -> Result<(), CatalogError> {
+        let uid = study.as_str().to_string();
+        if let Some(mut rec) = self.studies.get(self.db, CF_STUDIES, &uid, uid.as_bytes())? {
+            if rec.last_access.is_none_or(|t| t < at) {
+                rec.last_access = Some(at);
+                self.studies.set(uid, Some(rec));
+            }
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! and can damage an object on purpose with [`MemoryTier::corrupt_for_test`].
 
 use super::{
-    verify_stream, Availability, ByteStream, GetOpts, GetResult, ObjectKey, ObjectMeta, PutOpts, Tier,
+    verify_stream, Availability, ByteStream, GetOpts, GetResult, ObjectKey, ObjectMeta, PutOpts, RecallStatus, Tier,
     TierCapabilities, TierError, TierName,
 };
 use crate::checksum::{Checksum, ChecksumHasher};
@@ -33,6 +33,10 @@ pub struct MemoryTier {
     name: TierName,
     objects: Mutex<BTreeMap<ObjectKey, Stored>>,
     capabilities: TierCapabilities,
+    /// Keys whose recall was asked for, with when it was asked.
+    recalls: Mutex<BTreeMap<ObjectKey, std::time::Instant>>,
+    /// How long a recall takes.
+    recall_delay: std::time::Duration,
 }
 
 impl MemoryTier {
@@ -43,14 +47,26 @@ impl MemoryTier {
             ranged_reads: true,
             needs_recall: false,
             max_object_size: None,
+            batch_bytes: None,
         };
-        Self { name, objects: Mutex::new(BTreeMap::new()), capabilities }
+        Self {
+            name,
+            objects: Mutex::new(BTreeMap::new()),
+            capabilities,
+            recalls: Mutex::new(BTreeMap::new()),
+            recall_delay: std::time::Duration::from_millis(500),
+        }
     }
 
     /// An empty in-memory tier that reports other capabilities, to stand in for a cold tier
     /// in unit tests: with `needs_recall`, reads fail with [`TierError::NeedsRecall`].
     pub fn with_capabilities(name: TierName, capabilities: TierCapabilities) -> Self {
         Self { capabilities, ..Self::new(name) }
+    }
+
+    /// Whether a recall of `key` was asked for and has had time to finish.
+    fn recalled(&self, key: &ObjectKey) -> bool {
+        self.recalls.lock().get(key).is_some_and(|t| t.elapsed() >= self.recall_delay)
     }
 
     /// Damages the stored bytes of `key` without updating its stored checksum, so that
@@ -156,7 +172,7 @@ impl Tier for MemoryTier {
 
     async fn get(&self, key: &ObjectKey, opts: GetOpts) -> Result<GetResult, TierError> {
         let stored = self.lookup(key)?;
-        if self.capabilities.needs_recall {
+        if self.capabilities.needs_recall && !self.recalled(key) {
             return Err(TierError::NeedsRecall(key.clone()));
         }
         let meta = ObjectMeta { key: key.clone(), size: stored.bytes.len() as u64, checksum: stored.checksum };
@@ -175,8 +191,19 @@ impl Tier for MemoryTier {
         Ok(ObjectMeta { key: key.clone(), size: stored.bytes.len() as u64, checksum: stored.checksum })
     }
 
+    async fn recall(&self, key: &ObjectKey) -> Result<RecallStatus, TierError> {
+        self.lookup(key)?;
+        if !self.capabilities.needs_recall {
+            return Ok(RecallStatus::Ready);
+        }
+        // Like an archive class: the object becomes readable a while after the first request.
+        self.recalls.lock().entry(key.clone()).or_insert_with(std::time::Instant::now);
+        Ok(if self.recalled(key) { RecallStatus::Ready } else { RecallStatus::InProgress })
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<(), TierError> {
         self.objects.lock().remove(key);
+        self.recalls.lock().remove(key);
         Ok(())
     }
 

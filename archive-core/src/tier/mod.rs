@@ -176,6 +176,9 @@ pub struct TierCapabilities {
     pub needs_recall: bool,
     /// The largest object the tier accepts, if limited.
     pub max_object_size: Option<u64>,
+    /// When set, the tier packs objects written together by [`Tier::put_many`] into one
+    /// stored unit (an S3 bundle) of up to this many bytes; migrations batch accordingly.
+    pub batch_bytes: Option<u64>,
 }
 
 /// Errors of tier operations, with kinds callers can act on.
@@ -307,6 +310,16 @@ impl fmt::Debug for GetResult {
     }
 }
 
+/// Where a recall of an object stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecallStatus {
+    /// The object can be read now.
+    Ready,
+    /// The recall was asked for (now or earlier) and has not finished; ask again later.
+    InProgress,
+}
+
 /// An object store that holds archived DICOM objects.
 #[async_trait]
 pub trait Tier: Send + Sync + fmt::Debug {
@@ -325,6 +338,27 @@ pub trait Tier: Send + Sync + fmt::Debug {
     /// - A failing body stream or any error leaves no object (and no partial object) under the key.
     async fn put(&self, key: &ObjectKey, body: ByteStream, opts: PutOpts) -> Result<ObjectMeta, TierError>;
 
+    /// Stores several objects together: all durable, or (on error) none listed.
+    ///
+    /// # Behavior
+    /// - Like [`Tier::put`] for each item; tiers with `batch_bytes` store them as one unit.
+    /// - The default writes them one by one and deletes those written when one fails.
+    async fn put_many(&self, items: Vec<(ObjectKey, ByteStream, PutOpts)>) -> Result<Vec<ObjectMeta>, TierError> {
+        let mut done: Vec<ObjectMeta> = Vec::with_capacity(items.len());
+        for (key, body, opts) in items {
+            match self.put(&key, body, opts).await {
+                Ok(meta) => done.push(meta),
+                Err(e) => {
+                    for m in &done {
+                        let _ = self.delete(&m.key).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(done)
+    }
+
     /// Reads an object, or a range of it.
     ///
     /// # Behavior
@@ -342,6 +376,17 @@ pub trait Tier: Send + Sync + fmt::Debug {
     /// - Deleting a missing key succeeds (deletes are idempotent).
     /// - Durable on return.
     async fn delete(&self, key: &ObjectKey) -> Result<(), TierError>;
+
+    /// Makes an object readable on a tier that needs recalls (archive storage classes).
+    ///
+    /// # Behavior
+    /// - `Ready` when the object can be read now (always, on tiers without recalls).
+    /// - Otherwise starts the recall if none is under way and answers `InProgress`; callers
+    ///   poll again later. Asking again never starts a second recall.
+    /// - `NotFound` for a missing key.
+    async fn recall(&self, key: &ObjectKey) -> Result<RecallStatus, TierError> {
+        self.head(key).await.map(|_| RecallStatus::Ready)
+    }
 
     /// Lists the objects whose keys start with `prefix` (all objects for `None`), sorted by key.
     ///

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod dicom_json;
 pub mod error;
+mod lifecycle_api;
 pub mod media;
 pub mod metrics;
 pub mod multipart;

@@ -299,13 +299,9 @@ pub async fn search(
     Ok(rsp)
 }
 
-/// The availability of a row: its instance's, or the worst of the configured tiers above.
+/// The availability of a row, from the tiers its copies are on.
 fn availability(state: &AppState, row: &QueryRow) -> Availability {
-    let archive = &state.archive;
-    if let Some(inst) = &row.instance {
-        return archive.retrieve().availability(inst);
-    }
-    archive.tiers().iter().map(|t| t.capabilities().availability).max().unwrap_or(Availability::Online)
+    state.archive.availability_of_row(row)
 }
 
 /// The WADO-RS URL of a row's resource.

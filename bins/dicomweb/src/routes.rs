@@ -3,7 +3,7 @@
 use crate::error::ApiError;
 use crate::qido::{search, Scope};
 use crate::wado::Target;
-use crate::{admin, instance_uid, series_uid, stow, study_uid, wado, wado_uri, AppState};
+use crate::{admin, instance_uid, lifecycle_api, series_uid, stow, study_uid, wado, wado_uri, AppState};
 use archive_core::attribute::Level;
 use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
@@ -11,7 +11,7 @@ use axum::extract::{FromRequestParts, RawPathParams, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use std::net::SocketAddr;
 
@@ -143,4 +143,17 @@ pub fn outside_base() -> Router<AppState> {
             "/api/studies/{study}",
             get(|State(s), p: Params| async move { admin::study_summary(s, p.get("study").to_string()).await }),
         )
+        .route(
+            "/api/studies/{study}/migrate",
+            post(|State(s), p: Params, Peer(peer), body: bytes::Bytes| async move {
+                let peer = peer.map(|a| a.to_string()).unwrap_or_default();
+                lifecycle_api::migrate(s, p.get("study").to_string(), peer, body).await
+            }),
+        )
+        .route("/api/jobs", get(lifecycle_api::jobs))
+        .route(
+            "/api/jobs/{id}",
+            get(|State(s), p: Params| async move { lifecycle_api::job(s, p.get("id").to_string()).await }),
+        )
+        .route("/api/scrub", get(lifecycle_api::scrub_status).post(lifecycle_api::start_scrub))
 }

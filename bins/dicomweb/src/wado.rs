@@ -9,6 +9,9 @@
 use crate::error::ApiError;
 use crate::media::{parse_accept, MediaType};
 use crate::AppState;
+use archive_core::catalog::Catalog;
+use archive_core::lifecycle::copy::is_online;
+use archive_core::lifecycle::OnlineState;
 use archive_core::model::InstanceRecord;
 use archive_core::parse::{parse_part10, walked_dataset};
 use archive_core::pixels::{frame_layout, FrameLayout, PixelError};
@@ -121,25 +124,46 @@ pub fn boundary() -> String {
     format!("vna-{:032x}", rand::random::<u128>())
 }
 
-/// Answers 202 with a Warning when objects sit on a tier that needs a recall.
-fn recall_pending(state: &AppState, records: &[InstanceRecord]) -> Option<Response> {
-    let tiers = state.archive.tiers();
-    let waiting = records
+/// Brings objects with no online copy back to the recall tier, waiting up to
+/// `lifecycle.http_recall_wait_secs`; `Ok(Err(202 response))` when the recall is still
+/// running then (with a Warning and Retry-After), otherwise the records as they are now.
+async fn ensure_online(
+    state: &AppState,
+    records: Vec<InstanceRecord>,
+) -> Result<Result<Vec<InstanceRecord>, Response>, ApiError> {
+    let archive = &state.archive;
+    let offline: std::collections::BTreeSet<_> = records
         .iter()
-        .filter(|r| !r.locations.iter().any(|l| tiers.get(&l.tier).is_some_and(|t| !t.capabilities().needs_recall)))
-        .count();
-    if waiting == 0 {
-        return None;
+        .filter(|r| !r.locations.iter().any(|l| is_online(archive.tiers(), l)))
+        .map(|r| r.study.clone())
+        .collect();
+    if offline.is_empty() {
+        return Ok(Ok(records));
     }
-    let message = format!("{waiting} of {} instances must be recalled from cold storage; retry later", records.len());
-    let mut rsp = (StatusCode::ACCEPTED, crate::error::error_body(StatusCode::ACCEPTED, &message)).into_response();
-    let h = rsp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-    if let Ok(v) = HeaderValue::from_str(&format!("299 vna \"{message}\"")) {
-        h.insert(header::WARNING, v);
+    let wait = std::time::Duration::from_secs(archive.config().lifecycle.http_recall_wait_secs);
+    for study in &offline {
+        if let OnlineState::Pending(job) = archive.lifecycle().ensure_online(study, wait).await? {
+            let message = format!("study {study} is being recalled from cold storage (job {job}); retry later");
+            let mut rsp =
+                (StatusCode::ACCEPTED, crate::error::error_body(StatusCode::ACCEPTED, &message)).into_response();
+            let h = rsp.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            if let Ok(v) = HeaderValue::from_str(&format!("299 vna \"{message}\"")) {
+                h.insert(header::WARNING, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&format!("/api/jobs/{job}")) {
+                h.insert(header::LOCATION, v);
+            }
+            return Ok(Err(rsp));
+        }
     }
-    Some(rsp)
+    // The recalls added copies: read the records again.
+    let mut fresh = Vec::with_capacity(records.len());
+    for r in records {
+        fresh.push(archive.catalog().instance(&r.uid)?.unwrap_or(r));
+    }
+    Ok(Ok(fresh))
 }
 
 /// WADO-RS retrieval of a study, series or instance.
@@ -158,9 +182,10 @@ pub async fn retrieve(state: AppState, target: Target, headers: HeaderMap) -> Re
                 "the objects cannot be delivered in the transfer syntax asked for: vna converts to uncompressed syntaxes (decoding JPEG, JPEG 2000 and RLE), never compresses; ask transfer-syntax=* for the stored syntax",
             )
         })?;
-    if let Some(rsp) = recall_pending(&state, &records) {
-        return Ok(rsp);
-    }
+    let records = match ensure_online(&state, records).await? {
+        Ok(records) => records,
+        Err(accepted) => return Ok(accepted),
+    };
     match delivery {
         Delivery::Single(wanted) => {
             let record = records.into_iter().next().expect("records() never returns none");
@@ -310,14 +335,16 @@ async fn read_parsed(
     state: &AppState,
     target: Target,
 ) -> Result<(InstanceRecord, Bytes, archive_core::parse::ParsedObject), ApiError> {
-    let record = records(state, &target).await?.into_iter().next().expect("records() never returns none");
-    if let Some(rsp) = recall_pending(state, std::slice::from_ref(&record)) {
-        let _ = rsp;
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the instance must be recalled from cold storage first",
-        ));
-    }
+    let found = records(state, &target).await?;
+    let record = match ensure_online(state, found).await? {
+        Ok(mut records) => records.remove(0),
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the instance is being recalled from cold storage; retry later",
+            ))
+        }
+    };
     let (record, bytes) = state.archive.retrieve().read(record).await?;
     let parsed = parse_part10(&bytes).map_err(|e| ApiError::internal(format!("stored object unreadable: {e}")))?;
     Ok((record, bytes, parsed))

@@ -5,7 +5,6 @@ use crate::identifier::{self, IdentifierError};
 use crate::{PATIENT_ROOT_FIND, STUDY_ROOT_FIND};
 use archive_core::attribute::Level;
 use archive_core::query::QueryRow;
-use archive_core::tier::Availability;
 use dicom_ul::pdu::PresentationContextNegotiated;
 use dimse::command::{CFindRq, CFindRsp, Message};
 use dimse::status;
@@ -99,12 +98,7 @@ pub(crate) async fn handle(
     Ok(status::SUCCESS)
 }
 
-/// Instance Availability of a row: of its instance, or the worst of the configured tiers for
-/// higher levels (every object of a study is on one of them).
+/// Instance Availability of a row, from the tiers its copies are on.
 fn availability(conn: &Connection, row: &QueryRow) -> &'static str {
-    let archive = &conn.shared.archive;
-    if let Some(inst) = &row.instance {
-        return archive.retrieve().availability(inst).as_dicom();
-    }
-    archive.tiers().iter().map(|t| t.capabilities().availability).max().unwrap_or(Availability::Online).as_dicom()
+    conn.shared.archive.availability_of_row(row).as_dicom()
 }

@@ -15,6 +15,7 @@ pub async fn run(config: VnaConfig) -> anyhow::Result<()> {
     dicomweb::spool::prepare_dir(&http_settings.spool_dir)?;
     let (archive, recovery) = wiring::open_archive(config).await?;
     tracing::info!(data_dir = %data_dir.display(), removed = recovery.removed, "archive opened");
+    archive.start_background()?;
 
     let dicom_listener = TcpListener::bind(dicom_addr).await?;
     let http_listener = TcpListener::bind(http_addr).await?;

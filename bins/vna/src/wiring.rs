@@ -23,7 +23,13 @@ pub async fn open_archive(config: VnaConfig) -> anyhow::Result<(Archive, Recover
     let warm_path = config.warm_path();
     let warm = WarmTier::open_with(TierName::new(WARM)?, warm_path.clone(), config.warm.segment_mb << 20)
         .with_context(|| format!("opening the warm tier at {}", warm_path.display()))?;
-    let tiers: Vec<Arc<dyn Tier>> = vec![Arc::new(hot), Arc::new(warm)];
+    let mut tiers: Vec<Arc<dyn Tier>> = vec![Arc::new(hot), Arc::new(warm)];
+    for (name, spec) in &config.tiers {
+        let tier = tier_plugins::registry::build(name, spec, &config.data_dir)
+            .await
+            .with_context(|| format!("opening tier {name} ({})", spec.kind))?;
+        tiers.push(tier);
+    }
     let catalog_path = config.catalog_path();
     Archive::open(config, tiers, hot_name).await.map_err(|e| {
         let msg = e.to_string();

@@ -165,3 +165,32 @@ pub fn dcmtk(tool: &str) -> std::process::Command {
     c.env("TCP_NODELAY", "1");
     c
 }
+
+/// A `moto_server` (S3-compatible, installed by `.ci/run`) on a free port, killed on drop.
+pub struct Moto {
+    child: std::process::Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Moto {
+    /// Starts one and waits for its port.
+    pub fn start() -> Moto {
+        let port = free_port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server is installed by .ci/run (pip install 'moto[server]')");
+        wait_for_port(port);
+        Moto { child, port }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

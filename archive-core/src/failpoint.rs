@@ -1,0 +1,22 @@
+//! Crash points for tests: `VNA_FAILPOINTS=name,name` makes the process abort (as a power
+//! cut or `kill -9` would stop it) when it reaches a named point. Unset, a check is one
+//! load of a cached empty list.
+
+use std::sync::OnceLock;
+
+fn armed() -> &'static [String] {
+    static ARMED: OnceLock<Vec<String>> = OnceLock::new();
+    ARMED.get_or_init(|| {
+        std::env::var("VNA_FAILPOINTS")
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default()
+    })
+}
+
+/// Aborts the process if the point `name` is armed.
+pub fn hit(name: &str) {
+    if armed().iter().any(|a| a == name) {
+        eprintln!("failpoint {name} reached: aborting");
+        std::process::abort();
+    }
+}

@@ -1,0 +1,199 @@
+//! One instance's copy to another tier: write intent, copy, read back and verify.
+//!
+//! The copy is not yet named by the catalog when this returns: the caller commits it with
+//! a [`Relocation`](crate::catalog::Relocation), which removes the intent in the same batch.
+//! On any failure the partial target object is deleted and its intent cleared; a crash in
+//! between leaves the intent, and recovery deletes the unreferenced object on start.
+
+use super::throttle::Throttle;
+use crate::catalog::{Catalog, CatalogError, WriteIntent};
+use crate::model::{InstanceRecord, Location};
+use crate::tier::{Availability, GetOpts, GetResult, ObjectKey, PutOpts, RecallStatus, Tier, TierError, TierName};
+use crate::tiers::TierSet;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// Why one instance could not be copied.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// A tier the job names is not configured.
+    #[error("tier {0} is not configured")]
+    UnknownTier(TierName),
+    /// The tier failed.
+    #[error(transparent)]
+    Tier(#[from] TierError),
+    /// The catalog failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A cold tier did not make the object readable in time.
+    #[error("recall of {key} from tier {tier} did not finish within {secs} s")]
+    RecallTimeout {
+        /// The tier.
+        tier: TierName,
+        /// The object.
+        key: ObjectKey,
+        /// How long it waited.
+        secs: u64,
+    },
+}
+
+impl CopyError {
+    /// Whether trying again later may work.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CopyError::Tier(e) => !e.is_permanent(),
+            CopyError::RecallTimeout { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// The copy of an instance to read from: the one on `from` when given, otherwise the most
+/// available one (online before nearline before offline, readable before needing recall).
+pub fn source_of<'a>(tiers: &TierSet, record: &'a InstanceRecord, from: Option<&TierName>) -> Option<&'a Location> {
+    match from {
+        Some(name) => record.locations.iter().find(|l| &l.tier == name),
+        None => record
+            .locations
+            .iter()
+            .filter_map(|l| tiers.get(&l.tier).map(|t| (t.capabilities(), l)))
+            .min_by_key(|(caps, _)| (caps.availability, caps.needs_recall))
+            .map(|(_, l)| l),
+    }
+}
+
+/// Whether a copy on this tier can be read at once (an online tier that needs no recall).
+pub fn is_online(tiers: &TierSet, loc: &Location) -> bool {
+    tiers.get(&loc.tier).is_some_and(|t| {
+        let caps = t.capabilities();
+        caps.availability == Availability::Online && !caps.needs_recall
+    })
+}
+
+/// Opens an object for reading, asking its tier to recall it first when it must, and
+/// polling (1 s doubling to 60 s) until it is readable or `wait` has passed.
+pub async fn open_recalling(
+    tier: &Arc<dyn Tier>,
+    key: &ObjectKey,
+    wait: Duration,
+    mut on_waiting: impl FnMut(),
+) -> Result<GetResult, CopyError> {
+    let started = tokio::time::Instant::now();
+    let mut poll = Duration::from_secs(1);
+    loop {
+        match tier.get(key, GetOpts::default()).await {
+            Err(TierError::NeedsRecall(_)) => {}
+            other => return Ok(other?),
+        }
+        if tier.recall(key).await? == RecallStatus::InProgress {
+            on_waiting();
+            if started.elapsed() + poll > wait {
+                return Err(CopyError::RecallTimeout {
+                    tier: tier.name().clone(),
+                    key: key.clone(),
+                    secs: wait.as_secs(),
+                });
+            }
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(Duration::from_secs(60));
+        }
+    }
+}
+
+/// What a copy needs from the engine.
+#[derive(Clone, Copy)]
+pub struct CopyContext<'a> {
+    /// The catalog (for write intents).
+    pub catalog: &'a dyn Catalog,
+    /// The configured tiers.
+    pub tiers: &'a TierSet,
+    /// The shared byte-rate limit.
+    pub throttle: &'a Throttle,
+    /// How long to wait for a cold tier to make the source readable.
+    pub recall_wait: Duration,
+}
+
+/// Copies an instance's object from `source` to `target` and verifies the target copy.
+///
+/// Returns the new, verified location; the catalog does not name it yet.
+pub async fn copy_instance(
+    ctx: &CopyContext<'_>,
+    record: &InstanceRecord,
+    source: &Location,
+    target: &Arc<dyn Tier>,
+    on_waiting: impl FnMut(),
+) -> Result<Location, CopyError> {
+    let CopyContext { catalog, tiers, throttle, recall_wait } = *ctx;
+    let source_tier = tiers.get(&source.tier).ok_or_else(|| CopyError::UnknownTier(source.tier.clone()))?;
+    let intent = WriteIntent { tier: target.name().clone(), key: source.key.clone(), sop_instance: record.uid.clone() };
+    // The source may need a recall before anything is written to the target.
+    let got = open_recalling(source_tier, &source.key, recall_wait, on_waiting).await?;
+    if got.meta.checksum != record.checksum {
+        return Err(CopyError::Tier(TierError::ChecksumMismatch {
+            key: source.key.clone(),
+            expected: record.checksum,
+            actual: got.meta.checksum,
+        }));
+    }
+    catalog.begin_write(&intent)?;
+    crate::failpoint::hit("migrate.after_intent");
+    let result = async {
+        let opts = PutOpts { expected_checksum: Some(record.checksum), overwrite: true };
+        target.put(&source.key, throttle.limit(got.body), opts).await?;
+        crate::failpoint::hit("migrate.after_copy");
+        verify_copy(target, &source.key, record).await?;
+        Ok(Location { tier: target.name().clone(), key: source.key.clone(), verified_at: OffsetDateTime::now_utc() })
+    }
+    .await;
+    if result.is_err() {
+        discard(catalog, target, &intent).await;
+    }
+    result
+}
+
+/// Reads a fresh copy back: in full on tiers that can serve it, by size and checksum
+/// (checked by the store on upload) on tiers that need a recall before reads.
+pub async fn verify_copy(tier: &Arc<dyn Tier>, key: &ObjectKey, record: &InstanceRecord) -> Result<(), TierError> {
+    let mismatch = |actual| TierError::ChecksumMismatch { key: key.clone(), expected: record.checksum, actual };
+    if tier.capabilities().needs_recall {
+        let meta = tier.head(key).await?;
+        if meta.checksum != record.checksum || meta.size != record.size {
+            return Err(mismatch(meta.checksum));
+        }
+        return Ok(());
+    }
+    let got = tier.get(key, GetOpts::default()).await?;
+    if got.meta.checksum != record.checksum {
+        return Err(mismatch(got.meta.checksum));
+    }
+    let mut body = got.body;
+    let mut size = 0u64;
+    while let Some(chunk) = body.next().await {
+        size += chunk?.len() as u64;
+    }
+    if size != record.size {
+        return Err(TierError::Other(format!(
+            "copy {key} on tier {} has {size} bytes, expected {}",
+            tier.name(),
+            record.size
+        )));
+    }
+    Ok(())
+}
+
+/// Deletes an object the catalog does not name and clears its intent; on failure the intent
+/// stays for recovery.
+pub async fn discard(catalog: &dyn Catalog, tier: &Arc<dyn Tier>, intent: &WriteIntent) {
+    match tier.delete(&intent.key).await {
+        Ok(()) => {
+            if let Err(e) = catalog.end_write(intent) {
+                tracing::warn!(error = %e, key = %intent.key, "clearing a write intent failed; recovery will");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(tier = %intent.tier, key = %intent.key, error = %e, "deleting an unreferenced copy failed; recovery will retry");
+        }
+    }
+}

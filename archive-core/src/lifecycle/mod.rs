@@ -1,0 +1,27 @@
+//! Lifecycle: moving copies between tiers, recalling studies from cold tiers, and
+//! re-reading stored objects to prove they are intact.
+//!
+//! # Ordering rules of a migration (per instance)
+//! 1. A write intent names the target copy (synced) before anything is written to the target.
+//! 2. The object is copied, checksum-verified while it streams into the target, and then read
+//!    back from the target (or, on tiers that need a recall before reads, checked by size and
+//!    the checksum the store verified on upload).
+//! 3. One catalog batch names the new copy, drops the source copy (a move), turns the dropped
+//!    copy into a write intent, removes the target's intent, and appends the audit record. The
+//!    batch is refused, changing nothing, when the instance would keep fewer verified copies
+//!    than `min_verified_copies` or was replaced meanwhile.
+//! 4. Only then is the source object deleted, and its intent cleared.
+//!
+//! A crash between 1 and 3 leaves an intent for a copy no record names: recovery deletes it.
+//! A crash between 3 and 4 leaves an intent for the dropped copy: recovery deletes it. The
+//! job itself is saved in the catalog and resumes on start; every step is idempotent, since
+//! an instance already on the target is skipped. Only one job works on a study at a time.
+
+pub mod copy;
+pub mod engine;
+pub mod job;
+pub mod scrub;
+pub mod throttle;
+
+pub use engine::{Lifecycle, LifecycleError, LifecycleSettings, MigrationRequest, OnlineState};
+pub use job::{Job, JobId, JobKind, JobState};

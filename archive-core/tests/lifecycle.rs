@@ -1,0 +1,276 @@
+//! Lifecycle jobs on a real RocksDB catalog with in-memory tiers standing in for hot, warm
+//! and an archive class that needs recalls: moves, copies, the copy invariant, recalls
+//! shared by concurrent retrieves, placements and the audit trail. The real tiers run the
+//! same paths in the tier plugins' and the binary's tests.
+
+use archive_core::audit::AuditAction;
+use archive_core::catalog::rocks::{RocksCatalog, RocksCatalogOptions};
+use archive_core::catalog::{Catalog, ConflictPolicy};
+use archive_core::disk::DiskGuard;
+use archive_core::ingest::{Ingest, IngestInput};
+use archive_core::lifecycle::scrub::Scrubber;
+use archive_core::lifecycle::{
+    JobKind, JobState, Lifecycle, LifecycleError, LifecycleSettings, MigrationRequest, OnlineState,
+};
+use archive_core::metrics::Metrics;
+use archive_core::model::Source;
+use archive_core::tier::memory::MemoryTier;
+use archive_core::tier::{Availability, Tier, TierCapabilities, TierName};
+use archive_core::tiers::TierSet;
+use archive_core::uid::StudyUid;
+use bytes::Bytes;
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn object(study: &str, series: &str, sop: &str, payload: usize) -> Bytes {
+    let mut obj = InMemDicomObject::new_empty();
+    let mut put = |tag, vr, v: &str| obj.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+    put(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.7");
+    put(tags::SOP_INSTANCE_UID, VR::UI, sop);
+    put(tags::MODALITY, VR::CS, "OT");
+    put(tags::PATIENT_ID, VR::LO, "P1");
+    put(tags::STUDY_INSTANCE_UID, VR::UI, study);
+    put(tags::SERIES_INSTANCE_UID, VR::UI, series);
+    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(vec![7u8; payload])));
+    let file = obj.with_meta(FileMetaTableBuilder::new().transfer_syntax("1.2.840.10008.1.2.1")).unwrap();
+    let mut out = Vec::new();
+    file.write_all(&mut out).unwrap();
+    Bytes::from(out)
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    catalog: Arc<RocksCatalog>,
+    hot: Arc<MemoryTier>,
+    warm: Arc<MemoryTier>,
+    cold: Arc<MemoryTier>,
+    lifecycle: Lifecycle,
+    tiers: Arc<TierSet>,
+}
+
+fn name(s: &str) -> TierName {
+    TierName::new(s).unwrap()
+}
+
+async fn fixture(min_copies: usize, studies: &[(&str, usize)]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(RocksCatalog::open(dir.path(), RocksCatalogOptions::default()).unwrap());
+    let hot = Arc::new(MemoryTier::new(name("hot")));
+    let warm = Arc::new(MemoryTier::new(name("warm")));
+    let cold = Arc::new(MemoryTier::with_capabilities(
+        name("cold"),
+        TierCapabilities {
+            availability: Availability::Offline,
+            ranged_reads: true,
+            needs_recall: true,
+            max_object_size: None,
+            batch_bytes: None,
+        },
+    ));
+    let all: Vec<Arc<dyn Tier>> = vec![hot.clone(), warm.clone(), cold.clone()];
+    let tiers = Arc::new(TierSet::new(all, name("hot")).unwrap());
+    let metrics = Metrics::new();
+    let ingest = Ingest::new(catalog.clone(), tiers.clone(), DiskGuard::new(), ConflictPolicy::Reject, metrics.clone());
+    for (study, n) in studies {
+        for i in 0..*n {
+            let bytes = object(study, &format!("{study}.1"), &format!("{study}.1.{i}"), 1000 + i);
+            ingest.ingest(IngestInput::Part10(bytes), Source::default()).await.unwrap();
+        }
+    }
+    let settings = LifecycleSettings {
+        min_copies,
+        max_concurrent_jobs: 2,
+        bytes_per_sec: 0,
+        recall_tier: name("hot"),
+        recall_wait: Duration::from_secs(30),
+        keep_finished: 100,
+        commit_batch: 4,
+        attempts: 3,
+    };
+    let lifecycle = Lifecycle::new(catalog.clone(), tiers.clone(), settings, metrics);
+    Fixture { _dir: dir, catalog, hot, warm, cold, lifecycle, tiers }
+}
+
+fn request(study: &str, to: &str, from: Option<&str>, keep_source: bool) -> MigrationRequest {
+    MigrationRequest {
+        study: StudyUid::new(study).unwrap(),
+        to: name(to),
+        from: from.map(name),
+        keep_source,
+        requested_by: "admin".into(),
+        reason: Some("test".into()),
+    }
+}
+
+async fn run(f: &Fixture, req: MigrationRequest) -> archive_core::lifecycle::Job {
+    let job = f.lifecycle.submit(req).unwrap();
+    f.lifecycle.wait(job.id, Duration::from_secs(60)).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_move_copies_verifies_commits_then_deletes_the_source() {
+    let f = fixture(1, &[("1.9.1", 10), ("1.9.2", 3)]).await;
+    let job = run(&f, request("1.9.1", "warm", None, false)).await;
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    assert_eq!((job.instances_done, job.instances_failed, job.instances_total), (10, 0, 10));
+
+    // Every instance of the study names exactly one copy, on warm, and that copy holds its bytes.
+    let study = StudyUid::new("1.9.1").unwrap();
+    for rec in f.catalog.instances_of_study(&study).unwrap() {
+        assert_eq!(rec.locations.len(), 1);
+        assert_eq!(rec.locations[0].tier, name("warm"));
+        let meta = f.warm.head(&rec.locations[0].key).await.unwrap();
+        assert_eq!(meta.checksum, rec.checksum);
+        assert!(f.hot.head(&rec.locations[0].key).await.is_err(), "source copy left on hot");
+    }
+    // The other study did not move; no intent is left behind.
+    assert_eq!(f.hot.list(None).await.unwrap().len(), 3);
+    assert_eq!(f.warm.list(None).await.unwrap().len(), 10);
+    assert!(f.catalog.pending_writes().unwrap().is_empty());
+
+    // Placement and per-tier stats follow the move.
+    let rec = f.catalog.study(&study).unwrap().unwrap();
+    assert_eq!(rec.placement.0.get("warm"), Some(&10));
+    assert_eq!(rec.placement.0.len(), 1);
+    let stats = f.catalog.stats().unwrap();
+    assert_eq!(stats.tiers["warm"].objects, 10);
+    assert_eq!(stats.tiers["hot"].objects, 3);
+
+    // One audit record per committed batch, and the chain still verifies.
+    let migrated: usize = f
+        .catalog
+        .audit_records(1)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap())
+        .filter(|r| r.event.action == AuditAction::InstancesMigrated)
+        .map(|r| r.event.objects.len())
+        .sum();
+    assert_eq!(migrated, 10);
+    assert!(f.catalog.verify_audit().unwrap().is_ok());
+    // A second run finds nothing to do.
+    let again = run(&f, request("1.9.1", "warm", None, false)).await;
+    assert_eq!((again.state, again.bytes_copied, again.instances_done), (JobState::Done, 0, 10));
+}
+
+#[tokio::test]
+async fn the_last_verified_copies_are_never_dropped() {
+    let f = fixture(2, &[("1.9.3", 4)]).await;
+    // Copy to warm: two copies each.
+    let job = run(&f, request("1.9.3", "warm", None, true)).await;
+    assert_eq!(job.state, JobState::Done);
+    // Moving the hot copy onto warm, where a copy already is, would leave one copy: refused.
+    let job = run(&f, request("1.9.3", "warm", Some("hot"), false)).await;
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.instances_failed, 4);
+    assert!(job.last_error.unwrap().contains("at least 2"), "error names the invariant");
+    assert_eq!(f.hot.list(None).await.unwrap().len(), 4, "no hot copy may be deleted");
+    assert_eq!(f.warm.list(None).await.unwrap().len(), 4);
+    // A move that keeps the count (hot -> cold) is fine.
+    let job = run(&f, request("1.9.3", "cold", Some("hot"), false)).await;
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    for rec in f.catalog.instances_of_study(&StudyUid::new("1.9.3").unwrap()).unwrap() {
+        let mut tiers: Vec<_> = rec.locations.iter().map(|l| l.tier.to_string()).collect();
+        tiers.sort();
+        assert_eq!(tiers, ["cold", "warm"]);
+    }
+}
+
+#[tokio::test]
+async fn one_job_per_study_and_unknown_tiers_are_refused() {
+    let f = fixture(1, &[("1.9.4", 2)]).await;
+    assert!(matches!(f.lifecycle.submit(request("1.9.4", "tape9", None, false)), Err(LifecycleError::UnknownTier(_))));
+    assert!(matches!(
+        f.lifecycle.submit(request("1.9.404", "warm", None, false)),
+        Err(LifecycleError::StudyNotFound(_))
+    ));
+    assert!(matches!(
+        f.lifecycle.submit(request("1.9.4", "hot", Some("hot"), false)),
+        Err(LifecycleError::SameTier(_))
+    ));
+    let first = f.lifecycle.submit(request("1.9.4", "warm", None, false)).unwrap();
+    match f.lifecycle.submit(request("1.9.4", "cold", None, false)) {
+        Err(LifecycleError::Busy { job, .. }) => assert_eq!(job, first.id),
+        Ok(_) => {
+            // The first job may already have finished on a fast machine.
+            assert!(f.lifecycle.job(first.id).unwrap().state.is_finished());
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_retrieves_share_one_recall_from_an_archive_class() {
+    let f = fixture(1, &[("1.9.5", 5)]).await;
+    let job = run(&f, request("1.9.5", "cold", None, false)).await;
+    assert_eq!(job.state, JobState::Done);
+    let study = StudyUid::new("1.9.5").unwrap();
+    let placement = f.catalog.study(&study).unwrap().unwrap().placement;
+    assert_eq!(f.tiers.availability_of(&placement), Some(Availability::Offline));
+
+    let (a, b) = tokio::join!(
+        f.lifecycle.ensure_online(&study, Duration::from_secs(120)),
+        f.lifecycle.ensure_online(&study, Duration::from_secs(120)),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (OnlineState::Recalled(ja), OnlineState::Recalled(jb)) = (&a, &b) else { panic!("{a:?} {b:?}") };
+    assert_eq!(ja, jb, "both retrieves waited on one recall");
+    let recalls = f.lifecycle.jobs().into_iter().filter(|j| j.kind == JobKind::Recall).count();
+    assert_eq!(recalls, 1);
+    // The recalled study has online copies on hot and keeps its cold ones.
+    for rec in f.catalog.instances_of_study(&study).unwrap() {
+        assert_eq!(rec.locations.len(), 2);
+    }
+    assert_eq!(f.hot.list(None).await.unwrap().len(), 5);
+    assert_eq!(f.cold.list(None).await.unwrap().len(), 5);
+    let placement = f.catalog.study(&study).unwrap().unwrap().placement;
+    assert_eq!(f.tiers.availability_of(&placement), Some(Availability::Online));
+    assert_eq!(f.lifecycle.ensure_online(&study, Duration::from_secs(1)).await.unwrap(), OnlineState::AlreadyOnline);
+}
+
+#[tokio::test]
+async fn a_short_wait_reports_a_pending_recall() {
+    let f = fixture(1, &[("1.9.6", 2)]).await;
+    run(&f, request("1.9.6", "cold", None, false)).await;
+    let study = StudyUid::new("1.9.6").unwrap();
+    match f.lifecycle.ensure_online(&study, Duration::from_millis(10)).await.unwrap() {
+        OnlineState::Pending(id) => {
+            let job = f.lifecycle.wait(id, Duration::from_secs(60)).await.unwrap();
+            assert_eq!(job.state, JobState::Done);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_scrub_finds_a_damaged_copy_and_audits_it() {
+    let f = fixture(1, &[("1.9.7", 3)]).await;
+    let recs = f.catalog.instances_of_study(&StudyUid::new("1.9.7").unwrap()).unwrap();
+    assert!(f.hot.corrupt_for_test(&recs[1].locations[0].key));
+    let scrubber = Scrubber::new(f.catalog.clone(), f.tiers.clone(), Metrics::new(), 0);
+    let status = scrubber.pass().await;
+    assert_eq!((status.copies_ok, status.copies_failed), (2, 1), "{status:?}");
+    assert!(status.last_failure.unwrap().contains(recs[1].uid.as_str()));
+    let audited = f
+        .catalog
+        .audit_records(1)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap())
+        .filter(|r| r.event.action == AuditAction::IntegrityFailure)
+        .count();
+    assert_eq!(audited, 1);
+}
+
+#[tokio::test]
+async fn jobs_are_saved_and_resumed_by_a_new_engine() {
+    let f = fixture(1, &[("1.9.8", 6)]).await;
+    let job = run(&f, request("1.9.8", "warm", None, false)).await;
+    // A fresh engine over the same catalog knows the finished job.
+    let again = Lifecycle::new(f.catalog.clone(), f.tiers.clone(), f.lifecycle.settings().clone(), Metrics::new());
+    assert_eq!(again.resume().unwrap(), 0);
+    assert_eq!(again.job(job.id).unwrap().state, JobState::Done);
+}
