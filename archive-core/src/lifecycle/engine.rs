@@ -303,39 +303,50 @@ impl Lifecycle {
         if !needs_recall(&records) {
             return Ok(OnlineState::AlreadyOnline);
         }
-        let running = self.inner.active.lock().get(study).copied();
-        let id = match running {
-            Some(id) => id,
-            None => {
-                let req = MigrationRequest {
-                    study: study.clone(),
-                    to: self.inner.settings.recall_tier.clone(),
-                    from: None,
-                    keep_source: true,
-                    requested_by: "lifecycle".into(),
-                    reason: Some("retrieve of a study with no online copy".into()),
-                };
-                match self.submit_kind(req, JobKind::Recall) {
-                    Ok(job) => job.id,
-                    // Another request started one between the check and the submit.
-                    Err(LifecycleError::Busy { job, .. }) => job,
-                    Err(e) => return Err(e),
+        // A job of another kind (a migration) may hold the study: wait for it, then recall.
+        let mut last = None;
+        for _ in 0..2 {
+            let running = self.inner.active.lock().get(study).copied();
+            let id = match running {
+                Some(id) => id,
+                None => {
+                    let req = MigrationRequest {
+                        study: study.clone(),
+                        to: self.inner.settings.recall_tier.clone(),
+                        from: None,
+                        keep_source: true,
+                        requested_by: "lifecycle".into(),
+                        reason: Some("retrieve of a study with no online copy".into()),
+                    };
+                    match self.submit_kind(req, JobKind::Recall) {
+                        Ok(job) => job.id,
+                        // Another request started one between the check and the submit.
+                        Err(LifecycleError::Busy { job, .. }) => job,
+                        Err(e) => return Err(e),
+                    }
                 }
+            };
+            self.inner.metrics.recall_requests_total.inc();
+            let job = self.wait(id, wait).await?;
+            if !job.state.is_finished() {
+                return Ok(OnlineState::Pending(id));
             }
-        };
-        self.inner.metrics.recall_requests_total.inc();
-        let job = self.wait(id, wait).await?;
-        if !job.state.is_finished() {
-            return Ok(OnlineState::Pending(id));
+            let records = self.inner.catalog.instances_of_study(study)?;
+            if !needs_recall(&records) {
+                return Ok(OnlineState::Recalled(id));
+            }
+            if job.kind == JobKind::Recall {
+                return Err(LifecycleError::RecallFailed {
+                    study: study.clone(),
+                    message: job.last_error.unwrap_or_else(|| format!("job {id} ended with instances still offline")),
+                });
+            }
+            last = Some(id);
         }
-        let records = self.inner.catalog.instances_of_study(study)?;
-        if needs_recall(&records) {
-            return Err(LifecycleError::RecallFailed {
-                study: study.clone(),
-                message: job.last_error.unwrap_or_else(|| format!("job {id} ended with instances still offline")),
-            });
-        }
-        Ok(OnlineState::Recalled(id))
+        Err(LifecycleError::RecallFailed {
+            study: study.clone(),
+            message: format!("instances still offline after job {}", last.map_or(0, |j| j.0)),
+        })
     }
 
     fn spawn(&self, id: JobId) {
