@@ -184,6 +184,37 @@ impl Archive {
             })
     }
 
+    /// Makes sure every record has an online copy, recalling the studies that lack one (waiting
+    /// up to `wait`): `Ok(records)` as they are now, or `Err(job)` while a recall still runs.
+    pub async fn recall_offline(
+        &self,
+        records: Vec<crate::model::InstanceRecord>,
+        wait: std::time::Duration,
+    ) -> Result<Result<Vec<crate::model::InstanceRecord>, crate::lifecycle::JobId>, LifecycleError> {
+        use crate::lifecycle::copy::is_online;
+        let offline: std::collections::BTreeSet<_> = records
+            .iter()
+            .filter(|r| !r.locations.iter().any(|l| is_online(&self.tiers, l)))
+            .map(|r| r.study.clone())
+            .collect();
+        if offline.is_empty() {
+            return Ok(Ok(records));
+        }
+        for study in &offline {
+            if let crate::lifecycle::OnlineState::Pending(job) = self.lifecycle.ensure_online(study, wait).await? {
+                return Ok(Err(job));
+            }
+        }
+        // The recalls added copies: read the records again.
+        let mut fresh = Vec::with_capacity(records.len());
+        for r in records {
+            if let Some(now) = self.catalog.instance(&r.uid)? {
+                fresh.push(now);
+            }
+        }
+        Ok(Ok(fresh))
+    }
+
     /// Waits for pending commits and syncs the catalog (graceful shutdown).
     pub async fn close(&self) -> Result<(), CatalogError> {
         self.catalog.close().await

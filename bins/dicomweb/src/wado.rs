@@ -9,9 +9,6 @@
 use crate::error::ApiError;
 use crate::media::{parse_accept, MediaType};
 use crate::AppState;
-use archive_core::catalog::Catalog;
-use archive_core::lifecycle::copy::is_online;
-use archive_core::lifecycle::OnlineState;
 use archive_core::model::InstanceRecord;
 use archive_core::parse::{parse_part10, walked_dataset};
 use archive_core::pixels::{frame_layout, FrameLayout, PixelError};
@@ -131,19 +128,11 @@ async fn ensure_online(
     state: &AppState,
     records: Vec<InstanceRecord>,
 ) -> Result<Result<Vec<InstanceRecord>, Response>, ApiError> {
-    let archive = &state.archive;
-    let offline: std::collections::BTreeSet<_> = records
-        .iter()
-        .filter(|r| !r.locations.iter().any(|l| is_online(archive.tiers(), l)))
-        .map(|r| r.study.clone())
-        .collect();
-    if offline.is_empty() {
-        return Ok(Ok(records));
-    }
-    let wait = std::time::Duration::from_secs(archive.config().lifecycle.http_recall_wait_secs);
-    for study in &offline {
-        if let OnlineState::Pending(job) = archive.lifecycle().ensure_online(study, wait).await? {
-            let message = format!("study {study} is being recalled from cold storage (job {job}); retry later");
+    let wait = std::time::Duration::from_secs(state.archive.config().lifecycle.http_recall_wait_secs);
+    match state.archive.recall_offline(records, wait).await? {
+        Ok(records) => Ok(Ok(records)),
+        Err(job) => {
+            let message = format!("the study is being recalled from cold storage (job {job}); retry later");
             let mut rsp =
                 (StatusCode::ACCEPTED, crate::error::error_body(StatusCode::ACCEPTED, &message)).into_response();
             let h = rsp.headers_mut();
@@ -155,15 +144,9 @@ async fn ensure_online(
             if let Ok(v) = HeaderValue::from_str(&format!("/api/jobs/{job}")) {
                 h.insert(header::LOCATION, v);
             }
-            return Ok(Err(rsp));
+            Ok(Err(rsp))
         }
     }
-    // The recalls added copies: read the records again.
-    let mut fresh = Vec::with_capacity(records.len());
-    for r in records {
-        fresh.push(archive.catalog().instance(&r.uid)?.unwrap_or(r));
-    }
-    Ok(Ok(fresh))
 }
 
 /// WADO-RS retrieval of a study, series or instance.

@@ -13,8 +13,6 @@ use crate::association::{AssociationError, Connection};
 use crate::identifier;
 use archive_core::attribute::{Attribute, Level};
 use archive_core::catalog::Catalog;
-use archive_core::lifecycle::copy::is_online;
-use archive_core::lifecycle::OnlineState;
 use archive_core::model::InstanceRecord;
 use archive_core::query::Query;
 use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextNegotiated, PresentationContextResultReason};
@@ -174,40 +172,15 @@ async fn select(conn: &Connection, dataset: &[u8], ts: &str) -> Result<Vec<Insta
 /// records with their new copies.
 async fn recall_offline(conn: &Connection, records: Vec<InstanceRecord>) -> Result<Vec<InstanceRecord>, (u16, String)> {
     let archive = &conn.shared.archive;
-    let offline: BTreeSet<_> = records
-        .iter()
-        .filter(|r| !r.locations.iter().any(|l| is_online(archive.tiers(), l)))
-        .map(|r| r.study.clone())
-        .collect();
-    if offline.is_empty() {
-        return Ok(records);
-    }
     let wait = std::time::Duration::from_secs(archive.config().lifecycle.recall_wait_secs);
-    for study in &offline {
-        tracing::info!(study = %study, "retrieve waits for a recall from cold storage");
-        match archive.lifecycle().ensure_online(study, wait).await {
-            Ok(OnlineState::Pending(job)) => {
-                return Err((
-                    status::UNABLE_TO_PROCESS,
-                    format!(
-                        "recall of study {study} (job {job}) did not finish within {} s; retry later",
-                        wait.as_secs()
-                    ),
-                ))
-            }
-            Ok(_) => {}
-            Err(e) => return Err((status::UNABLE_TO_PROCESS, e.to_string())),
-        }
+    match archive.recall_offline(records, wait).await {
+        Ok(Ok(records)) => Ok(records),
+        Ok(Err(job)) => Err((
+            status::UNABLE_TO_PROCESS,
+            format!("recall from cold storage (job {job}) did not finish within {} s; retry later", wait.as_secs()),
+        )),
+        Err(e) => Err((status::UNABLE_TO_PROCESS, e.to_string())),
     }
-    let mut fresh = Vec::with_capacity(records.len());
-    for r in records {
-        match archive.catalog().instance(&r.uid) {
-            Ok(Some(now)) => fresh.push(now),
-            Ok(None) => {}
-            Err(e) => return Err((status::UNABLE_TO_PROCESS, e.to_string())),
-        }
-    }
-    Ok(fresh)
 }
 
 fn comment(text: &str) -> Option<String> {
