@@ -33,6 +33,7 @@ pub mod checksum;
 pub mod config;
 pub mod disk;
 pub mod failpoint;
+pub mod hold;
 pub mod ingest;
 pub mod lifecycle;
 pub mod matching;
