@@ -54,6 +54,7 @@ pub struct Archive {
     retrieve: Retrieve,
     lifecycle: Lifecycle,
     scrubber: Scrubber,
+    deleter: crate::deletion::Deleter,
     metrics: Metrics,
 }
 
@@ -87,6 +88,17 @@ impl Archive {
             return Err(ArchiveError::Lifecycle(LifecycleError::UnknownTier(settings.recall_tier.to_string())));
         }
         let lifecycle = Lifecycle::new(dyn_catalog.clone(), tiers.clone(), settings, metrics.clone());
+        let r = &config.retention;
+        let deleter = crate::deletion::Deleter::new(
+            dyn_catalog.clone(),
+            tiers.clone(),
+            crate::deletion::DeletionSettings {
+                grace: std::time::Duration::from_secs(r.grace_minutes.saturating_mul(60)),
+                purge_batch: r.purge_batch,
+                delete_concurrency: r.delete_concurrency,
+            },
+            metrics.clone(),
+        );
         let scrubber = Scrubber::new(
             dyn_catalog,
             tiers.clone(),
@@ -95,8 +107,17 @@ impl Archive {
         );
         // Interrupted writes and moves are resolved before any job resumes.
         let report = ingest.recover().await?;
-        let archive =
-            Archive { config: Arc::new(config), catalog, tiers, ingest, retrieve, lifecycle, scrubber, metrics };
+        let archive = Archive {
+            config: Arc::new(config),
+            catalog,
+            tiers,
+            ingest,
+            retrieve,
+            lifecycle,
+            scrubber,
+            deleter,
+            metrics,
+        };
         Ok((archive, report))
     }
 
@@ -124,6 +145,10 @@ impl Archive {
     pub fn lifecycle(&self) -> &Lifecycle {
         &self.lifecycle
     }
+    /// The deletion engine (marking, undo, legal holds, purges).
+    pub fn deleter(&self) -> &crate::deletion::Deleter {
+        &self.deleter
+    }
     /// The integrity scrubber.
     pub fn scrubber(&self) -> &Scrubber {
         &self.scrubber
@@ -139,6 +164,8 @@ impl Archive {
         if c.scrub_mb_per_sec > 0 {
             self.scrubber.schedule(std::time::Duration::from_secs(c.scrub_interval_hours * 3600));
         }
+        // Purges interrupted by a stop resume now; marked deletions purge when their grace ends.
+        self.deleter.schedule(std::time::Duration::from_secs(60));
         Ok(())
     }
     /// The metrics registry.

@@ -32,6 +32,32 @@ pub enum AuditAction {
     InstancesRecalled,
     /// A stored copy failed its checksum when re-read (integrity scrub or retrieve).
     IntegrityFailure,
+    /// A study (or some of its instances) was marked for deletion.
+    DeletionRequested,
+    /// A marked deletion was undone (by a person or a legal hold).
+    DeletionCancelled,
+    /// A deletion was refused (legal hold, unknown study) or blocked at purge time.
+    DeletionRefused,
+    /// Instances were removed from the catalog by a purge (their copies are deleted next).
+    InstancesDeleted,
+    /// A deletion finished: every instance it covered is gone from every tier.
+    DeletionCompleted,
+    /// Instances were rejected by an IHE IOCM rejection note.
+    InstancesRejected,
+    /// A legal hold was set.
+    LegalHoldSet,
+    /// A legal hold was released.
+    LegalHoldReleased,
+    /// The retention rules changed.
+    PolicyChanged,
+    /// A new rule file was refused; the running rules stay.
+    PolicyRefused,
+    /// Instances were retrieved (C-MOVE, C-GET, WADO).
+    InstancesRetrieved,
+    /// A query was answered (C-FIND, QIDO-RS).
+    Query,
+    /// Audit records were read or exported.
+    AuditExported,
 }
 
 /// Whether it worked (PS3.15 EventOutcomeIndicator).
@@ -174,6 +200,86 @@ where
         count = position;
     }
     Ok(count)
+}
+
+/// A filter over audit records, for exports.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Records at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Records before this time.
+    pub until: Option<OffsetDateTime>,
+    /// Records touching this patient (`id` or `id^^^issuer`).
+    pub patient: Option<String>,
+    /// Records touching this study.
+    pub study: Option<String>,
+    /// Records of this action.
+    pub action: Option<AuditAction>,
+}
+
+impl AuditQuery {
+    /// Whether a record passes the filter.
+    pub fn matches(&self, r: &AuditRecord) -> bool {
+        let e = &r.event;
+        if self.since.is_some_and(|t| e.time < t) || self.until.is_some_and(|t| e.time >= t) {
+            return false;
+        }
+        if self.action.is_some_and(|a| a != e.action) {
+            return false;
+        }
+        if let Some(p) = &self.patient {
+            let hit = e.objects.iter().any(|o| o.patient == *p || o.patient.split("^^^").next() == Some(p.as_str()));
+            if !hit {
+                return false;
+            }
+        }
+        if let Some(s) = &self.study {
+            if !e.objects.iter().any(|o| o.study == *s) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The header of [`csv_row`]'s columns.
+pub const CSV_HEADER: &str =
+    "seq,time,action,outcome,actor,actor_address,patient,study,instances,reason,detail,hash,prev_hash";
+
+/// One record as a CSV line (RFC 4180 quoting), objects summarised.
+pub fn csv_row(r: &AuditRecord) -> String {
+    fn q(s: &str) -> String {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    }
+    let e = &r.event;
+    let uniq = |f: &dyn Fn(&AuditObject) -> &str| {
+        let mut v: Vec<&str> = e.objects.iter().map(f).filter(|s| !s.is_empty()).collect();
+        v.dedup();
+        v.join(" ")
+    };
+    let action = serde_json::to_value(e.action).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let outcome = serde_json::to_value(e.outcome).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let time = e.time.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    [
+        r.seq.to_string(),
+        time,
+        action,
+        outcome,
+        q(&e.actor),
+        q(&e.actor_address),
+        q(&uniq(&|o| o.patient.as_str())),
+        q(&uniq(&|o| o.study.as_str())),
+        e.objects.iter().filter(|o| o.sop_instance.is_some()).count().to_string(),
+        q(e.reason.as_deref().unwrap_or("")),
+        q(e.detail.as_deref().unwrap_or("")),
+        r.hash.to_string(),
+        r.prev_hash.to_string(),
+    ]
+    .join(",")
 }
 
 #[cfg(test)]

@@ -37,6 +37,10 @@ pub struct VnaConfig {
     pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Retention rules and deletion.
+    pub retention: RetentionConfig,
+    /// Users of the admin API and their bearer tokens.
+    pub auth: AuthConfig,
 }
 
 impl Default for VnaConfig {
@@ -53,6 +57,8 @@ impl Default for VnaConfig {
             dicom: DicomConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
+            retention: RetentionConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -149,6 +155,83 @@ impl Default for LifecycleConfig {
             scrub_interval_hours: 168,
             keep_finished_jobs: 1000,
         }
+    }
+}
+
+/// `[retention]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// The rule file (TOML: `[[floor]]` and `[[rule]]` tables); none: no rule moves or deletes anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules_file: Option<PathBuf>,
+    /// Minutes between marking a deletion and hiding and purging it; undo is possible meanwhile.
+    pub grace_minutes: u64,
+    /// Minutes between two evaluations of every study (0: only after ingest and on request).
+    pub evaluate_interval_minutes: u64,
+    /// Seconds after a study's last arrival before it is evaluated (0: not after ingest).
+    pub evaluate_after_ingest_secs: u64,
+    /// Most deletions one evaluation pass may mark (a safety net against a mistaken rule).
+    pub max_deletions_per_pass: usize,
+    /// Instances a purge removes per catalog commit.
+    pub purge_batch: usize,
+    /// Tier deletes a purge keeps in flight.
+    pub delete_concurrency: usize,
+}
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            rules_file: None,
+            grace_minutes: 72 * 60,
+            evaluate_interval_minutes: 60,
+            evaluate_after_ingest_secs: 300,
+            max_deletions_per_pass: 1000,
+            purge_batch: 500,
+            delete_concurrency: 16,
+        }
+    }
+}
+
+/// What a user of the admin API may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read-only administration: status, jobs, simulations, explanations.
+    Reader,
+    /// Compliance: everything a reader may, plus the audit trail, deletions and certificates.
+    Auditor,
+    /// Everything: deletions, undo, legal holds, rule changes, migrations.
+    Admin,
+}
+
+/// One user of the admin API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The name audit records show as "who".
+    pub name: String,
+    /// The bearer token (at least 16 characters; prefer setting it through the environment).
+    pub token: String,
+    /// What the user may do.
+    pub role: Role,
+}
+
+/// `[auth]`: bearer tokens until single sign-on arrives. Requests that change state or read the
+/// audit trail are refused without a token of a user with the needed role.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The users.
+    pub users: Vec<UserConfig>,
+}
+
+impl AuthConfig {
+    /// The user a bearer token belongs to (compared in constant time per user).
+    pub fn user_of(&self, token: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| {
+            let (a, b) = (u.token.as_bytes(), token.as_bytes());
+            a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        })
     }
 }
 
@@ -385,6 +468,21 @@ impl VnaConfig {
             }
             if ae.port == 0 {
                 return Err(invalid(&format!("{key}.port"), "cannot be 0"));
+            }
+        }
+        let r = &self.retention;
+        if r.purge_batch == 0 || r.delete_concurrency == 0 {
+            return Err(invalid("retention.purge_batch", "purge_batch and delete_concurrency must be at least 1"));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut tokens = std::collections::BTreeSet::new();
+        for (i, u) in self.auth.users.iter().enumerate() {
+            let key = format!("auth.users[{i}]");
+            if u.name.trim().is_empty() || !names.insert(u.name.clone()) {
+                return Err(invalid(&format!("{key}.name"), "must be set and unique"));
+            }
+            if u.token.len() < 16 || !tokens.insert(u.token.clone()) {
+                return Err(invalid(&format!("{key}.token"), "must be unique and at least 16 characters"));
             }
         }
         if !(1..=4095).contains(&self.dicom.max_dataset_mb) {

@@ -153,6 +153,8 @@ pub struct Ingest {
     metrics: Metrics,
     sop_locks: Arc<SopLocks>,
     rate: Arc<crate::rate::RateWindow>,
+    /// Studies that received a new instance (for the policy engine's after-ingest evaluation).
+    stored: tokio::sync::broadcast::Sender<StudyUid>,
 }
 
 /// Per-SOP-Instance-UID async locks; an entry lives only while someone holds or waits for it.
@@ -210,7 +212,13 @@ impl Ingest {
         policy: ConflictPolicy,
         metrics: Metrics,
     ) -> Self {
-        Self { catalog, tiers, disk, policy, metrics, sop_locks: Arc::default(), rate: Arc::default() }
+        let (stored, _) = tokio::sync::broadcast::channel(4096);
+        Self { catalog, tiers, disk, policy, metrics, sop_locks: Arc::default(), rate: Arc::default(), stored }
+    }
+
+    /// The studies of newly stored instances, as they are stored (lagging receivers miss some).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StudyUid> {
+        self.stored.subscribe()
     }
 
     /// Objects and bytes stored in the last minute.
@@ -315,8 +323,12 @@ impl Ingest {
             policy: self.policy,
             metadata,
         };
+        let study_uid = new.instance.study.clone();
         match self.catalog.insert_instance(new).await {
-            Ok(InsertOutcome::Stored) => Ok(receipt(IngestStatus::Stored)),
+            Ok(InsertOutcome::Stored) => {
+                let _ = self.stored.send(study_uid);
+                Ok(receipt(IngestStatus::Stored))
+            }
             Ok(InsertOutcome::AlreadyStored { existing }) => {
                 if !existing.locations.iter().any(|l| l.tier == *tier.name() && l.key == key) {
                     self.discard(tier.as_ref(), &intent).await;

@@ -31,6 +31,7 @@ pub mod audit;
 pub mod catalog;
 pub mod checksum;
 pub mod config;
+pub mod deletion;
 pub mod disk;
 pub mod failpoint;
 pub mod hold;

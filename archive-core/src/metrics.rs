@@ -38,6 +38,12 @@ pub struct Metrics {
     pub scrub_copies_total: IntCounterVec,
     /// Bytes re-read by the integrity scrub.
     pub scrub_bytes_total: IntCounter,
+    /// Deletions by event (`marked`, `cancelled`, `refused`, `purged`).
+    pub deletions_total: IntCounterVec,
+    /// Instances purged.
+    pub purged_instances_total: IntCounter,
+    /// Bytes purged.
+    pub purged_bytes_total: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -96,8 +102,16 @@ impl Metrics {
             counter_vec("vna_scrub_copies_total", "Copies checked by the integrity scrub", &["tier", "result"]);
         let scrub_bytes_total =
             IntCounter::new("vna_scrub_bytes_total", "Bytes re-read by the integrity scrub").expect("valid metric");
+        let deletions_total = counter_vec("vna_deletions_total", "Deletions by event", &["event"]);
+        let purged_instances_total =
+            IntCounter::new("vna_purged_instances_total", "Instances purged by deletions").expect("valid metric");
+        let purged_bytes_total =
+            IntCounter::new("vna_purged_bytes_total", "Bytes purged by deletions").expect("valid metric");
         for c in [
-            Box::new(lifecycle_jobs_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(deletions_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(purged_instances_total.clone()),
+            Box::new(purged_bytes_total.clone()),
+            Box::new(lifecycle_jobs_total.clone()),
             Box::new(lifecycle_objects_total.clone()),
             Box::new(lifecycle_bytes_total.clone()),
             Box::new(lifecycle_failures_total.clone()),
@@ -132,6 +146,9 @@ impl Metrics {
             recall_requests_total,
             scrub_copies_total,
             scrub_bytes_total,
+            deletions_total,
+            purged_instances_total,
+            purged_bytes_total,
         }
     }
 

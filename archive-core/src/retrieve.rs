@@ -98,6 +98,10 @@ impl Retrieve {
             RetrieveTarget::Series(st, se) => self.catalog.instances_of_series(st, se)?,
             RetrieveTarget::Instance(i) => self.catalog.instance(i)?.into_iter().collect(),
         };
+        // Instances a deletion hides are gone for every client.
+        let now = time::OffsetDateTime::now_utc();
+        let found: Vec<InstanceRecord> =
+            found.into_iter().filter(|r| !self.catalog.is_hidden(&r.study, Some(&r.uid), now)).collect();
         if found.is_empty() {
             return Err(RetrieveError::NotFound(match target {
                 RetrieveTarget::Study(s) => format!("study {s}"),
@@ -110,7 +114,11 @@ impl Retrieve {
 
     /// Opens one instance by UID.
     pub async fn open_instance(&self, uid: &SopInstanceUid) -> Result<RetrievedObject, RetrieveError> {
-        let record = self.catalog.instance(uid)?.ok_or_else(|| RetrieveError::NotFound(format!("instance {uid}")))?;
+        let record = self
+            .catalog
+            .instance(uid)?
+            .filter(|r| !self.catalog.is_hidden(&r.study, Some(&r.uid), time::OffsetDateTime::now_utc()))
+            .ok_or_else(|| RetrieveError::NotFound(format!("instance {uid}")))?;
         self.open(record).await
     }
 

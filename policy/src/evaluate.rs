@@ -123,7 +123,11 @@ pub fn test_conditions(c: &Conditions, f: &StudyFacts, at: OffsetDateTime) -> Ve
     }
     if let Some(list) = &c.sop_class {
         let hit = f.sop_classes.iter().any(|s| list.iter().any(|x| x.trim() == s));
-        push("sop_class", Truth::of(hit), format!("study has {} SOP classes, rule wants any of {list:?}", f.sop_classes.len()));
+        push(
+            "sop_class",
+            Truth::of(hit),
+            format!("study has {} SOP classes, rule wants any of {list:?}", f.sop_classes.len()),
+        );
     }
     let reference = f.reference_date();
     let source = if f.study_date.is_some() { "study date" } else { "received" };
@@ -147,18 +151,26 @@ pub fn test_conditions(c: &Conditions, f: &StudyFacts, at: OffsetDateTime) -> Ve
     }
     if let Some(list) = &c.institution {
         match &f.institution {
-            Some(i) => push("institution", Truth::of(list.iter().any(|p| wildcard_match(p, i))), format!("institution {i:?}, rule wants {list:?}")),
+            Some(i) => push(
+                "institution",
+                Truth::of(list.iter().any(|p| wildcard_match(p, i))),
+                format!("institution {i:?}, rule wants {list:?}"),
+            ),
             None => push("institution", Truth::No, "no institution recorded".into()),
         }
     }
     if let Some(p) = &c.description {
         match &f.description {
-            Some(d) => push("description", Truth::of(wildcard_match(p, d)), format!("description {d:?}, pattern {p:?}")),
+            Some(d) => {
+                push("description", Truth::of(wildcard_match(p, d)), format!("description {d:?}, pattern {p:?}"))
+            }
             None => push("description", Truth::No, "no study description".into()),
         }
     }
     let age = f.patient_age_at_study();
-    for (condition, bound, is_min) in [("patient_age_min", c.patient_age_min, true), ("patient_age_max", c.patient_age_max, false)] {
+    for (condition, bound, is_min) in
+        [("patient_age_min", c.patient_age_min, true), ("patient_age_max", c.patient_age_max, false)]
+    {
         if let Some(b) = bound {
             match age {
                 Some(a) => {
@@ -199,7 +211,10 @@ pub fn floor_until(floor: &Floor, f: &StudyFacts, at: OffsetDateTime) -> Option<
                 let until = plus.after(crate::period::Period::years(age).after(birth));
                 (Some(until), format!("floor {:?}: born {birth}, age {age} plus {plus}, until {until}", floor.name))
             }
-            None => (None, format!("floor {:?}: keeps until age {age} plus {plus}, and the birth date is unknown", floor.name)),
+            None => (
+                None,
+                format!("floor {:?}: keeps until age {age} plus {plus}, and the birth date is unknown", floor.name),
+            ),
         },
     })
 }
@@ -241,7 +256,10 @@ pub fn evaluate(rules: &RuleSet, facts: &StudyFacts, holds: &[LegalHold], at: Of
             RuleAction::Move { to } => Outcome::Move { to: to.clone() },
             RuleAction::Delete => {
                 if let Some(h) = hold {
-                    blocked.push((rule.id.clone(), Block::Hold { hold: h.id, detail: format!("legal hold {} on {}: {}", h.id, h.scope, h.reason) }));
+                    blocked.push((
+                        rule.id.clone(),
+                        Block::Hold { hold: h.id, detail: format!("legal hold {} on {}: {}", h.id, h.scope, h.reason) },
+                    ));
                     continue;
                 }
                 if let Some(b) = floor_blocks.first() {

@@ -4,7 +4,7 @@
 //! in TOML ([`rules`]); [`evaluate::evaluate`] is a pure function from a study's
 //! [`facts::StudyFacts`], the rules, the legal holds and a date to a [`evaluate::Decision`] with
 //! its explanation; [`simulate`] counts what the archive would hold at any date;
-XX
+//! [`scheduler`] keeps the rules in force and turns decisions into the core's migration
 //! and deletion jobs.
 
 #![warn(missing_docs)]
@@ -13,6 +13,7 @@ pub mod evaluate;
 pub mod facts;
 pub mod period;
 pub mod rules;
+pub mod scheduler;
 pub mod simulate;
 
 pub use evaluate::{evaluate, Decision, Outcome};

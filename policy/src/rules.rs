@@ -276,7 +276,8 @@ impl RuleSet {
                 out.push(format!("removed rule {name} v{v}"));
             }
         }
-        let floors = |s: &RuleSet| s.floors.iter().map(|f| format!("{} ({})", f.name, f.retention)).collect::<BTreeSet<_>>();
+        let floors =
+            |s: &RuleSet| s.floors.iter().map(|f| format!("{} ({})", f.name, f.retention)).collect::<BTreeSet<_>>();
         let (fa, fb) = (floors(old), floors(self));
         for f in fb.difference(&fa) {
             out.push(format!("floor {f} set"));
@@ -397,19 +398,29 @@ pub fn parse_rules(text: &str, known_tiers: &[String]) -> Result<RuleSet, RuleFi
                 if !known_tiers.contains(&to) {
                     problems.push(Problem {
                         line: Some(line),
-                        message: format!("rule {:?} moves to unknown tier {to:?} (tiers: {})", r.name, known_tiers.join(", ")),
+                        message: format!(
+                            "rule {:?} moves to unknown tier {to:?} (tiers: {})",
+                            r.name,
+                            known_tiers.join(", ")
+                        ),
                     });
                 }
                 RuleAction::Move { to }
             }
             ("move", None) => {
-                problems.push(Problem { line: Some(line), message: format!("rule {:?}: action \"move\" needs to = \"TIER\"", r.name) });
+                problems.push(Problem {
+                    line: Some(line),
+                    message: format!("rule {:?}: action \"move\" needs to = \"TIER\"", r.name),
+                });
                 continue;
             }
             ("delete", None) => RuleAction::Delete,
             ("keep", None) => RuleAction::Keep,
             ("delete" | "keep", Some(_)) => {
-                problems.push(Problem { line: Some(line), message: format!("rule {:?}: only action \"move\" takes `to`", r.name) });
+                problems.push(Problem {
+                    line: Some(line),
+                    message: format!("rule {:?}: only action \"move\" takes `to`", r.name),
+                });
                 continue;
             }
             (other, _) => {
@@ -421,7 +432,13 @@ pub fn parse_rules(text: &str, known_tiers: &[String]) -> Result<RuleSet, RuleFi
             }
         };
         check_conditions(&r.when, line, known_tiers, &mut problems);
-        let rule = Rule { id: RuleRef { name: r.name, version: r.version }, description: r.description, when: r.when, action, line };
+        let rule = Rule {
+            id: RuleRef { name: r.name, version: r.version },
+            description: r.description,
+            when: r.when,
+            action,
+            line,
+        };
         if rule.action == RuleAction::Delete {
             for floor in &floors {
                 if let Some(message) = contradiction(&rule, floor) {
@@ -441,7 +458,10 @@ pub fn parse_rules(text: &str, known_tiers: &[String]) -> Result<RuleSet, RuleFi
 fn check_conditions(c: &Conditions, line: usize, known_tiers: &[String], problems: &mut Vec<Problem>) {
     if let (Some(min), Some(max)) = (c.patient_age_min, c.patient_age_max) {
         if min > max {
-            problems.push(Problem { line: Some(line), message: format!("patient_age_min {min} is above patient_age_max {max}") });
+            problems.push(Problem {
+                line: Some(line),
+                message: format!("patient_age_min {min} is above patient_age_max {max}"),
+            });
         }
     }
     if let (Some(min), Some(max)) = (c.size_min, c.size_max) {
@@ -451,12 +471,24 @@ fn check_conditions(c: &Conditions, line: usize, known_tiers: &[String], problem
     }
     for t in c.tier.iter().flatten() {
         if !known_tiers.contains(t) {
-            problems.push(Problem { line: Some(line), message: format!("unknown tier {t:?} (tiers: {})", known_tiers.join(", ")) });
+            problems.push(Problem {
+                line: Some(line),
+                message: format!("unknown tier {t:?} (tiers: {})", known_tiers.join(", ")),
+            });
         }
     }
-    for (name, list) in [("modality", &c.modality), ("sop_class", &c.sop_class), ("source_ae", &c.source_ae), ("institution", &c.institution), ("tier", &c.tier)] {
+    for (name, list) in [
+        ("modality", &c.modality),
+        ("sop_class", &c.sop_class),
+        ("source_ae", &c.source_ae),
+        ("institution", &c.institution),
+        ("tier", &c.tier),
+    ] {
         if list.as_ref().is_some_and(|l| l.is_empty()) {
-            problems.push(Problem { line: Some(line), message: format!("{name} lists nothing: remove it or name at least one value") });
+            problems.push(Problem {
+                line: Some(line),
+                message: format!("{name} lists nothing: remove it or name at least one value"),
+            });
         }
     }
 }

@@ -39,8 +39,11 @@ fn base() -> StudyFacts {
 }
 
 fn one_rule(when: &str) -> policy::RuleSet {
-    parse_rules(&format!("[[rule]]\nname = \"r\"\nversion = 1\naction = \"move\"\nto = \"warm\"\nwhen = {{ {when} }}\n"), &tiers())
-        .unwrap_or_else(|e| panic!("{when}: {e}"))
+    parse_rules(
+        &format!("[[rule]]\nname = \"r\"\nversion = 1\naction = \"move\"\nto = \"warm\"\nwhen = {{ {when} }}\n"),
+        &tiers(),
+    )
+    .unwrap_or_else(|e| panic!("{when}: {e}"))
 }
 
 #[test]
@@ -190,7 +193,14 @@ fn legal_holds_block_deletion_by_patient_study_or_accession() {
     let rules = with_floors(DELETE_AFTER_10Y);
     let mut f = base();
     f.study_date = Some(date!(2014 - 01 - 01));
-    let hold = |id, scope| LegalHold { v: 1, id: HoldId(id), scope, reason: "case 42".into(), set_by: "counsel".into(), set_at: NOW };
+    let hold = |id, scope| LegalHold {
+        v: 1,
+        id: HoldId(id),
+        scope,
+        reason: "case 42".into(),
+        set_by: "counsel".into(),
+        set_at: NOW,
+    };
     let scopes = [
         HoldScope::Patient { patient: PatientKey::new("HOSP_A", "P1") },
         HoldScope::Study { study: StudyUid::new("1.2.3.4").unwrap() },

@@ -8,6 +8,8 @@
 //!   located through a RocksDB index.
 //! - [`s3`]: [`s3::S3Tier`], bundles of objects in any S3-compatible store, archive classes
 //!   with restore.
+//! - [`tape`]: [`tape::TapeTier`], a tape library simulated on local disk: objects appended
+//!   to fixed-size volume files, catalogued in RocksDB, read only after a recall stages them.
 //! - [`registry`]: builds tiers by kind from `[tiers.NAME]` tables.
 //!
 //! Every tier runs [`archive_core::tier::conformance`] in its integration tests
@@ -18,4 +20,5 @@
 pub mod hot;
 pub mod registry;
 pub mod s3;
+pub mod tape;
 pub mod warm;

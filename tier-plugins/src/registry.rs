@@ -28,17 +28,69 @@ pub enum RegistryError {
     Open(String),
 }
 
-/// Options of a `kind = "warm"` tier.
+/// Options of a `kind = "warm"` tier (see [`crate::warm::WarmConfig`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WarmOptions {
+    /// Root directory (default `data_dir/tiers/NAME`).
     path: Option<PathBuf>,
+    /// Segment size in MiB.
     #[serde(default = "default_segment_mb")]
     segment_mb: u64,
+    /// zstd level of new objects, 1..=19.
+    #[serde(default = "default_zstd_level")]
+    zstd_level: i32,
+    /// Live ratio under which a segment is compacted, 0.0..=1.0.
+    #[serde(default = "default_compact_below")]
+    compact_below: f64,
+    /// Seconds between background compactions; 0 disables them.
+    #[serde(default = "default_compact_interval_secs")]
+    compact_interval_secs: u64,
 }
 
 fn default_segment_mb() -> u64 {
     1024
+}
+
+fn default_zstd_level() -> i32 {
+    crate::warm::DEFAULT_ZSTD_LEVEL
+}
+
+fn default_compact_below() -> f64 {
+    crate::warm::DEFAULT_COMPACT_BELOW
+}
+
+fn default_compact_interval_secs() -> u64 {
+    crate::warm::DEFAULT_COMPACT_INTERVAL.as_secs()
+}
+
+/// Options of a `kind = "tape"` tier (see [`crate::tape::TapeConfig`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TapeOptions {
+    /// Root directory (default `data_dir/tiers/NAME`).
+    path: Option<PathBuf>,
+    /// Volume capacity in MiB.
+    #[serde(default = "default_volume_mb")]
+    volume_mb: u64,
+    /// Simulated time to mount a volume, in milliseconds.
+    #[serde(default = "default_mount_ms")]
+    mount_ms: u64,
+    /// Hours a recalled copy stays readable.
+    #[serde(default = "default_staging_hours")]
+    staging_hours: u64,
+}
+
+fn default_volume_mb() -> u64 {
+    crate::tape::DEFAULT_VOLUME_BYTES >> 20
+}
+
+fn default_mount_ms() -> u64 {
+    crate::tape::DEFAULT_MOUNT_DELAY.as_millis() as u64
+}
+
+fn default_staging_hours() -> u64 {
+    crate::tape::DEFAULT_STAGING_TTL.as_secs() / 3600
 }
 
 /// Parses a kind's options strictly (unknown keys are named).
@@ -55,11 +107,21 @@ pub async fn build(name: &str, spec: &TierSpec, data_dir: &Path) -> Result<Arc<d
     match spec.kind.as_str() {
         "warm" => {
             let o: WarmOptions = options("warm", spec)?;
+            let invalid = |message: String| RegistryError::Options { kind: "warm", message };
             if o.segment_mb == 0 {
-                return Err(RegistryError::Options { kind: "warm", message: "segment_mb must be at least 1".into() });
+                return Err(invalid("segment_mb must be at least 1".into()));
             }
+            let segment_bytes =
+                o.segment_mb.checked_mul(1 << 20).ok_or_else(|| invalid("segment_mb is too large".into()))?;
+            let config = crate::warm::WarmConfig {
+                segment_bytes,
+                zstd_level: o.zstd_level,
+                compact_below: o.compact_below,
+                compact_interval: std::time::Duration::from_secs(o.compact_interval_secs),
+            };
+            config.validate().map_err(|e| invalid(e.to_string()))?;
             let path = o.path.unwrap_or(default_dir);
-            let tier = crate::warm::WarmTier::open_with(tier_name, path, o.segment_mb << 20)
+            let tier = crate::warm::WarmTier::open_config(tier_name, path, config)
                 .map_err(|e| RegistryError::Open(e.to_string()))?;
             Ok(Arc::new(tier))
         }
@@ -68,6 +130,28 @@ pub async fn build(name: &str, spec: &TierSpec, data_dir: &Path) -> Result<Arc<d
             let tier = crate::s3::S3Tier::open(tier_name, o, default_dir)
                 .await
                 .map_err(|e| RegistryError::Open(e.to_string()))?;
+            Ok(Arc::new(tier))
+        }
+        "tape" => {
+            let o: TapeOptions = options("tape", spec)?;
+            let invalid = |message: &str| RegistryError::Options { kind: "tape", message: message.to_string() };
+            if o.volume_mb == 0 {
+                return Err(invalid("volume_mb must be at least 1"));
+            }
+            if o.staging_hours == 0 {
+                return Err(invalid("staging_hours must be at least 1"));
+            }
+            let volume_bytes = o.volume_mb.checked_mul(1 << 20).ok_or_else(|| invalid("volume_mb is too large"))?;
+            let staging_secs =
+                o.staging_hours.checked_mul(3600).ok_or_else(|| invalid("staging_hours is too large"))?;
+            let config = crate::tape::TapeConfig {
+                root: o.path.unwrap_or(default_dir),
+                volume_bytes,
+                mount_delay: std::time::Duration::from_millis(o.mount_ms),
+                staging_ttl: std::time::Duration::from_secs(staging_secs),
+            };
+            let tier =
+                crate::tape::TapeTier::open(tier_name, config).map_err(|e| RegistryError::Open(e.to_string()))?;
             Ok(Arc::new(tier))
         }
         other => Err(RegistryError::UnknownKind(other.to_string())),

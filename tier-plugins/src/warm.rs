@@ -1,18 +1,74 @@
 //! The warm tier: objects appended, zstd-compressed, to large segment files on local disk,
-//! located through an index in RocksDB.
+//! located through an index in RocksDB, with background segment compaction.
 //!
 //! # Layout
 //! - `root/segments/<id>.seg`: append-only segment files (a new one past `segment_bytes`);
-//! - `root/index`: RocksDB, object key → [`Entry`] (segment, offset, lengths, BLAKE3 of the
-//!   original bytes).
+//!   the segment with the highest id is the *active* one, the only one appended to;
+//! - `root/index`: RocksDB. The default column family maps object key → [`Entry`] (segment,
+//!   offset, lengths, BLAKE3 of the original bytes). The `meta` column family holds one
+//!   stats record per segment (`segment/<id>` → bytes, live bytes, objects), the markers of
+//!   segment files whose deletion has been decided (`deleting/<id>`), and a version key
+//!   saying the stats records are complete.
 //!
 //! # Durability
-//! A put compresses the object, appends it to the active segment and fdatasyncs it, then
-//! writes the index entry with a synced WAL; only then does it return. A crash before the
-//! index write leaves unreferenced bytes at the end of a segment, never a dangling entry.
-//! Puts are serialized on the active segment (compression happens before, in parallel).
-//! A delete removes the index entry; the space it held is reclaimed by segment compaction,
-//! which is not implemented yet.
+//! A put compresses the object (at [`WarmConfig::zstd_level`]), appends it to the active
+//! segment and fdatasyncs it, then writes the index entry *and* the updated stats record of
+//! the segment in one WriteBatch with a synced WAL; only then does it return. A crash
+//! before the index write leaves unreferenced bytes at the end of a segment, never a
+//! dangling entry. Puts, deletes and the repointing step of compaction are serialized by
+//! one mutex (the "put mutex", which also guards the active segment); compression happens
+//! before, in parallel. A delete removes the entry and releases its bytes in the stats
+//! record of its segment, in one synced batch.
+//!
+//! # Compaction
+//! Deleted and overwritten objects leave dead bytes in their segments. A segment other than
+//! the active one whose live ratio (`live_bytes / bytes`) falls below
+//! [`WarmConfig::compact_below`], or that holds no live object at all, is compacted by
+//! [`WarmTier::compact_once`] (run every [`WarmConfig::compact_interval`] by a background
+//! task when the tier is opened inside a tokio runtime):
+//!
+//! 1. one scan of the whole index (cost proportional to the number of objects, once per
+//!    run) finds the live entries of every candidate segment. A candidate is not active, so
+//!    no put can add entries to it: the scan sees all of them;
+//! 2. each live object is read from the old segment and **verified**: its frame is
+//!    decompressed and the BLAKE3 of the content compared with the entry's checksum. The
+//!    compressed bytes are then appended as they are (no recompression) to the active
+//!    segment, under the put mutex, in chunks of a few MiB, each chunk fdatasynced. A
+//!    segment holding an object that fails verification (or cannot be read) is left alone
+//!    and counted in [`CompactionReport::segments_skipped`]: its evidence stays for the
+//!    integrity scrub, and compaction never turns a damaged object into a "verified" copy;
+//! 3. under the put mutex, one synced WriteBatch repoints every moved entry *that still
+//!    points at its old location* (compare-and-set: a delete or overwrite that happened
+//!    meanwhile wins, and its copy is dead bytes), updates the stats records, removes the
+//!    old segment's record and writes a `deleting/<id>` marker;
+//! 4. the old segment file is removed, the directory fsynced, the marker deleted.
+//!
+//! ## Crash safety
+//! - Crash during or after step 2, before the batch: every entry still points at the old
+//!   segment, which is intact; the copies are unreferenced bytes in the active segment
+//!   (counted in its `bytes` on the next open or put, so they get compacted in turn). The
+//!   next compaction starts over.
+//! - Crash after the batch: the entries point at the fsynced copies; the old file is
+//!   garbage and its `deleting/<id>` marker (written in the same batch) makes the next open
+//!   (or the next compaction) remove it.
+//! - On open, a segment file other than the active one that has no stats record is
+//!   referenced by no entry (records are written in the same batch as entries): it is the
+//!   leftover of an interrupted compaction or rotation. It is removed, after a full index
+//!   scan has confirmed that no entry points at it. Stats records missing altogether (an
+//!   index written before compaction existed) are rebuilt from the entries on open.
+//!
+//! ## Concurrent reads
+//! A reader that looked an entry up before the repoint reads the old segment: an open file
+//! stays readable after it is unlinked, and a reader that finds the segment file gone
+//! (removed between its lookup and its open) looks the entry up again (a few times) and
+//! reads the new location.
+//!
+//! # Compression
+//! One zstd level ([`WarmConfig::zstd_level`], 1..=19, default 3) applies to every new
+//! object; changing it affects new writes only (reads never need the level, and compaction
+//! copies frames as they are). Per-modality dictionaries are not implemented: the gain on
+//! large DICOM objects, which are dominated by pixel data, is small compared with the cost
+//! of training, versioning and keeping dictionaries forever.
 
 use archive_core::checksum::Checksum;
 use archive_core::tier::{
@@ -23,16 +79,90 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 /// A new segment starts when the active one reaches this size.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
-/// zstd level: fast, about 2× on CT pixel data.
-const ZSTD_LEVEL: i32 = 3;
+/// Default zstd level: fast, about 2× on CT pixel data.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// Default live ratio under which a segment is compacted.
+pub const DEFAULT_COMPACT_BELOW: f64 = 0.5;
+/// Default period of background compaction.
+pub const DEFAULT_COMPACT_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Column family of the per-segment stats records and markers.
+const META_CF: &str = "meta";
+/// Present when the stats records cover every segment.
+const STATS_VERSION_KEY: &[u8] = b"stats-version";
+/// Compaction appends copies under the put mutex in chunks of about this many bytes.
+const COPY_CHUNK_BYTES: u64 = 8 << 20;
+/// How many times a reader looks an entry up again when its segment file has vanished.
+const READ_ATTEMPTS: usize = 4;
+
+/// Options of a warm tier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmConfig {
+    /// A new segment starts when the active one would grow past this size.
+    pub segment_bytes: u64,
+    /// zstd level of new objects, 1..=19.
+    pub zstd_level: i32,
+    /// A segment (never the active one) whose live bytes fall below this fraction of its
+    /// bytes is compacted; 0.0..=1.0. Segments without live objects are always compacted.
+    pub compact_below: f64,
+    /// Period of background compaction; zero disables it. The task runs only when the
+    /// tier is opened inside a tokio runtime (with its time driver), and stops when the
+    /// tier is dropped.
+    pub compact_interval: Duration,
+}
+
+impl Default for WarmConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+            compact_below: DEFAULT_COMPACT_BELOW,
+            compact_interval: DEFAULT_COMPACT_INTERVAL,
+        }
+    }
+}
+
+/// An option of [`WarmConfig`] out of its range.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{key} {message}")]
+pub struct WarmConfigError {
+    /// The option's name.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl WarmConfig {
+    /// Checks every option's range.
+    pub fn validate(&self) -> Result<(), WarmConfigError> {
+        if self.segment_bytes == 0 {
+            return Err(WarmConfigError { key: "segment_bytes", message: "must be at least 1".into() });
+        }
+        if !(1..=19).contains(&self.zstd_level) {
+            return Err(WarmConfigError {
+                key: "zstd_level",
+                message: format!("must be 1 to 19, not {}", self.zstd_level),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.compact_below) {
+            return Err(WarmConfigError {
+                key: "compact_below",
+                message: format!("must be 0.0 to 1.0, not {}", self.compact_below),
+            });
+        }
+        Ok(())
+    }
+}
 
 /// Where one object lives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,18 +179,99 @@ pub struct Entry {
     pub checksum: Checksum,
 }
 
+impl Entry {
+    /// Whether both name the same stored bytes (each append has its own segment and offset).
+    fn same_location(&self, other: &Entry) -> bool {
+        self.segment == other.segment && self.offset == other.offset && self.stored_len == other.stored_len
+    }
+}
+
+/// Stats record of one segment, kept in the index beside the entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct SegmentStats {
+    /// Bytes appended to the segment (live or dead).
+    bytes: u64,
+    /// Bytes of the objects the index points at.
+    live_bytes: u64,
+    /// Objects the index points at.
+    objects: u64,
+}
+
+impl SegmentStats {
+    fn add(&mut self, e: &Entry) {
+        self.live_bytes += e.stored_len;
+        self.objects += 1;
+        self.bytes = self.bytes.max(e.offset + e.stored_len);
+    }
+    fn release(&mut self, e: &Entry) {
+        self.live_bytes = self.live_bytes.saturating_sub(e.stored_len);
+        self.objects = self.objects.saturating_sub(1);
+    }
+    fn compactable(&self, below: f64) -> bool {
+        self.objects == 0 || (self.bytes > 0 && (self.live_bytes as f64) < below * self.bytes as f64)
+    }
+}
+
+/// One segment as [`WarmTier::segments`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Segment number (the file is `segments/<id as 16 hex digits>.seg`).
+    pub id: u64,
+    /// Bytes appended to it, live or dead.
+    pub bytes: u64,
+    /// Bytes of the objects that live in it.
+    pub live_bytes: u64,
+    /// Objects that live in it.
+    pub objects: u64,
+}
+
+/// What one [`WarmTier::compact_once`] run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Segment files removed.
+    pub segments_compacted: u64,
+    /// Bytes of the removed segment files minus the bytes copied out of them.
+    pub bytes_reclaimed: u64,
+    /// Objects repointed to their copies.
+    pub objects_moved: u64,
+    /// Candidate segments left alone because an object in them failed verification or
+    /// could not be read (the integrity scrub reports those objects).
+    pub segments_skipped: u64,
+}
+
 struct Active {
     id: u64,
     file: fs::File,
     len: u64,
 }
 
+/// What the put mutex guards.
+struct State {
+    active: Active,
+    /// Mirror of the stats records in the index; changed only after a batch committed.
+    stats: BTreeMap<u64, SegmentStats>,
+}
+
+type Hook = Arc<dyn Fn(&str) -> Result<(), TierError> + Send + Sync>;
+
+/// A compaction test hook (see [`WarmTier::set_compaction_hook`]).
+#[doc(hidden)]
+pub type CompactionHook = Box<dyn Fn(&str) -> Result<(), TierError> + Send + Sync>;
+
 struct Inner {
     name: TierName,
     root: PathBuf,
     db: rocksdb::DB,
-    active: parking_lot::Mutex<Active>,
-    segment_bytes: u64,
+    state: parking_lot::Mutex<State>,
+    config: WarmConfig,
+    /// One compaction at a time.
+    compaction: parking_lot::Mutex<()>,
+    /// Test hook called at each compaction step; an error aborts the compaction there.
+    hook: parking_lot::Mutex<Option<Hook>>,
+    /// Test hook called by reads between the entry lookup and the segment file's open.
+    read_hook: parking_lot::Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// Dropped with the tier, which stops the background compaction task.
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 /// The warm tier.
@@ -79,30 +290,58 @@ fn segment_path(root: &Path, id: u64) -> PathBuf {
     root.join("segments").join(format!("{id:016x}.seg"))
 }
 
+fn stats_key(id: u64) -> String {
+    format!("segment/{id:016x}")
+}
+
+fn deleting_key(id: u64) -> String {
+    format!("deleting/{id:016x}")
+}
+
+/// Segment files on disk: id → length.
+fn list_segments(dir: &Path) -> std::io::Result<BTreeMap<u64, u64>> {
+    let mut out = BTreeMap::new();
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".seg").and_then(|h| u64::from_str_radix(h, 16).ok()) else {
+            continue;
+        };
+        out.insert(id, e.metadata()?.len());
+    }
+    Ok(out)
+}
+
 impl WarmTier {
-    /// Opens (creating if needed) a warm tier rooted at `root`.
+    /// Opens (creating if needed) a warm tier rooted at `root` with the default options.
     pub fn open(name: TierName, root: PathBuf) -> Result<WarmTier, TierError> {
-        Self::open_with(name, root, DEFAULT_SEGMENT_BYTES)
+        Self::open_config(name, root, WarmConfig::default())
     }
 
-    /// Opens with a segment size (small sizes exercise segment rotation in tests).
+    /// Opens with a segment size (small sizes exercise segment rotation in tests) and the
+    /// default other options.
     pub fn open_with(name: TierName, root: PathBuf, segment_bytes: u64) -> Result<WarmTier, TierError> {
+        Self::open_config(name, root, WarmConfig { segment_bytes, ..WarmConfig::default() })
+    }
+
+    /// Opens with explicit options.
+    ///
+    /// Finishes what a crash interrupted: removes segment files whose deletion was decided
+    /// and unreferenced leftovers of compactions, and rebuilds missing stats records. Starts
+    /// the background compaction task when `config.compact_interval` is not zero and a
+    /// tokio runtime is current.
+    pub fn open_config(name: TierName, root: PathBuf, config: WarmConfig) -> Result<WarmTier, TierError> {
+        config.validate().map_err(|e| TierError::Other(format!("tier {name}: invalid option {e}")))?;
         let io = |what: &str, e: std::io::Error| TierError::io(&name, what.to_string(), e);
         let segments = root.join("segments");
         fs::create_dir_all(&segments).map_err(|e| io("creating the segment directory", e))?;
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
-        let db = rocksdb::DB::open(&opts, root.join("index"))
+        opts.create_missing_column_families(true);
+        let db = rocksdb::DB::open_cf(&opts, root.join("index"), [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, META_CF])
             .map_err(|e| TierError::Other(format!("tier {name}: cannot open the index: {e}")))?;
-        let last = fs::read_dir(&segments)
-            .map_err(|e| io("listing segments", e))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                u64::from_str_radix(name.strip_suffix(".seg")?, 16).ok()
-            })
-            .max();
-        let id = last.unwrap_or(1);
+        let on_disk = list_segments(&segments).map_err(|e| io("listing segments", e))?;
+        let id = on_disk.keys().next_back().copied().unwrap_or(1);
         let file = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -110,9 +349,25 @@ impl WarmTier {
             .open(segment_path(&root, id))
             .map_err(|e| io("opening the active segment", e))?;
         let len = file.metadata().map_err(|e| io("sizing the active segment", e))?.len();
-        fs::File::open(&segments).and_then(|d| d.sync_all()).map_err(|e| io("syncing the segment directory", e))?;
-        let inner = Inner { name, root, db, active: parking_lot::Mutex::new(Active { id, file, len }), segment_bytes };
-        Ok(WarmTier { inner: Arc::new(inner) })
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let inner = Inner {
+            name,
+            root,
+            db,
+            state: parking_lot::Mutex::new(State { active: Active { id, file, len }, stats: BTreeMap::new() }),
+            config,
+            compaction: parking_lot::Mutex::new(()),
+            hook: parking_lot::Mutex::new(None),
+            read_hook: parking_lot::Mutex::new(None),
+            _stop: stop,
+        };
+        inner.recover(on_disk)?;
+        inner.sync_segment_dir()?;
+        let inner = Arc::new(inner);
+        if !inner.config.compact_interval.is_zero() {
+            spawn_compactor(&inner, stopped);
+        }
+        Ok(WarmTier { inner })
     }
 
     /// The tier's root directory.
@@ -120,27 +375,386 @@ impl WarmTier {
         &self.inner.root
     }
 
+    /// The options the tier was opened with.
+    pub fn config(&self) -> &WarmConfig {
+        &self.inner.config
+    }
+
     /// Where an object's compressed bytes lie: segment file, offset, length (for tests that
     /// damage them).
     pub fn location_of(&self, key: &ObjectKey) -> Option<(PathBuf, u64, u64)> {
-        let e = self.inner.entry(key).ok()??;
+        let e = self.inner.entry(key.as_str().as_bytes()).ok()??;
         Some((segment_path(&self.inner.root, e.segment), e.offset, e.stored_len))
+    }
+
+    /// Every segment with its stats, by id; the last one is the active segment.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let state = self.inner.state.lock();
+        let mut out: BTreeMap<u64, SegmentInfo> = state
+            .stats
+            .iter()
+            .map(|(&id, s)| (id, SegmentInfo { id, bytes: s.bytes, live_bytes: s.live_bytes, objects: s.objects }))
+            .collect();
+        let active = &state.active;
+        let info = out.entry(active.id).or_insert(SegmentInfo { id: active.id, bytes: 0, live_bytes: 0, objects: 0 });
+        info.bytes = info.bytes.max(active.len);
+        out.into_values().collect()
+    }
+
+    /// Compacts every segment (other than the active one) whose live ratio is below
+    /// [`WarmConfig::compact_below`] or that holds no live object; see the module
+    /// documentation for the steps and why a crash at any of them loses nothing.
+    ///
+    /// Blocks on file and index I/O (call it from `spawn_blocking` in async code). Only
+    /// one compaction runs at a time; puts, gets and deletes go on meanwhile.
+    pub fn compact_once(&self) -> Result<CompactionReport, TierError> {
+        self.inner.compact_once()
+    }
+
+    /// Test hook: `hook(step)` runs at each compaction step (`"after_copy"`: copies
+    /// fdatasynced, entries not yet repointed; `"after_repoint"`: batch committed, old file
+    /// not yet removed); an error it returns aborts the compaction at that step, as a crash
+    /// would stop it.
+    #[doc(hidden)]
+    pub fn set_compaction_hook(&self, hook: Option<CompactionHook>) {
+        *self.inner.hook.lock() = hook.map(Hook::from);
+    }
+
+    /// Test hook: `hook()` runs in every read between the index lookup and the opening of
+    /// the segment file (to make a compaction remove the file in that window).
+    #[doc(hidden)]
+    pub fn set_read_hook(&self, hook: Option<Box<dyn Fn() + Send + Sync>>) {
+        *self.inner.read_hook.lock() = hook.map(Arc::from);
     }
 }
 
-impl Inner {
-    fn entry(&self, key: &ObjectKey) -> Result<Option<Entry>, TierError> {
-        match self.db.get(key.as_str()) {
-            Ok(Some(v)) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| TierError::Other(format!("tier {}: corrupt index entry for {key}: {e}", self.name))),
-            Ok(None) => Ok(None),
-            Err(e) => Err(TierError::Other(format!("tier {}: index read failed: {e}", self.name))),
+/// Starts the periodic compaction task if a tokio runtime is current; it holds only a weak
+/// reference and ends when the tier is dropped.
+fn spawn_compactor(inner: &Arc<Inner>, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        tracing::debug!(tier = %inner.name, "no tokio runtime: background compaction is off");
+        return;
+    };
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    let interval = inner.config.compact_interval;
+    handle.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            let name = inner.name.clone();
+            match tokio::task::spawn_blocking(move || inner.compact_once()).await {
+                Ok(Ok(r)) if r.segments_compacted > 0 || r.segments_skipped > 0 => tracing::info!(
+                    tier = %name,
+                    segments = r.segments_compacted,
+                    reclaimed = r.bytes_reclaimed,
+                    moved = r.objects_moved,
+                    skipped = r.segments_skipped,
+                    "compacted segments"
+                ),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(tier = %name, error = %e, "segment compaction failed"),
+                Err(e) => tracing::warn!(tier = %name, error = %e, "segment compaction worker failed"),
+            }
         }
+    });
+}
+
+/// Changes to stats records, written in a batch and applied to the mirror once committed.
+#[derive(Default)]
+struct StatsEdit {
+    changed: BTreeMap<u64, Option<SegmentStats>>,
+}
+
+impl StatsEdit {
+    fn get(&self, base: &BTreeMap<u64, SegmentStats>, id: u64) -> SegmentStats {
+        match self.changed.get(&id) {
+            Some(s) => s.unwrap_or_default(),
+            None => base.get(&id).copied().unwrap_or_default(),
+        }
+    }
+    fn update(&mut self, base: &BTreeMap<u64, SegmentStats>, id: u64, f: impl FnOnce(&mut SegmentStats)) {
+        let mut s = self.get(base, id);
+        f(&mut s);
+        self.changed.insert(id, Some(s));
+    }
+    fn remove(&mut self, id: u64) {
+        self.changed.insert(id, None);
+    }
+    fn write(&self, inner: &Inner, batch: &mut rocksdb::WriteBatch) -> Result<(), TierError> {
+        let cf = inner.meta()?;
+        for (&id, s) in &self.changed {
+            match s {
+                Some(s) => batch.put_cf(cf, stats_key(id), inner.encode(s)?),
+                None => batch.delete_cf(cf, stats_key(id)),
+            }
+        }
+        Ok(())
+    }
+    fn apply(self, base: &mut BTreeMap<u64, SegmentStats>) {
+        for (id, s) in self.changed {
+            match s {
+                Some(s) => base.insert(id, s),
+                None => base.remove(&id),
+            };
+        }
+    }
+}
+
+/// How copying one segment's live objects ended without an I/O failure of the target.
+enum Copied {
+    /// Every live object copied, verified and fdatasynced.
+    All,
+    /// An object failed verification or could not be read: leave the segment alone.
+    Damaged(String),
+}
+
+/// A copy made by compaction: key, old entry, new entry.
+type Move = (Box<[u8]>, Entry, Entry);
+/// A live object of a segment being compacted: key and entry.
+type Live = (Box<[u8]>, Entry);
+/// A verified frame waiting to be appended: key, old entry, compressed bytes.
+type Frame = (Box<[u8]>, Entry, Vec<u8>);
+
+impl Inner {
+    fn meta(&self) -> Result<&rocksdb::ColumnFamily, TierError> {
+        self.db
+            .cf_handle(META_CF)
+            .ok_or_else(|| TierError::Other(format!("tier {}: the index has no {META_CF} column family", self.name)))
+    }
+
+    fn db_err(&self, what: &str, e: rocksdb::Error) -> TierError {
+        TierError::Other(format!("tier {}: {what} failed: {e}", self.name))
+    }
+
+    fn encode<T: Serialize>(&self, v: &T) -> Result<Vec<u8>, TierError> {
+        serde_json::to_vec(v)
+            .map_err(|e| TierError::Other(format!("tier {}: cannot encode an index record: {e}", self.name)))
+    }
+
+    fn decode_entry(&self, key: &[u8], v: &[u8]) -> Result<Entry, TierError> {
+        serde_json::from_slice(v).map_err(|e| {
+            TierError::Other(format!(
+                "tier {}: corrupt index entry for {}: {e}",
+                self.name,
+                String::from_utf8_lossy(key)
+            ))
+        })
+    }
+
+    fn entry(&self, key: &[u8]) -> Result<Option<Entry>, TierError> {
+        match self.db.get(key) {
+            Ok(Some(v)) => self.decode_entry(key, &v).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(self.db_err("index read", e)),
+        }
+    }
+
+    fn write_synced(&self, batch: rocksdb::WriteBatch) -> Result<(), TierError> {
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo).map_err(|e| self.db_err("index write", e))
     }
 
     fn io(&self, what: String, e: std::io::Error) -> TierError {
         TierError::io(&self.name, what, e)
+    }
+
+    fn sync_segment_dir(&self) -> Result<(), TierError> {
+        fs::File::open(self.root.join("segments"))
+            .and_then(|d| d.sync_all())
+            .map_err(|e| self.io("syncing the segment directory".into(), e))
+    }
+
+    fn run_hook(&self, step: &str) -> Result<(), TierError> {
+        let hook = self.hook.lock().clone();
+        match hook {
+            Some(h) => h(step),
+            None => Ok(()),
+        }
+    }
+
+    /// Scans every entry: per segment, its live bytes and objects (bytes = end of the last).
+    fn stats_from_entries(&self) -> Result<BTreeMap<u64, SegmentStats>, TierError> {
+        let mut out: BTreeMap<u64, SegmentStats> = BTreeMap::new();
+        for item in self.db.iterator(rocksdb::IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| self.db_err("index scan", e))?;
+            let e = self.decode_entry(&k, &v)?;
+            out.entry(e.segment).or_default().add(&e);
+        }
+        Ok(out)
+    }
+
+    /// Brings the index and the segment directory back in line after a crash or an
+    /// upgrade, and loads the stats mirror.
+    fn recover(&self, mut on_disk: BTreeMap<u64, u64>) -> Result<(), TierError> {
+        let meta = self.meta()?;
+        let active_id = self.state.lock().active.id;
+        let built = self.db.get_cf(meta, STATS_VERSION_KEY).map_err(|e| self.db_err("index read", e))?.is_some();
+        let mut stats = if built { self.load_stats()? } else { self.rebuild_stats(&on_disk)? };
+
+        // Deletions decided by a committed compaction batch.
+        for id in self.finish_deletions(&stats, active_id)? {
+            on_disk.remove(&id);
+        }
+
+        // Leftovers of interrupted compactions or rotations: files without a stats record.
+        let orphans: Vec<u64> =
+            on_disk.keys().copied().filter(|id| *id != active_id && !stats.contains_key(id)).collect();
+        if !orphans.is_empty() {
+            let referenced = self.stats_from_entries()?;
+            if orphans.iter().any(|id| referenced.contains_key(id)) {
+                tracing::warn!(tier = %self.name, "segment stats were incomplete: rebuilt from the index");
+                stats = self.rebuild_stats(&on_disk)?;
+            }
+            for id in orphans.iter().filter(|id| !referenced.contains_key(id)) {
+                self.remove_file(*id)?;
+                on_disk.remove(id);
+                tracing::info!(tier = %self.name, segment = id, "removed an unreferenced segment");
+            }
+        }
+
+        // Bytes a crash left unreferenced at the end of a segment still take space.
+        let mut edit = StatsEdit::default();
+        for (&id, &len) in &on_disk {
+            if let Some(s) = stats.get(&id) {
+                if len > s.bytes {
+                    edit.update(&stats, id, |s| s.bytes = len);
+                }
+            }
+        }
+        let mut batch = rocksdb::WriteBatch::default();
+        edit.write(self, &mut batch)?;
+        if !batch.is_empty() {
+            self.write_synced(batch)?;
+        }
+        edit.apply(&mut stats);
+        self.state.lock().stats = stats;
+        Ok(())
+    }
+
+    /// Removes the segment files marked `deleting/<id>` (by a committed compaction batch),
+    /// syncs the directory, then drops the markers; returns the ids removed. A marked
+    /// segment that still has live objects or is the active one is kept (and reported).
+    fn finish_deletions(&self, stats: &BTreeMap<u64, SegmentStats>, active_id: u64) -> Result<Vec<u64>, TierError> {
+        let meta = self.meta()?;
+        let mut markers = Vec::new();
+        let mut removed = Vec::new();
+        let mode = rocksdb::IteratorMode::From(b"deleting/", rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(meta, mode) {
+            let (k, _) = item.map_err(|e| self.db_err("index scan", e))?;
+            let Some(hex) = k.strip_prefix(b"deleting/") else { break };
+            match std::str::from_utf8(hex).ok().and_then(|h| u64::from_str_radix(h, 16).ok()) {
+                Some(id) if stats.get(&id).is_some_and(|s| s.objects > 0) || id == active_id => {
+                    tracing::warn!(tier = %self.name, segment = id, "a segment marked for deletion is in use: kept");
+                }
+                Some(id) => {
+                    self.remove_file(id)?;
+                    tracing::info!(tier = %self.name, segment = id, "removed a compacted segment");
+                    removed.push(id);
+                }
+                None => tracing::warn!(tier = %self.name, "dropping a malformed deletion marker"),
+            }
+            markers.push(k);
+        }
+        if markers.is_empty() {
+            return Ok(removed);
+        }
+        self.sync_segment_dir()?;
+        let mut batch = rocksdb::WriteBatch::default();
+        for k in markers {
+            batch.delete_cf(meta, k);
+        }
+        self.write_synced(batch)?;
+        Ok(removed)
+    }
+
+    fn load_stats(&self) -> Result<BTreeMap<u64, SegmentStats>, TierError> {
+        let mut out = BTreeMap::new();
+        let mode = rocksdb::IteratorMode::From(b"segment/", rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.meta()?, mode) {
+            let (k, v) = item.map_err(|e| self.db_err("index scan", e))?;
+            let Some(hex) = k.strip_prefix(b"segment/") else { break };
+            let id = std::str::from_utf8(hex).ok().and_then(|h| u64::from_str_radix(h, 16).ok());
+            let s: Option<SegmentStats> = serde_json::from_slice(&v).ok();
+            match (id, s) {
+                (Some(id), Some(s)) => out.insert(id, s),
+                _ => {
+                    tracing::warn!(tier = %self.name, "corrupt segment stats record: rebuilding all");
+                    return self.stats_from_entries();
+                }
+            };
+        }
+        Ok(out)
+    }
+
+    /// Recomputes every stats record from the entries and the file lengths, in one batch.
+    fn rebuild_stats(&self, on_disk: &BTreeMap<u64, u64>) -> Result<BTreeMap<u64, SegmentStats>, TierError> {
+        let meta = self.meta()?;
+        let mut stats = self.stats_from_entries()?;
+        for (id, s) in stats.iter_mut() {
+            s.bytes = s.bytes.max(on_disk.get(id).copied().unwrap_or(0));
+        }
+        let mut batch = rocksdb::WriteBatch::default();
+        let mode = rocksdb::IteratorMode::From(b"segment/", rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(meta, mode) {
+            let (k, _) = item.map_err(|e| self.db_err("index scan", e))?;
+            if !k.starts_with(b"segment/") {
+                break;
+            }
+            batch.delete_cf(meta, k);
+        }
+        for (&id, s) in &stats {
+            batch.put_cf(meta, stats_key(id), self.encode(s)?);
+        }
+        batch.put_cf(meta, STATS_VERSION_KEY, b"1");
+        self.write_synced(batch)?;
+        Ok(stats)
+    }
+
+    /// Removes a segment file (missing is fine); the caller syncs the directory.
+    fn remove_file(&self, id: u64) -> Result<(), TierError> {
+        let path = segment_path(&self.root, id);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io(format!("removing {}", path.display()), e)),
+        }
+    }
+
+    /// Starts a new active segment if `len` more bytes would overflow this one.
+    fn make_room(&self, active: &mut Active, len: u64) -> Result<(), TierError> {
+        if active.len == 0 || active.len + len <= self.config.segment_bytes {
+            return Ok(());
+        }
+        // Compaction appends without syncing each copy: the old segment must be durable first.
+        active.file.sync_data().map_err(|e| self.io(format!("syncing segment {}", active.id), e))?;
+        let id = active.id + 1;
+        let path = segment_path(&self.root, id);
+        let file = fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .read(true)
+            .open(&path)
+            .map_err(|e| self.io(format!("creating segment {}", path.display()), e))?;
+        self.sync_segment_dir()?;
+        *active = Active { id, file, len: 0 };
+        Ok(())
+    }
+
+    /// Appends bytes to the active segment (fdatasyncing them if `sync`); returns their offset.
+    fn write_active(&self, active: &mut Active, bytes: &[u8], sync: bool, what: &str) -> Result<u64, TierError> {
+        let offset = active.len;
+        let write = active.file.write_all(bytes).and_then(|()| if sync { active.file.sync_data() } else { Ok(()) });
+        if let Err(e) = write {
+            // Whatever was written is unreferenced; later appends go after it.
+            active.len = active.file.metadata().map(|m| m.len()).unwrap_or(active.len);
+            return Err(self.io(format!("appending {what}"), e));
+        }
+        active.len += bytes.len() as u64;
+        Ok(offset)
     }
 
     /// Appends compressed bytes and indexes them; refuses a taken key unless `overwrite`.
@@ -152,44 +766,92 @@ impl Inner {
         checksum: Checksum,
         overwrite: bool,
     ) -> Result<(), TierError> {
-        let mut active = self.active.lock();
-        if !overwrite && self.entry(key)?.is_some() {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let raw = self.db.get(key.as_str()).map_err(|e| self.db_err("index read", e))?;
+        if !overwrite && raw.is_some() {
             return Err(TierError::AlreadyExists(key.clone()));
         }
-        if active.len > 0 && active.len + stored.len() as u64 > self.segment_bytes {
-            let id = active.id + 1;
-            let path = segment_path(&self.root, id);
-            let file = fs::OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .read(true)
-                .open(&path)
-                .map_err(|e| self.io(format!("creating segment {}", path.display()), e))?;
-            fs::File::open(self.root.join("segments"))
-                .and_then(|d| d.sync_all())
-                .map_err(|e| self.io("syncing the segment directory".into(), e))?;
-            *active = Active { id, file, len: 0 };
+        let previous = match raw.map(|v| self.decode_entry(key.as_str().as_bytes(), &v)).transpose() {
+            Ok(p) => p,
+            // Overwriting repairs the key; the old segment's stats keep counting those bytes as live.
+            Err(err) => {
+                tracing::warn!(tier = %self.name, error = %err, "overwriting a corrupt index entry");
+                None
+            }
+        };
+        self.make_room(&mut state.active, stored.len() as u64)?;
+        let offset = self.write_active(&mut state.active, stored, true, key.as_str())?;
+        let entry = Entry { segment: state.active.id, offset, stored_len: stored.len() as u64, size, checksum };
+        let mut edit = StatsEdit::default();
+        if let Some(p) = &previous {
+            edit.update(&state.stats, p.segment, |s| s.release(p));
         }
-        let offset = active.len;
-        let write = active.file.write_all(stored).and_then(|()| active.file.sync_data());
-        if let Err(e) = write {
-            // Whatever was written is unreferenced; later appends go after it.
-            active.len = active.file.metadata().map(|m| m.len()).unwrap_or(active.len);
-            return Err(self.io(format!("appending {key}"), e));
+        let active_len = state.active.len;
+        edit.update(&state.stats, entry.segment, |s| {
+            s.add(&entry);
+            s.bytes = s.bytes.max(active_len);
+        });
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put(key.as_str(), self.encode(&entry)?);
+        edit.write(self, &mut batch)?;
+        self.write_synced(batch)?;
+        edit.apply(&mut state.stats);
+        Ok(())
+    }
+
+    /// Removes an entry and releases its bytes, in one synced batch.
+    fn remove(&self, key: &ObjectKey) -> Result<(), TierError> {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let raw = self.db.get(key.as_str()).map_err(|e| self.db_err("index read", e))?;
+        let Some(raw) = raw else { return Ok(()) };
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete(key.as_str());
+        let mut edit = StatsEdit::default();
+        match self.decode_entry(key.as_str().as_bytes(), &raw) {
+            Ok(e) => edit.update(&state.stats, e.segment, |s| s.release(&e)),
+            // The entry is unreadable anyway; its segment's stats keep counting those bytes as live.
+            Err(err) => tracing::warn!(tier = %self.name, error = %err, "deleting a corrupt index entry"),
         }
-        active.len += stored.len() as u64;
-        let entry = Entry { segment: active.id, offset, stored_len: stored.len() as u64, size, checksum };
-        let mut wo = rocksdb::WriteOptions::default();
-        wo.set_sync(true);
-        self.db
-            .put_opt(key.as_str(), serde_json::to_vec(&entry).expect("entries serialize"), &wo)
-            .map_err(|e| TierError::Other(format!("tier {}: index write failed: {e}", self.name)))
+        edit.write(self, &mut batch)?;
+        self.write_synced(batch)?;
+        edit.apply(&mut state.stats);
+        Ok(())
+    }
+
+    /// Looks an object up and reads its frame, looking it up again when its segment file
+    /// vanished meanwhile (compaction removed it after repointing the entry).
+    ///
+    /// The outer error is for the call (`NotFound`, `InvalidRange`, index failures); the
+    /// inner one for the body (damage, I/O).
+    fn lookup_and_read(
+        &self,
+        key: &ObjectKey,
+        check: impl Fn(&Entry) -> Result<(), TierError>,
+    ) -> Result<(Entry, Result<Vec<u8>, TierError>), TierError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let e = self.entry(key.as_str().as_bytes())?.ok_or_else(|| TierError::NotFound(key.clone()))?;
+            check(&e)?;
+            let hook = self.read_hook.lock().clone();
+            if let Some(hook) = hook {
+                hook();
+            }
+            let path = segment_path(&self.root, e.segment);
+            let file = match fs::File::open(&path) {
+                Ok(f) => f,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound && attempt < READ_ATTEMPTS => continue,
+                Err(err) => return Ok((e, Err(self.io(format!("opening {}", path.display()), err)))),
+            };
+            let data = self.read_frame(key, &file, &e);
+            return Ok((e, data));
+        }
     }
 
     /// Reads and decompresses an object; a damaged frame is a checksum mismatch.
-    fn read(&self, key: &ObjectKey, e: &Entry) -> Result<Vec<u8>, TierError> {
-        let path = segment_path(&self.root, e.segment);
-        let file = fs::File::open(&path).map_err(|err| self.io(format!("opening {}", path.display()), err))?;
+    fn read_frame(&self, key: &ObjectKey, file: &fs::File, e: &Entry) -> Result<Vec<u8>, TierError> {
         let mut raw = vec![0u8; e.stored_len as usize];
         file.read_exact_at(&mut raw, e.offset).map_err(|err| self.io(format!("reading {key}"), err))?;
         match zstd::bulk::decompress(&raw, e.size as usize) {
@@ -198,6 +860,174 @@ impl Inner {
                 Err(TierError::ChecksumMismatch { key: key.clone(), expected: e.checksum, actual: Checksum::of(&raw) })
             }
         }
+    }
+
+    fn compact_once(&self) -> Result<CompactionReport, TierError> {
+        let _one = self.compaction.lock();
+        // A removal that failed after its batch committed is retried here, not only on open.
+        let (stats, active_id) = {
+            let state = self.state.lock();
+            (state.stats.clone(), state.active.id)
+        };
+        self.finish_deletions(&stats, active_id)?;
+        let candidates: BTreeSet<u64> = {
+            let state = self.state.lock();
+            let below = self.config.compact_below;
+            state
+                .stats
+                .iter()
+                .filter(|(id, s)| **id < state.active.id && s.compactable(below))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let mut report = CompactionReport::default();
+        if candidates.is_empty() {
+            return Ok(report);
+        }
+        // A candidate is not active: no put adds entries to it, so one scan finds them all.
+        let mut live: BTreeMap<u64, Vec<Live>> = candidates.iter().map(|id| (*id, Vec::new())).collect();
+        for item in self.db.iterator(rocksdb::IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| self.db_err("index scan", e))?;
+            // An unreadable entry might point into a candidate: refuse to remove anything.
+            let e = self.decode_entry(&k, &v)?;
+            if let Some(list) = live.get_mut(&e.segment) {
+                list.push((k, e));
+            }
+        }
+        for (id, mut entries) in live {
+            entries.sort_by_key(|(_, e)| e.offset);
+            self.compact_segment(id, entries, &mut report)?;
+        }
+        Ok(report)
+    }
+
+    /// Copies the live objects of segment `id` to the active segment, repoints them, removes
+    /// the old file.
+    fn compact_segment(&self, id: u64, entries: Vec<Live>, report: &mut CompactionReport) -> Result<(), TierError> {
+        let path = segment_path(&self.root, id);
+        let old_len = match fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && entries.is_empty() => 0,
+            Err(e) => return Err(self.io(format!("opening {}", path.display()), e)),
+        };
+        let mut moves: Vec<Move> = Vec::with_capacity(entries.len());
+        let mut ends: BTreeMap<u64, u64> = BTreeMap::new();
+        let copied_bytes: u64 = entries.iter().map(|(_, e)| e.stored_len).sum();
+        if !entries.is_empty() {
+            if let Copied::Damaged(why) = self.copy_live(&path, entries, &mut moves, &mut ends)? {
+                tracing::warn!(tier = %self.name, segment = id, reason = %why, "segment not compacted");
+                report.segments_skipped += 1;
+                return Ok(());
+            }
+        }
+        self.run_hook("after_copy")?;
+        archive_core::failpoint::hit("warm.compact.after_copy");
+
+        // Repoint, compare-and-set under the put mutex: a delete or overwrite made since the
+        // scan wins.
+        {
+            let mut guard = self.state.lock();
+            let state = &mut *guard;
+            let mut batch = rocksdb::WriteBatch::default();
+            let mut edit = StatsEdit::default();
+            let mut moved = 0;
+            for (key, old, new) in &moves {
+                match self.entry(key)? {
+                    Some(current) if current.same_location(old) => {
+                        batch.put(key, self.encode(new)?);
+                        edit.update(&state.stats, old.segment, |s| s.release(old));
+                        edit.update(&state.stats, new.segment, |s| s.add(new));
+                        moved += 1;
+                    }
+                    _ => {}
+                }
+            }
+            for (&seg, &end) in &ends {
+                edit.update(&state.stats, seg, |s| s.bytes = s.bytes.max(end));
+            }
+            // The scan saw every entry of the segment (it was no longer active, so no put
+            // could add one), and each now points elsewhere or is gone: nothing refers to
+            // the file any more, whatever the stats say.
+            let remaining = edit.get(&state.stats, id).objects;
+            if remaining != 0 {
+                tracing::warn!(tier = %self.name, segment = id, remaining, "segment stats were off: corrected");
+            }
+            edit.remove(id);
+            batch.put_cf(self.meta()?, deleting_key(id), b"");
+            edit.write(self, &mut batch)?;
+            self.write_synced(batch)?;
+            edit.apply(&mut state.stats);
+            report.objects_moved += moved;
+        }
+        self.run_hook("after_repoint")?;
+        archive_core::failpoint::hit("warm.compact.after_repoint");
+        self.remove_file(id)?;
+        self.sync_segment_dir()?;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_cf(self.meta()?, deleting_key(id));
+        self.write_synced(batch)?;
+        report.segments_compacted += 1;
+        report.bytes_reclaimed += old_len.saturating_sub(copied_bytes);
+        Ok(())
+    }
+
+    /// Reads, verifies and appends (fdatasynced) every listed object of the segment at
+    /// `path`, recording where each copy went and how far each target segment reaches.
+    fn copy_live(
+        &self,
+        path: &Path,
+        entries: Vec<Live>,
+        moves: &mut Vec<Move>,
+        ends: &mut BTreeMap<u64, u64>,
+    ) -> Result<Copied, TierError> {
+        let file = match fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) => return Ok(Copied::Damaged(format!("cannot open {}: {e}", path.display()))),
+        };
+        let mut chunk: Vec<Frame> = Vec::new();
+        let mut chunk_bytes = 0u64;
+        for (key, e) in entries {
+            let name = String::from_utf8_lossy(&key).into_owned();
+            let mut raw = vec![0u8; e.stored_len as usize];
+            if let Err(err) = file.read_exact_at(&mut raw, e.offset) {
+                return Ok(Copied::Damaged(format!("cannot read {name}: {err}")));
+            }
+            match zstd::bulk::decompress(&raw, e.size as usize) {
+                Ok(data) if data.len() as u64 == e.size && Checksum::of(&data) == e.checksum => {}
+                _ => return Ok(Copied::Damaged(format!("{name} fails verification"))),
+            }
+            chunk_bytes += raw.len() as u64;
+            chunk.push((key, e, raw));
+            if chunk_bytes >= COPY_CHUNK_BYTES {
+                self.append_copies(&mut chunk, moves, ends)?;
+                chunk_bytes = 0;
+            }
+        }
+        self.append_copies(&mut chunk, moves, ends)?;
+        Ok(Copied::All)
+    }
+
+    /// Appends a chunk of verified frames to the active segment under the put mutex and
+    /// fdatasyncs them.
+    fn append_copies(
+        &self,
+        chunk: &mut Vec<Frame>,
+        moves: &mut Vec<Move>,
+        ends: &mut BTreeMap<u64, u64>,
+    ) -> Result<(), TierError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let mut state = self.state.lock();
+        for (key, old, raw) in chunk.drain(..) {
+            self.make_room(&mut state.active, raw.len() as u64)?;
+            let offset = self.write_active(&mut state.active, &raw, false, "a compacted object")?;
+            let new = Entry { segment: state.active.id, offset, ..old.clone() };
+            ends.insert(state.active.id, state.active.len);
+            moves.push((key, old, new));
+        }
+        let active = &mut state.active;
+        active.file.sync_data().map_err(|e| self.io(format!("syncing segment {}", active.id), e))
     }
 }
 
@@ -219,7 +1049,7 @@ impl Tier for WarmTier {
             availability: Availability::Online,
             ranged_reads: true,
             needs_recall: false,
-            max_object_size: Some(self.inner.segment_bytes.max(4 << 30)),
+            max_object_size: Some(self.inner.config.segment_bytes.max(4 << 30)),
             batch_bytes: None,
         }
     }
@@ -241,8 +1071,8 @@ impl Tier for WarmTier {
                     return Err(TierError::ChecksumMismatch { key, expected, actual: checksum });
                 }
             }
-            let stored =
-                zstd::bulk::compress(&data, ZSTD_LEVEL).map_err(|e| inner.io(format!("compressing {key}"), e))?;
+            let stored = zstd::bulk::compress(&data, inner.config.zstd_level)
+                .map_err(|e| inner.io(format!("compressing {key}"), e))?;
             inner.append(&key, &stored, data.len() as u64, checksum, opts.overwrite)?;
             Ok(ObjectMeta { key, size: data.len() as u64, checksum })
         })
@@ -253,14 +1083,15 @@ impl Tier for WarmTier {
         let inner = self.inner.clone();
         let key = key.clone();
         blocking(move || {
-            let e = inner.entry(&key)?.ok_or_else(|| TierError::NotFound(key.clone()))?;
-            let meta = ObjectMeta { key: key.clone(), size: e.size, checksum: e.checksum };
-            if let Some(r) = &opts.range {
-                if r.start > r.end || r.end > e.size {
-                    return Err(TierError::InvalidRange { key, start: r.start, end: r.end, size: e.size });
+            let check = |e: &Entry| match &opts.range {
+                Some(r) if r.start > r.end || r.end > e.size => {
+                    Err(TierError::InvalidRange { key: key.clone(), start: r.start, end: r.end, size: e.size })
                 }
-            }
-            let body = match inner.read(&key, &e) {
+                _ => Ok(()),
+            };
+            let (e, read) = inner.lookup_and_read(&key, check)?;
+            let meta = ObjectMeta { key: key.clone(), size: e.size, checksum: e.checksum };
+            let body = match read {
                 Ok(data) => {
                     let data = Bytes::from(data);
                     match opts.range {
@@ -276,23 +1107,14 @@ impl Tier for WarmTier {
     }
 
     async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta, TierError> {
-        let e = self.inner.entry(key)?.ok_or_else(|| TierError::NotFound(key.clone()))?;
+        let e = self.inner.entry(key.as_str().as_bytes())?.ok_or_else(|| TierError::NotFound(key.clone()))?;
         Ok(ObjectMeta { key: key.clone(), size: e.size, checksum: e.checksum })
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), TierError> {
         let inner = self.inner.clone();
         let key = key.clone();
-        blocking(move || {
-            let _serialized = inner.active.lock();
-            let mut wo = rocksdb::WriteOptions::default();
-            wo.set_sync(true);
-            inner
-                .db
-                .delete_opt(key.as_str(), &wo)
-                .map_err(|e| TierError::Other(format!("tier {}: index delete failed: {e}", inner.name)))
-        })
-        .await
+        blocking(move || inner.remove(&key)).await
     }
 
     async fn list(&self, prefix: Option<&str>) -> Result<Vec<ObjectMeta>, TierError> {
@@ -302,15 +1124,13 @@ impl Tier for WarmTier {
             let mut out = Vec::new();
             let mode = rocksdb::IteratorMode::From(prefix.as_bytes(), rocksdb::Direction::Forward);
             for item in inner.db.iterator(mode) {
-                let (k, v) =
-                    item.map_err(|e| TierError::Other(format!("tier {}: index scan failed: {e}", inner.name)))?;
+                let (k, v) = item.map_err(|e| inner.db_err("index scan", e))?;
                 if !k.starts_with(prefix.as_bytes()) {
                     break;
                 }
                 let key = ObjectKey::new(String::from_utf8_lossy(&k).into_owned())
                     .map_err(|e| TierError::Other(format!("tier {}: bad key in the index: {e}", inner.name)))?;
-                let e: Entry = serde_json::from_slice(&v)
-                    .map_err(|e| TierError::Other(format!("tier {}: corrupt index entry: {e}", inner.name)))?;
+                let e = inner.decode_entry(&k, &v)?;
                 out.push(ObjectMeta { key, size: e.size, checksum: e.checksum });
             }
             Ok(out)

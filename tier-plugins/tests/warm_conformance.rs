@@ -1,4 +1,5 @@
-//! The warm tier against the tier conformance suite, plus segment rotation and reopening.
+//! The warm tier against the tier conformance suite (also after compaction), plus segment
+//! rotation and reopening. Compaction itself is tested in `warm_compaction.rs`.
 
 use archive_core::tier::{conformance, GetOpts, ObjectKey, PutOpts, Tier, TierExt, TierName};
 use bytes::Bytes;
@@ -22,6 +23,20 @@ async fn warm_tier_passes_the_conformance_suite_with_tiny_segments() {
     conformance::run_all(&open(dir.path(), 64 << 10)).await;
     let segments = std::fs::read_dir(dir.path().join("segments")).unwrap().count();
     assert!(segments > 3, "segments rotate: {segments}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_tier_passes_the_conformance_suite_again_after_compaction() {
+    // The suite deletes and overwrites: compaction finds dead bytes in tiny segments.
+    let dir = tempfile::tempdir().unwrap();
+    let tier = open(dir.path(), 64 << 10);
+    conformance::run_all(&tier).await;
+    let report = tier.compact_once().unwrap();
+    assert!(report.segments_compacted > 0, "{report:?}");
+    conformance::run_all(&tier).await;
+    tier.compact_once().unwrap();
+    drop(tier);
+    conformance::run_all(&open(dir.path(), 64 << 10)).await;
 }
 
 #[tokio::test]

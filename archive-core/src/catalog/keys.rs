@@ -13,6 +13,8 @@
 //! | `intents` | tier ␀ object key | [`WriteIntent`](super::WriteIntent) JSON |
 //! | `audit` | seq (u64 big endian) | [`AuditRecord`](crate::audit::AuditRecord) JSON |
 //! | `jobs` | job id (u64 big endian) | [`Job`](crate::lifecycle::job::Job) JSON |
+//! | `deletions` | deletion id (u64 big endian) | [`Deletion`](crate::deletion::Deletion) JSON |
+//! | `holds` | hold id (u64 big endian) | [`LegalHold`](crate::hold::LegalHold) JSON |
 //! | `meta` | name | JSON |
 //!
 //! Hierarchical keys make "series of a study" and "instances of a series" prefix scans.
@@ -33,6 +35,8 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     CF_AUDIT,
     CF_META,
     CF_JOBS,
+    CF_DELETIONS,
+    CF_HOLDS,
 ];
 /// Patients.
 pub const CF_PATIENTS: &str = "patients";
@@ -56,6 +60,10 @@ pub const CF_INTENTS: &str = "intents";
 pub const CF_AUDIT: &str = "audit";
 /// Lifecycle jobs (migrations, recalls), resumed on start.
 pub const CF_JOBS: &str = "jobs";
+/// Deletions (marked, purging, purged with their certificates, cancelled).
+pub const CF_DELETIONS: &str = "deletions";
+/// Legal holds.
+pub const CF_HOLDS: &str = "holds";
 /// Catalog metadata: schema version, stats.
 pub const CF_META: &str = "meta";
 

@@ -145,6 +145,22 @@ pub struct Relocation {
     pub detail: String,
 }
 
+/// One batch of a purge: instances of a purging deletion to remove from the catalog.
+#[derive(Debug, Clone)]
+pub struct PurgeRequest {
+    /// The deletion (must be purging).
+    pub deletion: crate::deletion::DeletionId,
+    /// The instances; those gone, of another study, outside the deletion, or received after
+    /// it was marked are skipped.
+    pub instances: Vec<SopInstanceUid>,
+    /// Who runs the purge (for the audit record).
+    pub actor: String,
+    /// From where.
+    pub address: String,
+    /// Why (the deletion's reason).
+    pub reason: String,
+}
+
 /// Catalog errors.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -237,6 +253,42 @@ pub trait Catalog: Send + Sync {
 
     /// Appends an audit record on its own (events that change no record: scrub results, exports).
     async fn append_audit(&self, event: crate::audit::AuditEvent) -> Result<(), CatalogError>;
+
+    /// Saves a deletion record (synced), with an audit record in the same batch whose sequence
+    /// number is appended to the saved record's `audit_seqs`; returns the record as saved.
+    async fn save_deletion(
+        &self,
+        deletion: crate::deletion::Deletion,
+        event: Option<crate::audit::AuditEvent>,
+    ) -> Result<crate::deletion::Deletion, CatalogError>;
+
+    /// Removes a batch of a purging deletion's instances from the catalog.
+    ///
+    /// # Behavior
+    /// - Removes each instance's records, index entries and counts; empty series, studies and
+    ///   patients go too. Each copy becomes a write intent in the same batch: the caller deletes
+    ///   the objects and clears the intents, or recovery does after a crash.
+    /// - Adds the removed instances to the deletion's certificate and appends one audit record
+    ///   listing them (with checksums), all in one synced batch.
+    /// - Returns the deletion as saved and the removed records.
+    async fn purge(&self, req: PurgeRequest) -> Result<(crate::deletion::Deletion, Vec<InstanceRecord>), CatalogError>;
+
+    /// Every deletion, oldest first.
+    fn deletions(&self) -> Result<Vec<crate::deletion::Deletion>, CatalogError>;
+    /// A deletion by id.
+    fn deletion(&self, id: crate::deletion::DeletionId) -> Result<Option<crate::deletion::Deletion>, CatalogError>;
+    /// Whether a study (or one of its instances) is hidden by a deletion at `now`.
+    fn is_hidden(&self, study: &StudyUid, instance: Option<&SopInstanceUid>, now: time::OffsetDateTime) -> bool;
+
+    /// Saves a legal hold (or removes it, for `None`) with its audit record, synced.
+    async fn put_hold(
+        &self,
+        id: crate::hold::HoldId,
+        hold: Option<crate::hold::LegalHold>,
+        event: crate::audit::AuditEvent,
+    ) -> Result<(), CatalogError>;
+    /// Every legal hold standing.
+    fn holds(&self) -> Result<Vec<crate::hold::LegalHold>, CatalogError>;
 
     /// Saves a lifecycle job (synced).
     fn save_job(&self, job: &crate::lifecycle::job::Job) -> Result<(), CatalogError>;

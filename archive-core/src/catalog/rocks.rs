@@ -1,11 +1,13 @@
 //! The catalog on RocksDB: reads, queries and opening; writes go through [`super::writer`].
 
 use super::keys::{self, IndexId, CF_AUDIT, CF_IDX, CF_INSTANCES, CF_INSTANCE_BY_UID, CF_INTENTS, CF_META};
-use super::keys::{CF_JOBS, CF_METADATA, CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
+use super::keys::{CF_DELETIONS, CF_HOLDS, CF_JOBS, CF_METADATA, CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
 use super::writer::{WriterHandle, WriterState};
-use super::{Catalog, CatalogError, CatalogStats, InsertOutcome, NewInstance, Relocation, WriteIntent};
+use super::{Catalog, CatalogError, CatalogStats, InsertOutcome, NewInstance, PurgeRequest, Relocation, WriteIntent};
 use crate::attribute::{Attribute, Level};
 use crate::audit::{AuditEvent, AuditRecord};
+use crate::deletion::{Deletion, DeletionId};
+use crate::hold::{HoldId, LegalHold};
 use crate::lifecycle::job::{Job, JobId};
 use crate::matching::{normalize_date, normalize_pn, MatchOptions, Matcher};
 use crate::model::{InstanceRecord, PatientKey, PatientRecord, SeriesRecord, StudyRecord};
@@ -14,9 +16,11 @@ use crate::uid::{SeriesUid, SopInstanceUid, StudyUid};
 use async_trait::async_trait;
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteOptions, DB};
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+use time::OffsetDateTime;
 
 /// Tuning of the RocksDB catalog.
 #[derive(Debug, Clone)]
@@ -37,6 +41,8 @@ impl Default for RocksCatalogOptions {
 pub struct RocksCatalog {
     db: Arc<DB>,
     writer: WriterHandle,
+    /// Active deletions by study, for hiding them from queries and retrieves without a read.
+    hidden: parking_lot::RwLock<HashMap<String, Vec<Deletion>>>,
 }
 
 impl std::fmt::Debug for RocksCatalog {
@@ -77,7 +83,26 @@ impl RocksCatalog {
         check_schema(&db)?;
         let state = WriterState::load(&db)?;
         let writer = WriterHandle::spawn(db.clone(), state, opts);
-        Ok(Self { db, writer })
+        let cat = Self { db, writer, hidden: Default::default() };
+        for d in cat.deletions()? {
+            cat.note_deletion(&d);
+        }
+        Ok(cat)
+    }
+
+    /// Keeps the hidden-set in step with a saved deletion.
+    fn note_deletion(&self, d: &Deletion) {
+        let mut hidden = self.hidden.write();
+        let list = hidden.entry(d.study.as_str().to_string()).or_default();
+        list.retain(|x| x.id != d.id);
+        if d.is_active() {
+            let mut lite = d.clone();
+            lite.certificate = Default::default();
+            list.push(lite);
+        }
+        if list.is_empty() {
+            hidden.remove(d.study.as_str());
+        }
     }
 
     /// Waits for queued commits and flushes memtables (used at shutdown).
@@ -431,7 +456,10 @@ impl ParentCache {
 }
 
 /// Collects matching rows, applying offset and limit; tells the scan when to stop.
-struct RowSink {
+struct RowSink<'h> {
+    /// Active deletions by study: rows they hide are never offered.
+    hidden: &'h HashMap<String, Vec<Deletion>>,
+    now: OffsetDateTime,
     skipped: usize,
     offset: usize,
     limit: Option<usize>,
@@ -439,9 +467,31 @@ struct RowSink {
     more: bool,
 }
 
-impl RowSink {
+impl RowSink<'_> {
+    /// Whether a deletion hides the row.
+    fn hides(&self, row: &QueryRow) -> bool {
+        let study = match (&row.study, &row.series, &row.instance) {
+            (Some(s), _, _) => s.uid.as_str(),
+            (None, Some(s), _) => s.study.as_str(),
+            (None, None, Some(i)) => i.study.as_str(),
+            _ => return false,
+        };
+        let Some(list) = self.hidden.get(study) else { return false };
+        list.iter().any(|d| {
+            d.hides_at(self.now)
+                && match (&d.instances, &row.instance) {
+                    (None, _) => true,
+                    (Some(_), Some(i)) => d.covers_instance(i.uid.as_str()),
+                    (Some(_), None) => false,
+                }
+        })
+    }
+
     /// Offers a row; returns false once the page is full (the scan may stop).
     fn offer(&mut self, row: QueryRow, q: &Query, opts: MatchOptions) -> bool {
+        if !self.hidden.is_empty() && self.hides(&row) {
+            return true;
+        }
         if !row_matches(&row, q, opts) {
             return true;
         }
@@ -532,6 +582,45 @@ impl Catalog for RocksCatalog {
 
     async fn append_audit(&self, event: AuditEvent) -> Result<(), CatalogError> {
         self.writer.append_audit(event).await
+    }
+
+    async fn save_deletion(&self, d: Deletion, event: Option<AuditEvent>) -> Result<Deletion, CatalogError> {
+        let saved = self.writer.save_deletion(d, event).await?;
+        self.note_deletion(&saved);
+        Ok(saved)
+    }
+
+    async fn purge(&self, req: PurgeRequest) -> Result<(Deletion, Vec<InstanceRecord>), CatalogError> {
+        self.writer.purge(req).await
+    }
+
+    fn deletions(&self) -> Result<Vec<Deletion>, CatalogError> {
+        self.scan_prefix(CF_DELETIONS, b"")
+    }
+
+    fn deletion(&self, id: DeletionId) -> Result<Option<Deletion>, CatalogError> {
+        self.get(CF_DELETIONS, &id.0.to_be_bytes())
+    }
+
+    fn is_hidden(&self, study: &StudyUid, instance: Option<&SopInstanceUid>, now: OffsetDateTime) -> bool {
+        let hidden = self.hidden.read();
+        let Some(list) = hidden.get(study.as_str()) else { return false };
+        list.iter().any(|d| {
+            d.hides_at(now)
+                && match (&d.instances, instance) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(_), Some(i)) => d.covers_instance(i.as_str()),
+                }
+        })
+    }
+
+    async fn put_hold(&self, id: HoldId, hold: Option<LegalHold>, event: AuditEvent) -> Result<(), CatalogError> {
+        self.writer.put_hold(id, hold, event).await
+    }
+
+    fn holds(&self) -> Result<Vec<LegalHold>, CatalogError> {
+        self.scan_prefix(CF_HOLDS, b"")
     }
 
     fn save_job(&self, job: &Job) -> Result<(), CatalogError> {
@@ -647,7 +736,16 @@ impl Catalog for RocksCatalog {
 
     fn query(&self, q: &Query, opts: MatchOptions) -> Result<QueryPage, CatalogError> {
         check_level(q)?;
-        let mut sink = RowSink { skipped: 0, offset: q.offset, limit: q.limit, rows: Vec::new(), more: false };
+        let hidden = self.hidden.read().clone();
+        let mut sink = RowSink {
+            hidden: &hidden,
+            now: OffsetDateTime::now_utc(),
+            skipped: 0,
+            offset: q.offset,
+            limit: q.limit,
+            rows: Vec::new(),
+            more: false,
+        };
         match q.level {
             Level::Patient => self.query_patients(q, opts, &mut sink)?,
             Level::Study => self.query_studies(q, opts, &mut sink)?,

@@ -9,12 +9,15 @@
 use super::keys::{
     self, IndexId, CF_AUDIT, CF_IDX, CF_INSTANCES, CF_INSTANCE_BY_UID, CF_INTENTS, CF_META, CF_METADATA,
 };
-use super::keys::{CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
+use super::keys::{CF_DELETIONS, CF_HOLDS, CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
 use super::rocks::{cf, decode, RocksCatalogOptions};
+use super::PurgeRequest;
 use super::{CatalogError, CatalogStats, ConflictPolicy, InsertOutcome, InstanceRelocation, NewInstance, Relocation};
 use crate::attribute::Attribute;
 use crate::audit::{genesis_hash, AuditAction, AuditEvent, AuditObject, AuditOutcome, AuditRecord};
 use crate::checksum::Checksum;
+use crate::deletion::{CertifiedInstance, Deletion, DeletionState};
+use crate::hold::{HoldId, LegalHold};
 use crate::matching::{normalize_date, normalize_pn};
 use crate::model::{
     InstanceRecord, Location, PatientKey, PatientRecord, Placement, SeriesRecord, StudyRecord, RECORD_VERSION,
@@ -34,8 +37,14 @@ enum Command {
     Relocate(Box<Relocation>, oneshot::Sender<Result<RelocateAnswer, CatalogError>>),
     Access(StudyUid, OffsetDateTime, oneshot::Sender<Result<(), CatalogError>>),
     Audit(Box<AuditEvent>, oneshot::Sender<Result<(), CatalogError>>),
+    SaveDeletion(Box<(Deletion, Option<AuditEvent>)>, oneshot::Sender<Result<Deletion, CatalogError>>),
+    Purge(Box<PurgeRequest>, oneshot::Sender<Result<Purged, CatalogError>>),
+    PutHold(Box<(HoldId, Option<LegalHold>, AuditEvent)>, oneshot::Sender<Result<(), CatalogError>>),
     Flush(oneshot::Sender<()>),
 }
+
+/// What one purge batch did: the deletion as saved, and the instance records removed.
+pub(crate) type Purged = (Deletion, Vec<InstanceRecord>);
 
 /// The per-item answers of a relocation.
 pub(crate) type RelocateAnswer = Vec<Result<InstanceRecord, CatalogError>>;
@@ -44,6 +53,8 @@ pub(crate) type RelocateAnswer = Vec<Result<InstanceRecord, CatalogError>>;
 enum Answer {
     Insert(Result<InsertOutcome, CatalogError>),
     Relocate(RelocateAnswer),
+    Deletion(Box<Deletion>),
+    Purged(Box<Purged>),
     Done,
 }
 
@@ -117,6 +128,23 @@ impl WriterHandle {
         self.call(|tx| Command::Audit(Box::new(event), tx)).await
     }
 
+    pub(crate) async fn save_deletion(&self, d: Deletion, event: Option<AuditEvent>) -> Result<Deletion, CatalogError> {
+        self.call(|tx| Command::SaveDeletion(Box::new((d, event)), tx)).await
+    }
+
+    pub(crate) async fn purge(&self, req: PurgeRequest) -> Result<Purged, CatalogError> {
+        self.call(|tx| Command::Purge(Box::new(req), tx)).await
+    }
+
+    pub(crate) async fn put_hold(
+        &self,
+        id: HoldId,
+        hold: Option<LegalHold>,
+        event: AuditEvent,
+    ) -> Result<(), CatalogError> {
+        self.call(|tx| Command::PutHold(Box::new((id, hold, event)), tx)).await
+    }
+
     pub(crate) async fn flush(&self) -> Result<(), CatalogError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Flush(tx))?;
@@ -169,6 +197,9 @@ enum Pending {
     Relocate(Box<Relocation>, oneshot::Sender<Result<RelocateAnswer, CatalogError>>),
     Access(StudyUid, OffsetDateTime, oneshot::Sender<Result<(), CatalogError>>),
     Audit(Box<AuditEvent>, oneshot::Sender<Result<(), CatalogError>>),
+    SaveDeletion(Box<(Deletion, Option<AuditEvent>)>, oneshot::Sender<Result<Deletion, CatalogError>>),
+    Purge(Box<PurgeRequest>, oneshot::Sender<Result<Purged, CatalogError>>),
+    PutHold(Box<(HoldId, Option<LegalHold>, AuditEvent)>, oneshot::Sender<Result<(), CatalogError>>),
 }
 
 impl Pending {
@@ -184,6 +215,16 @@ impl Pending {
             Pending::Access(study, at, _) => batch.record_access(study, *at).map(|()| Answer::Done),
             Pending::Audit(event, _) => {
                 batch.audit((**event).clone());
+                Ok(Answer::Done)
+            }
+            Pending::SaveDeletion(b, _) => {
+                let (d, ev) = &**b;
+                Ok(Answer::Deletion(Box::new(batch.save_deletion(d.clone(), ev.clone()))))
+            }
+            Pending::Purge(req, _) => batch.purge(req).map(|p| Answer::Purged(Box::new(p))),
+            Pending::PutHold(b, _) => {
+                let (id, hold, ev) = &**b;
+                batch.put_hold(*id, hold.as_ref(), ev.clone());
                 Ok(Answer::Done)
             }
         }
@@ -206,8 +247,20 @@ impl Pending {
                     _ => Err(CatalogError::Storage("mismatched answer".into())),
                 }));
             }
-            Pending::Access(_, _, tx) | Pending::Audit(_, tx) => {
+            Pending::Access(_, _, tx) | Pending::Audit(_, tx) | Pending::PutHold(_, tx) => {
                 let _ = tx.send(unit(answer));
+            }
+            Pending::SaveDeletion(_, tx) => {
+                let _ = tx.send(answer.and_then(|a| match a {
+                    Answer::Deletion(d) => Ok(*d),
+                    _ => Err(CatalogError::Storage("mismatched answer".into())),
+                }));
+            }
+            Pending::Purge(_, tx) => {
+                let _ = tx.send(answer.and_then(|a| match a {
+                    Answer::Purged(p) => Ok(*p),
+                    _ => Err(CatalogError::Storage("mismatched answer".into())),
+                }));
             }
         }
     }
@@ -222,6 +275,9 @@ fn commit_group(db: &DB, state: &mut WriterState, opts: &RocksCatalogOptions, co
             Command::Relocate(r, reply) => pending.push(Pending::Relocate(r, reply)),
             Command::Access(study, at, reply) => pending.push(Pending::Access(study, at, reply)),
             Command::Audit(event, reply) => pending.push(Pending::Audit(event, reply)),
+            Command::SaveDeletion(d, reply) => pending.push(Pending::SaveDeletion(d, reply)),
+            Command::Purge(r, reply) => pending.push(Pending::Purge(r, reply)),
+            Command::PutHold(h, reply) => pending.push(Pending::PutHold(h, reply)),
             Command::Flush(reply) => flushes.push(reply),
         }
     }
@@ -742,6 +798,100 @@ impl<'a> Batch<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// Saves a deletion record, with its audit record (whose sequence number it keeps).
+    fn save_deletion(&mut self, mut d: Deletion, event: Option<AuditEvent>) -> Deletion {
+        if let Some(ev) = event {
+            self.audit(ev);
+            d.audit_seqs.push(self.state.audit_seq);
+        }
+        self.wb.put_cf(cf(self.db, CF_DELETIONS), d.id.0.to_be_bytes(), encode(&d));
+        d
+    }
+
+    /// Removes a batch of a purging deletion's instances: records, counts, index entries; their
+    /// copies become write intents; the certificate grows; one audit record lists them.
+    fn purge(&mut self, req: &PurgeRequest) -> Result<Purged, CatalogError> {
+        let key = req.deletion.0.to_be_bytes();
+        let mut d: Deletion = match self.db.get_cf(cf(self.db, CF_DELETIONS), key)? {
+            Some(v) => decode(&key, &v)?,
+            None => return Err(CatalogError::Storage(format!("deletion {} is not in the catalog", req.deletion))),
+        };
+        if d.state != DeletionState::Purging {
+            return Err(CatalogError::Storage(format!("deletion {} is {:?}, not purging", req.deletion, d.state)));
+        }
+        let mut removed = Vec::new();
+        for sop in &req.instances {
+            let Some(existing) = self.existing_instance(sop.as_str())? else { continue };
+            if existing.study != d.study
+                || !d.covers_instance(sop.as_str())
+                || existing.received_at > d.covers_received_until
+            {
+                continue;
+            }
+            self.remove_instance(&existing)?;
+            for loc in &existing.locations {
+                let intent = super::WriteIntent {
+                    tier: loc.tier.clone(),
+                    key: loc.key.clone(),
+                    sop_instance: existing.uid.clone(),
+                };
+                let k = keys::join(&[loc.tier.as_str().as_bytes(), loc.key.as_str().as_bytes()]);
+                self.wb.put_cf(cf(self.db, CF_INTENTS), k, encode(&intent));
+            }
+            removed.push(existing);
+        }
+        if !removed.is_empty() {
+            let patient = format!("{}^^^{}", d.patient.patient_id, d.patient.issuer);
+            self.audit(AuditEvent {
+                time: OffsetDateTime::now_utc(),
+                action: AuditAction::InstancesDeleted,
+                actor: req.actor.clone(),
+                actor_address: req.address.clone(),
+                objects: removed
+                    .iter()
+                    .map(|r| AuditObject {
+                        patient: patient.clone(),
+                        study: r.study.to_string(),
+                        sop_instance: Some(r.uid.to_string()),
+                        checksum: Some(r.checksum),
+                    })
+                    .collect(),
+                reason: Some(req.reason.clone()),
+                outcome: AuditOutcome::Success,
+                detail: Some(format!("deletion {}: {} instances removed from the catalog", d.id, removed.len())),
+            });
+            let seq = self.state.audit_seq;
+            d.audit_seqs.push(seq);
+            for r in &removed {
+                let tiers: Vec<String> = r.locations.iter().map(|l| l.tier.as_str().to_string()).collect();
+                for t in &tiers {
+                    *d.certificate.copies_per_tier.entry(t.clone()).or_default() += 1;
+                }
+                d.certificate.total_bytes += r.size;
+                d.certificate.instances.push(CertifiedInstance {
+                    sop_instance: r.uid.clone(),
+                    sop_class: r.sop_class.as_str().to_string(),
+                    series: r.series.as_str().to_string(),
+                    size: r.size,
+                    checksum: r.checksum,
+                    tiers,
+                    audit_seq: seq,
+                });
+            }
+        }
+        self.wb.put_cf(cf(self.db, CF_DELETIONS), key, encode(&d));
+        Ok((d, removed))
+    }
+
+    /// Saves (or removes) a legal hold with its audit record.
+    fn put_hold(&mut self, id: HoldId, hold: Option<&LegalHold>, event: AuditEvent) {
+        match hold {
+            Some(h) => self.wb.put_cf(cf(self.db, CF_HOLDS), id.0.to_be_bytes(), encode(h)),
+            None => self.wb.delete_cf(cf(self.db, CF_HOLDS), id.0.to_be_bytes()),
+        }
+        self.audit(event);
     }
 
     fn audit(&mut self, event: AuditEvent) {

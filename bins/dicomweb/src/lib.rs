@@ -6,6 +6,7 @@
 //! trick reaches a tier; every error is a JSON body with a 4xx for a client's mistake.
 
 pub mod admin;
+pub mod auth;
 pub mod dicom_json;
 pub mod error;
 mod lifecycle_api;
@@ -13,6 +14,7 @@ pub mod media;
 pub mod metrics;
 pub mod multipart;
 pub mod qido;
+mod retention_api;
 mod routes;
 pub mod spool;
 pub mod stow;
@@ -76,6 +78,8 @@ pub struct AppState {
     pub settings: Arc<HttpSettings>,
     /// HTTP metrics.
     pub metrics: HttpMetrics,
+    /// The retention policy in force (absent: the policy routes answer 503).
+    pub policy: Option<policy::scheduler::PolicyEngine>,
 }
 
 impl AppState {
@@ -116,9 +120,18 @@ pub fn instance_uid(raw: &str) -> Result<SopInstanceUid, ApiError> {
 /// The whole HTTP API: DICOMweb under the base path, WADO-URI at `/wado`, the admin API,
 /// health checks and metrics.
 pub fn router(archive: Archive, settings: HttpSettings) -> Router {
+    router_with_policy(archive, settings, None)
+}
+
+/// [`router`] with the retention policy engine behind `/api/policy`.
+pub fn router_with_policy(
+    archive: Archive,
+    settings: HttpSettings,
+    policy: Option<policy::scheduler::PolicyEngine>,
+) -> Router {
     let metrics = HttpMetrics::register(archive.metrics().registry());
     let cors = cors_layer(&settings.cors_allowed_origins);
-    let state = AppState { archive, settings: Arc::new(settings), metrics };
+    let state = AppState { archive, settings: Arc::new(settings), metrics, policy };
     let base = state.settings.base_path.clone();
     let mut app = Router::new()
         .nest(&base, routes::dicomweb())

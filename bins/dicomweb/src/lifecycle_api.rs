@@ -1,5 +1,7 @@
 //! The admin API of the lifecycle: migrations, jobs and the integrity scrub.
 //!
+//! State changes need an admin's bearer token (see [`crate::auth`]).
+//!
 //! - `POST /api/studies/{study}/migrate` `{"to": "warm", "from": "hot", "keep_source": false, "reason": "..."}`
 //!   → 202 with the job and `Location: /api/jobs/{id}`; 400 unknown tier, 404 unknown study,
 //!   409 when another job works on the study.
@@ -53,7 +55,14 @@ fn job_json(job: &Job) -> Value {
 }
 
 /// `POST /api/studies/{study}/migrate`.
-pub async fn migrate(state: AppState, study: String, peer: String, body: Bytes) -> Result<Response, ApiError> {
+pub async fn migrate(
+    state: AppState,
+    study: String,
+    peer: String,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = crate::auth::require(&state, &headers, &peer, archive_core::config::Role::Admin)?;
     let study = study_uid(&study)?;
     let req: MigrateBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the body must be JSON like {{\"to\": \"warm\"}}: {e}")))?;
@@ -62,7 +71,7 @@ pub async fn migrate(state: AppState, study: String, peer: String, body: Bytes) 
         to: tier_name("to", &req.to)?,
         from: req.from.as_deref().map(|f| tier_name("from", f)).transpose()?,
         keep_source: req.keep_source,
-        requested_by: format!("admin@{peer}"),
+        requested_by: caller.name,
         reason: req.reason,
     };
     let job = state.archive.lifecycle().submit(request)?;
@@ -87,7 +96,8 @@ pub async fn job(state: AppState, id: String) -> Result<Json<Value>, ApiError> {
 }
 
 /// `POST /api/scrub`.
-pub async fn start_scrub(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn start_scrub(state: AppState, peer: String, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
+    crate::auth::require(&state, &headers, &peer, archive_core::config::Role::Admin)?;
     let scrubber = state.archive.scrubber();
     if !scrubber.start() {
         return Err(ApiError::new(StatusCode::CONFLICT, "an integrity scrub is already running"));

@@ -3,7 +3,7 @@
 use crate::error::ApiError;
 use crate::qido::{search, Scope};
 use crate::wado::Target;
-use crate::{admin, instance_uid, lifecycle_api, series_uid, stow, study_uid, wado, wado_uri, AppState};
+use crate::{admin, instance_uid, lifecycle_api, retention_api, series_uid, stow, study_uid, wado, wado_uri, AppState};
 use archive_core::attribute::Level;
 use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
@@ -145,9 +145,8 @@ pub fn outside_base() -> Router<AppState> {
         )
         .route(
             "/api/studies/{study}/migrate",
-            post(|State(s), p: Params, Peer(peer), body: bytes::Bytes| async move {
-                let peer = peer.map(|a| a.to_string()).unwrap_or_default();
-                lifecycle_api::migrate(s, p.get("study").to_string(), peer, body).await
+            post(|State(s), p: Params, peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
+                lifecycle_api::migrate(s, p.get("study").to_string(), peer_of(peer), h, body).await
             }),
         )
         .route("/api/jobs", get(lifecycle_api::jobs))
@@ -155,5 +154,102 @@ pub fn outside_base() -> Router<AppState> {
             "/api/jobs/{id}",
             get(|State(s), p: Params| async move { lifecycle_api::job(s, p.get("id").to_string()).await }),
         )
-        .route("/api/scrub", get(lifecycle_api::scrub_status).post(lifecycle_api::start_scrub))
+        .route(
+            "/api/scrub",
+            get(lifecycle_api::scrub_status).post(|State(s), peer: Peer, h: HeaderMap| async move {
+                lifecycle_api::start_scrub(s, peer_of(peer), h).await
+            }),
+        )
+        .merge(retention_routes())
+}
+
+fn peer_of(p: Peer) -> String {
+    p.0.map(|a| a.ip().to_string()).unwrap_or_default()
+}
+
+/// Deletions, legal holds, rules, simulation and the audit trail (bearer tokens required).
+fn retention_routes() -> Router<AppState> {
+    use axum::routing::put;
+    Router::new()
+        .route(
+            "/api/studies/{study}/delete",
+            post(|State(s), p: Params, peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
+                retention_api::delete_study(s, p.get("study").to_string(), peer_of(peer), h, body).await
+            }),
+        )
+        .route(
+            "/api/deletions",
+            get(|State(s), peer: Peer, h: HeaderMap| async move { retention_api::deletions(s, peer_of(peer), h).await }),
+        )
+        .route(
+            "/api/deletions/{id}",
+            get(|State(s), p: Params, peer: Peer, h: HeaderMap| async move {
+                retention_api::deletion(s, p.get("id").to_string(), peer_of(peer), h).await
+            }),
+        )
+        .route(
+            "/api/deletions/{id}/certificate",
+            get(|State(s), p: Params, peer: Peer, h: HeaderMap| async move {
+                retention_api::certificate(s, p.get("id").to_string(), peer_of(peer), h).await
+            }),
+        )
+        .route(
+            "/api/deletions/{id}/undo",
+            post(|State(s), p: Params, peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
+                retention_api::undo(s, p.get("id").to_string(), peer_of(peer), h, body).await
+            }),
+        )
+        .route(
+            "/api/holds",
+            get(|State(s), peer: Peer, h: HeaderMap| async move { retention_api::holds(s, peer_of(peer), h).await }).post(
+                |State(s), peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
+                    retention_api::set_hold(s, peer_of(peer), h, body).await
+                },
+            ),
+        )
+        .route(
+            "/api/holds/{id}/release",
+            post(|State(s), p: Params, peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
+                retention_api::release_hold(s, p.get("id").to_string(), peer_of(peer), h, body).await
+            }),
+        )
+        .route(
+            "/api/policy",
+            get(|State(s), peer: Peer, h: HeaderMap| async move { retention_api::policy(s, peer_of(peer), h).await }).merge(put(
+                |State(s), peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
+                    retention_api::put_policy(s, peer_of(peer), h, body).await
+                },
+            )),
+        )
+        .route(
+            "/api/policy/reload",
+            post(|State(s), peer: Peer, h: HeaderMap| async move { retention_api::reload_policy(s, peer_of(peer), h).await }),
+        )
+        .route(
+            "/api/policy/evaluate",
+            post(|State(s), peer: Peer, h: HeaderMap| async move { retention_api::evaluate_now(s, peer_of(peer), h).await }),
+        )
+        .route(
+            "/api/policy/simulate",
+            get(|State(s), RawQuery(q), peer: Peer, h: HeaderMap| async move {
+                retention_api::simulate(s, q, peer_of(peer), h, bytes::Bytes::new()).await
+            })
+            .post(|State(s), RawQuery(q), peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
+                retention_api::simulate(s, q, peer_of(peer), h, body).await
+            }),
+        )
+        .route(
+            "/api/policy/explain/{study}",
+            get(|State(s), p: Params, RawQuery(q), peer: Peer, h: HeaderMap| async move {
+                retention_api::explain(s, p.get("study").to_string(), q, peer_of(peer), h).await
+            }),
+        )
+        .route(
+            "/api/audit",
+            get(|State(s), RawQuery(q), peer: Peer, h: HeaderMap| async move { retention_api::audit(s, q, peer_of(peer), h).await }),
+        )
+        .route(
+            "/api/audit/verify",
+            get(|State(s), peer: Peer, h: HeaderMap| async move { retention_api::verify(s, peer_of(peer), h).await }),
+        )
 }

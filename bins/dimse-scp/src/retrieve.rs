@@ -151,7 +151,11 @@ async fn select(conn: &Connection, dataset: &[u8], ts: &str) -> Result<Vec<Insta
                 (None, None, Some(st)) => catalog.instances_of_study(&st.uid).map_err(|e| e.to_string())?,
                 _ => Vec::new(),
             };
+            let now = time::OffsetDateTime::now_utc();
             for r in records {
+                if catalog.is_hidden(&r.study, Some(&r.uid), now) {
+                    continue;
+                }
                 if seen.insert(r.uid.clone()) {
                     out.push(r);
                 }

@@ -16,6 +16,11 @@ pub async fn run(config: VnaConfig) -> anyhow::Result<()> {
     let (archive, recovery) = wiring::open_archive(config).await?;
     tracing::info!(data_dir = %data_dir.display(), removed = recovery.removed, "archive opened");
     archive.start_background()?;
+    let policy = policy::scheduler::PolicyEngine::open(std::sync::Arc::new(archive.clone()))
+        .await
+        .map_err(|e| anyhow::anyhow!("retention rules: {e}"))?;
+    policy.start();
+    tracing::info!(digest = %policy.rules().digest, rules = policy.rules().rules.len(), "retention rules in force");
 
     let dicom_listener = TcpListener::bind(dicom_addr).await?;
     let http_listener = TcpListener::bind(http_addr).await?;
@@ -28,7 +33,7 @@ pub async fn run(config: VnaConfig) -> anyhow::Result<()> {
     };
     let dimse = dimse_scp::DimseServer::new(archive.clone(), settings);
     let dimse_task = tokio::spawn(dimse.run(dicom_listener, stopped(stop_rx.clone())));
-    let app = dicomweb::router(archive.clone(), http_settings);
+    let app = dicomweb::router_with_policy(archive.clone(), http_settings, Some(policy));
     let http_task = tokio::spawn(
         axum::serve(http_listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(stopped(stop_rx))

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{pydicom_files, Moto, Server};
+use common::{pydicom_files, Moto, Server, ADMIN_TOKEN};
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -34,6 +34,7 @@ fn migrate(c: &Client, base: &str, study: &str, body: &str) -> Value {
     let rsp = c
         .post(format!("{base}/api/studies/{study}/migrate"))
         .header("Content-Type", "application/json")
+        .bearer_auth(ADMIN_TOKEN)
         .body(body.to_string())
         .send()
         .unwrap();

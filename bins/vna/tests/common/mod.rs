@@ -9,6 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tier_plugins::hot::HotTier;
 
+/// The bearer token of the administrator every test server knows.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The bearer token of the auditor every test server knows.
+pub const AUDITOR_TOKEN: &str = "test-auditor-token-0123456789";
+
 /// A configuration rooted in `dir` with no free-space floors.
 pub fn config_in(dir: &Path) -> VnaConfig {
     let mut c = VnaConfig { data_dir: dir.to_path_buf(), ..VnaConfig::default() };
@@ -91,7 +96,7 @@ impl Server {
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\n[catalog]\nmin_free_mb = 0\n[hot]\nmin_free_mb = 0\n[http]\n{http_listen}\n{http_extra}\n[dicom]\nlisten = \"127.0.0.1:0\"\n{dicom_extra}",
+                "data_dir = \"{}\"\n[[auth.users]]\nname = \"test-admin\"\ntoken = \"{ADMIN_TOKEN}\"\nrole = \"admin\"\n[[auth.users]]\nname = \"test-auditor\"\ntoken = \"{AUDITOR_TOKEN}\"\nrole = \"auditor\"\n[catalog]\nmin_free_mb = 0\n[hot]\nmin_free_mb = 0\n[http]\n{http_listen}\n{http_extra}\n[dicom]\nlisten = \"127.0.0.1:0\"\n{dicom_extra}",
                 dir.join("data").display()
             ),
         )

@@ -1,0 +1,614 @@
+//! The deletion engine: marking, undo, legal holds, and the background purge.
+
+use super::model::{Deletion, DeletionCause, DeletionId, DeletionState, DELETION_RECORD_VERSION};
+use crate::attribute::Attribute;
+use crate::audit::{AuditAction, AuditEvent, AuditObject, AuditOutcome};
+use crate::catalog::{Catalog, CatalogError, PurgeRequest, WriteIntent};
+use crate::hold::{HoldId, HoldScope, LegalHold};
+use crate::metrics::Metrics;
+use crate::model::StudyRecord;
+use crate::tiers::TierSet;
+use crate::uid::{SopInstanceUid, StudyUid};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// How deletions run.
+#[derive(Debug, Clone)]
+pub struct DeletionSettings {
+    /// Time between marking and hiding/purging (undo is possible until the purge starts).
+    pub grace: Duration,
+    /// Instances removed per catalog commit.
+    pub purge_batch: usize,
+    /// Tier deletes in flight at once.
+    pub delete_concurrency: usize,
+}
+
+impl Default for DeletionSettings {
+    fn default() -> Self {
+        Self { grace: Duration::from_secs(72 * 3600), purge_batch: 500, delete_concurrency: 16 }
+    }
+}
+
+/// A request to delete a study or some of its instances.
+#[derive(Debug, Clone)]
+pub struct DeletionRequest {
+    /// The study.
+    pub study: StudyUid,
+    /// Only these instances (`None`: the whole study).
+    pub instances: Option<Vec<SopInstanceUid>>,
+    /// Who asks.
+    pub requested_by: String,
+    /// From where.
+    pub requested_from: String,
+    /// Why, in words (required).
+    pub reason: String,
+    /// What causes it.
+    pub cause: DeletionCause,
+    /// Grace period (`None`: the configured one).
+    pub grace: Option<Duration>,
+}
+
+/// Deletion failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DeletionError {
+    /// The study is not in the archive.
+    #[error("study {0} is not in the archive")]
+    StudyNotFound(StudyUid),
+    /// The study has no such instance.
+    #[error("instance {0} is not in the study")]
+    InstanceNotFound(SopInstanceUid),
+    /// A legal hold covers the study.
+    #[error("legal hold {hold} on {scope} blocks the deletion: {reason}")]
+    Held {
+        /// The hold.
+        hold: HoldId,
+        /// What it covers.
+        scope: String,
+        /// Why it was set.
+        reason: String,
+    },
+    /// A deletion of the whole study is already under way.
+    #[error("study {study} is already marked for deletion (deletion {id})")]
+    AlreadyMarked {
+        /// The study.
+        study: StudyUid,
+        /// The deletion under way.
+        id: DeletionId,
+    },
+    /// No such deletion.
+    #[error("deletion {0} not found")]
+    NotFound(DeletionId),
+    /// The deletion can no longer be undone.
+    #[error("deletion {id} is {state:?} and can no longer be undone")]
+    NotUndoable {
+        /// The deletion.
+        id: DeletionId,
+        /// Its state.
+        state: DeletionState,
+    },
+    /// No such legal hold.
+    #[error("legal hold {0} not found")]
+    HoldNotFound(HoldId),
+    /// The request is incomplete.
+    #[error("{0}")]
+    Invalid(String),
+    /// The catalog failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+struct Inner {
+    catalog: Arc<dyn Catalog>,
+    tiers: Arc<TierSet>,
+    settings: DeletionSettings,
+    metrics: Metrics,
+    /// Deletions whose purge is running in this process.
+    running: Mutex<HashSet<DeletionId>>,
+    /// Serializes id allocation, marking and hold changes (they check each other).
+    admin: tokio::sync::Mutex<()>,
+    last_id: Mutex<u64>,
+    wake: tokio::sync::Notify,
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+/// Marks, undoes and purges deletions; keeps legal holds.
+#[derive(Clone)]
+pub struct Deleter {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Deleter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deleter").field("settings", &self.inner.settings).finish()
+    }
+}
+
+fn patient_label(s: &StudyRecord) -> String {
+    format!("{}^^^{}", s.patient.patient_id, s.patient.issuer)
+}
+
+fn accession_of(s: &StudyRecord) -> Option<String> {
+    s.attrs.get(Attribute::AccessionNumber).map(|a| a.trim().to_string()).filter(|a| !a.is_empty())
+}
+
+impl Deleter {
+    /// Creates the engine; [`Deleter::schedule`] starts its background purges.
+    pub fn new(catalog: Arc<dyn Catalog>, tiers: Arc<TierSet>, settings: DeletionSettings, metrics: Metrics) -> Self {
+        let (changed, _) = tokio::sync::watch::channel(0);
+        Self {
+            inner: Arc::new(Inner {
+                catalog,
+                tiers,
+                settings,
+                metrics,
+                running: Mutex::default(),
+                admin: tokio::sync::Mutex::new(()),
+                last_id: Mutex::new(0),
+                wake: tokio::sync::Notify::new(),
+                changed,
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &DeletionSettings {
+        &self.inner.settings
+    }
+
+    fn next_id(&self) -> u64 {
+        let now = OffsetDateTime::now_utc().unix_timestamp_nanos() as u64 / 1000;
+        let mut last = self.inner.last_id.lock();
+        *last = (*last + 1).max(now);
+        *last
+    }
+
+    fn notify_changed(&self) {
+        self.inner.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Marks a study (or instances) for deletion.
+    ///
+    /// # Behavior
+    /// - Refused when a legal hold covers the study (the refusal is audited), when the study or
+    ///   an instance is unknown, or when the whole study is already marked.
+    /// - Saves the deletion with a `deletion_requested` audit record; the data stays visible
+    ///   until the grace period ends.
+    pub async fn request(&self, req: DeletionRequest) -> Result<Deletion, DeletionError> {
+        if req.reason.trim().is_empty() {
+            return Err(DeletionError::Invalid("a deletion needs a reason".into()));
+        }
+        let _admin = self.inner.admin.lock().await;
+        let cat = &self.inner.catalog;
+        let study = cat.study(&req.study)?.ok_or_else(|| DeletionError::StudyNotFound(req.study.clone()))?;
+        if let Some(list) = &req.instances {
+            if list.is_empty() {
+                return Err(DeletionError::Invalid("no instances named".into()));
+            }
+            for sop in list {
+                match cat.instance(sop)? {
+                    Some(r) if r.study == req.study => {}
+                    _ => return Err(DeletionError::InstanceNotFound(sop.clone())),
+                }
+            }
+        }
+        let accession = accession_of(&study);
+        let holds = cat.holds()?;
+        let object = AuditObject {
+            patient: patient_label(&study),
+            study: study.uid.to_string(),
+            sop_instance: None,
+            checksum: None,
+        };
+        if let Some(h) = crate::hold::first_covering(&holds, &study.uid, &study.patient, accession.as_deref()) {
+            cat.append_audit(AuditEvent {
+                time: OffsetDateTime::now_utc(),
+                action: AuditAction::DeletionRefused,
+                actor: req.requested_by.clone(),
+                actor_address: req.requested_from.clone(),
+                objects: vec![object],
+                reason: Some(req.reason.clone()),
+                outcome: AuditOutcome::MinorFailure,
+                detail: Some(format!("{}: legal hold {} on {}", req.cause, h.id, h.scope)),
+            })
+            .await?;
+            self.inner.metrics.deletions_total.with_label_values(&["refused"]).inc();
+            return Err(DeletionError::Held { hold: h.id, scope: h.scope.to_string(), reason: h.reason.clone() });
+        }
+        if req.instances.is_none() {
+            if let Some(d) =
+                cat.deletions()?.into_iter().find(|d| d.study == req.study && d.is_active() && d.instances.is_none())
+            {
+                return Err(DeletionError::AlreadyMarked { study: req.study.clone(), id: d.id });
+            }
+        }
+        let now = OffsetDateTime::now_utc();
+        let grace = req.grace.unwrap_or(self.inner.settings.grace);
+        let d = Deletion {
+            v: DELETION_RECORD_VERSION,
+            id: DeletionId(self.next_id()),
+            study: req.study.clone(),
+            instances: req.instances.clone(),
+            patient: study.patient.clone(),
+            accession,
+            requested_by: req.requested_by.clone(),
+            requested_from: req.requested_from.clone(),
+            reason: req.reason.clone(),
+            cause: req.cause.clone(),
+            state: DeletionState::Marked,
+            marked_at: now,
+            hide_at: now + grace,
+            covers_received_until: now,
+            purge_started_at: None,
+            finished_at: None,
+            cancelled: None,
+            audit_seqs: Vec::new(),
+            certificate: Default::default(),
+        };
+        let action = match req.cause {
+            DeletionCause::Rejection { .. } => AuditAction::InstancesRejected,
+            _ => AuditAction::DeletionRequested,
+        };
+        let objects = match &req.instances {
+            None => vec![object],
+            Some(list) => {
+                list.iter().map(|u| AuditObject { sop_instance: Some(u.to_string()), ..object.clone() }).collect()
+            }
+        };
+        let event = AuditEvent {
+            time: now,
+            action,
+            actor: req.requested_by.clone(),
+            actor_address: req.requested_from.clone(),
+            objects,
+            reason: Some(req.reason.clone()),
+            outcome: AuditOutcome::Success,
+            detail: Some(format!("deletion {} by {}; hidden and purged after {}", d.id, req.cause, d.hide_at)),
+        };
+        let saved = cat.save_deletion(d, Some(event)).await?;
+        self.inner.metrics.deletions_total.with_label_values(&["marked"]).inc();
+        tracing::info!(deletion = %saved.id, study = %saved.study, by = %saved.requested_by, cause = %saved.cause, "deletion marked");
+        self.notify_changed();
+        self.inner.wake.notify_one();
+        Ok(saved)
+    }
+
+    /// Undoes a marked deletion (until its purge starts).
+    pub async fn undo(&self, id: DeletionId, actor: &str, from: &str, reason: &str) -> Result<Deletion, DeletionError> {
+        let _admin = self.inner.admin.lock().await;
+        // A purge that is about to start takes `running` first; so does undo.
+        if self.inner.running.lock().contains(&id) {
+            return Err(DeletionError::NotUndoable { id, state: DeletionState::Purging });
+        }
+        let d = self.inner.catalog.deletion(id)?.ok_or(DeletionError::NotFound(id))?;
+        if d.state != DeletionState::Marked {
+            return Err(DeletionError::NotUndoable { id, state: d.state });
+        }
+        self.cancel(d, actor, from, reason).await
+    }
+
+    async fn cancel(&self, mut d: Deletion, actor: &str, from: &str, reason: &str) -> Result<Deletion, DeletionError> {
+        let now = OffsetDateTime::now_utc();
+        d.state = DeletionState::Cancelled;
+        d.finished_at = Some(now);
+        d.cancelled = Some(format!("{actor}: {reason}"));
+        let event = AuditEvent {
+            time: now,
+            action: AuditAction::DeletionCancelled,
+            actor: actor.to_string(),
+            actor_address: from.to_string(),
+            objects: vec![AuditObject {
+                patient: format!("{}^^^{}", d.patient.patient_id, d.patient.issuer),
+                study: d.study.to_string(),
+                sop_instance: None,
+                checksum: None,
+            }],
+            reason: Some(reason.to_string()),
+            outcome: AuditOutcome::Success,
+            detail: Some(format!("deletion {} ({}) undone", d.id, d.cause)),
+        };
+        let saved = self.inner.catalog.save_deletion(d, Some(event)).await?;
+        self.inner.metrics.deletions_total.with_label_values(&["cancelled"]).inc();
+        self.notify_changed();
+        Ok(saved)
+    }
+
+    /// Sets a legal hold; marked deletions it covers are cancelled.
+    pub async fn set_hold(
+        &self,
+        scope: HoldScope,
+        reason: &str,
+        by: &str,
+        from: &str,
+    ) -> Result<LegalHold, DeletionError> {
+        if reason.trim().is_empty() {
+            return Err(DeletionError::Invalid("a legal hold needs a reason".into()));
+        }
+        let _admin = self.inner.admin.lock().await;
+        let now = OffsetDateTime::now_utc();
+        let hold = LegalHold {
+            v: 1,
+            id: HoldId(self.next_id()),
+            scope,
+            reason: reason.to_string(),
+            set_by: by.to_string(),
+            set_at: now,
+        };
+        let event = AuditEvent {
+            time: now,
+            action: AuditAction::LegalHoldSet,
+            actor: by.to_string(),
+            actor_address: from.to_string(),
+            objects: self.hold_objects(&hold.scope),
+            reason: Some(reason.to_string()),
+            outcome: AuditOutcome::Success,
+            detail: Some(format!("legal hold {} on {}", hold.id, hold.scope)),
+        };
+        self.inner.catalog.put_hold(hold.id, Some(hold.clone()), event).await?;
+        for d in self.inner.catalog.deletions()? {
+            let running = self.inner.running.lock().contains(&d.id);
+            if d.state == DeletionState::Marked && !running && hold.covers(&d.study, &d.patient, d.accession.as_deref())
+            {
+                self.cancel(d, by, from, &format!("legal hold {} set: {reason}", hold.id)).await?;
+            }
+        }
+        self.notify_changed();
+        Ok(hold)
+    }
+
+    fn hold_objects(&self, scope: &HoldScope) -> Vec<AuditObject> {
+        let (patient, study) = match scope {
+            HoldScope::Patient { patient } => (format!("{}^^^{}", patient.patient_id, patient.issuer), String::new()),
+            HoldScope::Study { study } => {
+                let p = self.inner.catalog.study(study).ok().flatten().map(|s| patient_label(&s)).unwrap_or_default();
+                (p, study.to_string())
+            }
+            HoldScope::Accession { .. } => (String::new(), String::new()),
+        };
+        vec![AuditObject { patient, study, sop_instance: None, checksum: None }]
+    }
+
+    /// Releases a legal hold.
+    pub async fn release_hold(
+        &self,
+        id: HoldId,
+        by: &str,
+        from: &str,
+        reason: &str,
+    ) -> Result<LegalHold, DeletionError> {
+        if reason.trim().is_empty() {
+            return Err(DeletionError::Invalid("releasing a legal hold needs a reason".into()));
+        }
+        let _admin = self.inner.admin.lock().await;
+        let hold =
+            self.inner.catalog.holds()?.into_iter().find(|h| h.id == id).ok_or(DeletionError::HoldNotFound(id))?;
+        let event = AuditEvent {
+            time: OffsetDateTime::now_utc(),
+            action: AuditAction::LegalHoldReleased,
+            actor: by.to_string(),
+            actor_address: from.to_string(),
+            objects: self.hold_objects(&hold.scope),
+            reason: Some(reason.to_string()),
+            outcome: AuditOutcome::Success,
+            detail: Some(format!(
+                "legal hold {} on {} (set by {} at {}) released",
+                hold.id, hold.scope, hold.set_by, hold.set_at
+            )),
+        };
+        self.inner.catalog.put_hold(id, None, event).await?;
+        self.notify_changed();
+        Ok(hold)
+    }
+
+    /// Legal holds standing.
+    pub fn holds(&self) -> Result<Vec<LegalHold>, DeletionError> {
+        Ok(self.inner.catalog.holds()?)
+    }
+
+    /// Every deletion, oldest first.
+    pub fn deletions(&self) -> Result<Vec<Deletion>, DeletionError> {
+        Ok(self.inner.catalog.deletions()?)
+    }
+
+    /// One deletion.
+    pub fn deletion(&self, id: DeletionId) -> Result<Deletion, DeletionError> {
+        self.inner.catalog.deletion(id)?.ok_or(DeletionError::NotFound(id))
+    }
+
+    /// Waits until a deletion is purged or cancelled (or `timeout`), returning its last state.
+    pub async fn wait(&self, id: DeletionId, timeout: Duration) -> Result<Deletion, DeletionError> {
+        let mut rx = self.inner.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let d = self.deletion(id)?;
+            if matches!(d.state, DeletionState::Purged | DeletionState::Cancelled) {
+                return Ok(d);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                return Ok(d);
+            }
+        }
+    }
+
+    /// Starts the purge of every deletion that is due (grace over) or was purging when the
+    /// process stopped; returns how many started.
+    pub fn run_due(&self) -> Result<usize, DeletionError> {
+        let now = OffsetDateTime::now_utc();
+        let mut started = 0;
+        for d in self.inner.catalog.deletions()? {
+            let due = match d.state {
+                DeletionState::Marked => now >= d.hide_at,
+                DeletionState::Purging => true,
+                _ => false,
+            };
+            if !due || !self.inner.running.lock().insert(d.id) {
+                continue;
+            }
+            started += 1;
+            let this = self.clone();
+            tokio::spawn(async move {
+                let id = d.id;
+                if let Err(e) = this.purge(d).await {
+                    tracing::error!(deletion = %id, error = %e, "purge stopped; it resumes on the next pass");
+                }
+                this.inner.running.lock().remove(&id);
+                this.notify_changed();
+            });
+        }
+        Ok(started)
+    }
+
+    /// Runs [`Deleter::run_due`] every `every` and whenever a deletion is marked.
+    pub fn schedule(&self, every: Duration) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = this.run_due() {
+                    tracing::error!(error = %e, "deletion pass failed");
+                }
+                // A marked deletion with a short grace wakes the loop; otherwise poll.
+                let next = this.next_due().map_or(every, |d| d.min(every));
+                tokio::select! {
+                    _ = tokio::time::sleep(next) => {}
+                    _ = this.inner.wake.notified() => {}
+                }
+            }
+        });
+    }
+
+    fn next_due(&self) -> Option<Duration> {
+        let now = OffsetDateTime::now_utc();
+        let deletions = self.inner.catalog.deletions().ok()?;
+        deletions
+            .iter()
+            .filter(|d| d.state == DeletionState::Marked)
+            .map(|d| {
+                let secs = (d.hide_at - now).as_seconds_f64().max(0.0);
+                Duration::from_secs_f64(secs) + Duration::from_millis(50)
+            })
+            .min()
+    }
+
+    async fn purge(&self, mut d: Deletion) -> Result<(), DeletionError> {
+        let cat = self.inner.catalog.clone();
+        if d.state == DeletionState::Marked {
+            let _admin = self.inner.admin.lock().await;
+            // Re-read: an undo may have won the race.
+            d = cat.deletion(d.id)?.ok_or(DeletionError::NotFound(d.id))?;
+            if d.state != DeletionState::Marked {
+                return Ok(());
+            }
+            let holds = cat.holds()?;
+            if let Some(h) = crate::hold::first_covering(&holds, &d.study, &d.patient, d.accession.as_deref()) {
+                let reason = format!("legal hold {} on {}: {}", h.id, h.scope, h.reason);
+                self.cancel(d, "policy", "", &reason).await?;
+                return Ok(());
+            }
+            d.state = DeletionState::Purging;
+            d.purge_started_at = Some(OffsetDateTime::now_utc());
+            d = cat.save_deletion(d, None).await?;
+            self.notify_changed();
+        }
+        tracing::info!(deletion = %d.id, study = %d.study, "purge started");
+        loop {
+            let batch: Vec<SopInstanceUid> = cat
+                .instances_of_study(&d.study)?
+                .into_iter()
+                .filter(|r| d.covers_instance(r.uid.as_str()) && r.received_at <= d.covers_received_until)
+                .take(self.inner.settings.purge_batch.max(1))
+                .map(|r| r.uid)
+                .collect();
+            if batch.is_empty() {
+                break;
+            }
+            let (saved, removed) = cat
+                .purge(PurgeRequest {
+                    deletion: d.id,
+                    instances: batch,
+                    actor: d.requested_by.clone(),
+                    address: d.requested_from.clone(),
+                    reason: d.reason.clone(),
+                })
+                .await?;
+            d = saved;
+            if removed.is_empty() {
+                break;
+            }
+            self.inner.metrics.purged_instances_total.inc_by(removed.len() as u64);
+            self.inner.metrics.purged_bytes_total.inc_by(removed.iter().map(|r| r.size).sum());
+            let deferred = self.delete_copies(&removed).await;
+            if deferred > 0 {
+                d.certificate.deferred_object_deletes += deferred;
+                d = cat.save_deletion(d, None).await?;
+            }
+        }
+        let now = OffsetDateTime::now_utc();
+        d.state = DeletionState::Purged;
+        d.finished_at = Some(now);
+        let cert = &d.certificate;
+        let detail = format!(
+            "deletion {} by {} complete: {} instances, {} bytes, copies per tier {:?}; certificate digest {}",
+            d.id,
+            d.cause,
+            cert.instances.len(),
+            cert.total_bytes,
+            cert.copies_per_tier,
+            crate::checksum::Checksum::of(&serde_json::to_vec(cert).unwrap_or_default()),
+        );
+        let event = AuditEvent {
+            time: now,
+            action: AuditAction::DeletionCompleted,
+            actor: d.requested_by.clone(),
+            actor_address: d.requested_from.clone(),
+            objects: vec![AuditObject {
+                patient: format!("{}^^^{}", d.patient.patient_id, d.patient.issuer),
+                study: d.study.to_string(),
+                sop_instance: None,
+                checksum: None,
+            }],
+            reason: Some(d.reason.clone()),
+            outcome: AuditOutcome::Success,
+            detail: Some(detail),
+        };
+        let d = cat.save_deletion(d, Some(event)).await?;
+        self.inner.metrics.deletions_total.with_label_values(&["purged"]).inc();
+        tracing::info!(deletion = %d.id, study = %d.study, instances = d.certificate.instances.len(), "purge complete");
+        Ok(())
+    }
+
+    /// Deletes the copies of removed instances and clears their intents; returns how many
+    /// failed (their intents stay for recovery).
+    async fn delete_copies(&self, removed: &[crate::model::InstanceRecord]) -> u64 {
+        let copies: Vec<WriteIntent> = removed
+            .iter()
+            .flat_map(|r| {
+                r.locations.iter().map(|l| WriteIntent {
+                    tier: l.tier.clone(),
+                    key: l.key.clone(),
+                    sop_instance: r.uid.clone(),
+                })
+            })
+            .collect();
+        let results = futures::stream::iter(copies)
+            .map(|intent| async move {
+                let Some(tier) = self.inner.tiers.get(&intent.tier) else {
+                    tracing::warn!(tier = %intent.tier, key = %intent.key, "copy on an unconfigured tier left for recovery");
+                    return false;
+                };
+                match tier.delete(&intent.key).await {
+                    Ok(()) => self.inner.catalog.end_write(&intent).is_ok(),
+                    Err(e) => {
+                        tracing::warn!(tier = %intent.tier, key = %intent.key, error = %e, "copy delete failed; recovery retries it");
+                        false
+                    }
+                }
+            })
+            .buffer_unordered(self.inner.settings.delete_concurrency.max(1))
+            .collect::<Vec<bool>>()
+            .await;
+        results.iter().filter(|ok| !**ok).count() as u64
+    }
+}
