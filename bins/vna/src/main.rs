@@ -1,6 +1,7 @@
 //! `vna`: the Vendor Neutral Archive binary. A page of wiring: configuration,
 //! logging, the servers and the admin commands; all logic lives in the libraries.
 
+mod admin_cli;
 mod import;
 mod logging;
 mod serve;
@@ -23,6 +24,8 @@ struct Cli {
     /// TOML configuration file (embedded defaults when absent).
     #[arg(long, short, global = true, env = "VNA_CONFIG")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    server: admin_cli::ServerArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,9 +43,20 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Check the audit trail.
+    /// Check and export the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Retention rules: check a file, simulate a date, explain a study's decision, apply, reload.
+    #[command(subcommand)]
+    Policy(admin_cli::PolicyCommand),
+    /// Mark a study for deletion (hidden and purged after the grace period; needs an admin token).
+    Delete(admin_cli::DeleteArgs),
+    /// List, inspect and undo deletions; print deletion certificates.
+    #[command(subcommand)]
+    Deletions(admin_cli::DeletionsCommand),
+    /// Legal holds: no deletion touches what they cover while they stand.
+    #[command(subcommand)]
+    Hold(admin_cli::HoldCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,8 +69,12 @@ enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Verify the hash chain of the audit trail; names the first altered, removed or reordered record.
+    /// Verify the hash chain of the audit trail; names the first altered, removed or reordered
+    /// record. Reads the catalog directly: the archive must be stopped (or pass --server to ask
+    /// the running one).
     Verify,
+    /// Export audit records (JSON or CSV) from the running archive; needs an auditor's token.
+    Export(admin_cli::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +107,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => {
             logging::init_quiet(&config.log)?;
             runtime()?.block_on(import::run(config, args))
+        }
+        Command::Policy(cmd) => admin_cli::policy(&config, &cli.server, cmd),
+        Command::Delete(args) => admin_cli::delete(&config, &cli.server, args),
+        Command::Deletions(cmd) => admin_cli::deletions(&config, &cli.server, cmd),
+        Command::Hold(cmd) => admin_cli::hold(&config, &cli.server, cmd),
+        Command::Audit(AuditCommand::Export(args)) => admin_cli::export(&config, &cli.server, args),
+        Command::Audit(AuditCommand::Verify) if cli.server.server.is_some() => {
+            admin_cli::verify_remote(&config, &cli.server)
         }
         Command::Audit(AuditCommand::Verify) => runtime()?.block_on(async {
             let (archive, _) = wiring::open_archive(config).await?;
