@@ -81,13 +81,6 @@ impl Archive {
             .with_floor(&catalog_path, config.catalog.min_free_mb)
             .with_floor(config.hot_path(), config.hot.min_free_mb);
         let dyn_catalog: Arc<dyn Catalog> = catalog.clone();
-        let ingest = Ingest::new(dyn_catalog.clone(), tiers.clone(), disk, config.ingest.on_conflict, metrics.clone());
-        let retrieve = Retrieve::new(dyn_catalog.clone(), tiers.clone(), metrics.clone());
-        let settings = LifecycleSettings::from_config(&config.lifecycle)?;
-        if tiers.get(&settings.recall_tier).is_none() {
-            return Err(ArchiveError::Lifecycle(LifecycleError::UnknownTier(settings.recall_tier.to_string())));
-        }
-        let lifecycle = Lifecycle::new(dyn_catalog.clone(), tiers.clone(), settings, metrics.clone());
         let r = &config.retention;
         let deleter = crate::deletion::Deleter::new(
             dyn_catalog.clone(),
@@ -99,6 +92,14 @@ impl Archive {
             },
             metrics.clone(),
         );
+        let ingest = Ingest::new(dyn_catalog.clone(), tiers.clone(), disk, config.ingest.on_conflict, metrics.clone())
+            .with_rejections(deleter.clone());
+        let retrieve = Retrieve::new(dyn_catalog.clone(), tiers.clone(), metrics.clone());
+        let settings = LifecycleSettings::from_config(&config.lifecycle)?;
+        if tiers.get(&settings.recall_tier).is_none() {
+            return Err(ArchiveError::Lifecycle(LifecycleError::UnknownTier(settings.recall_tier.to_string())));
+        }
+        let lifecycle = Lifecycle::new(dyn_catalog.clone(), tiers.clone(), settings, metrics.clone());
         let scrubber = Scrubber::new(
             dyn_catalog,
             tiers.clone(),

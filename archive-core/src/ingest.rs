@@ -155,6 +155,8 @@ pub struct Ingest {
     rate: Arc<crate::rate::RateWindow>,
     /// Studies that received a new instance (for the policy engine's after-ingest evaluation).
     stored: tokio::sync::broadcast::Sender<StudyUid>,
+    /// Where IOCM rejection notes send the instances they reject.
+    rejections: Option<crate::deletion::Deleter>,
 }
 
 /// Per-SOP-Instance-UID async locks; an entry lives only while someone holds or waits for it.
@@ -213,7 +215,57 @@ impl Ingest {
         metrics: Metrics,
     ) -> Self {
         let (stored, _) = tokio::sync::broadcast::channel(4096);
-        Self { catalog, tiers, disk, policy, metrics, sop_locks: Arc::default(), rate: Arc::default(), stored }
+        Self {
+            catalog,
+            tiers,
+            disk,
+            policy,
+            metrics,
+            sop_locks: Arc::default(),
+            rate: Arc::default(),
+            stored,
+            rejections: None,
+        }
+    }
+
+    /// Makes stored IHE IOCM rejection notes (Key Object Selections titled with a rejection
+    /// code) hide the instances they reference and schedule their deletion.
+    pub fn with_rejections(mut self, deleter: crate::deletion::Deleter) -> Self {
+        self.rejections = Some(deleter);
+        self
+    }
+
+    /// Applies a stored rejection note: per study, the referenced instances the archive holds
+    /// are hidden at once and deleted after the grace period. Refusals (a legal hold) are
+    /// audited by the deletion engine and logged here; the note itself stays stored.
+    async fn apply_rejection(&self, note_uid: &SopInstanceUid, metadata: &str, source: &Source) {
+        let Some(deleter) = &self.rejections else { return };
+        let Some(note) = crate::deletion::rejection::rejection_note(metadata) else { return };
+        let mut by_study: std::collections::BTreeMap<String, Vec<SopInstanceUid>> = Default::default();
+        for r in &note.references {
+            let Ok(uid) = SopInstanceUid::new(&r.sop_instance) else { continue };
+            match self.catalog.instance(&uid) {
+                Ok(Some(rec)) if rec.study.as_str() == r.study => by_study.entry(r.study.clone()).or_default().push(uid),
+                _ => tracing::warn!(note = %note_uid, sop_instance = %r.sop_instance, "rejection note references an instance the archive does not hold"),
+            }
+        }
+        for (study, instances) in by_study {
+            let Ok(study) = StudyUid::new(&study) else { continue };
+            let req = crate::deletion::DeletionRequest {
+                study: study.clone(),
+                instances: Some(instances),
+                requested_by: source.actor.clone(),
+                requested_from: source.address.clone(),
+                reason: note.title.clone(),
+                cause: crate::deletion::DeletionCause::Rejection { note: note_uid.clone(), title: note.title.clone() },
+                grace: None,
+                hide_immediately: true,
+            };
+            match deleter.request(req).await {
+                Ok(d) => tracing::info!(note = %note_uid, study = %study, deletion = %d.id, title = %note.title, "instances rejected"),
+                Err(e) => tracing::warn!(note = %note_uid, study = %study, error = %e, "rejection not applied"),
+            }
+        }
     }
 
     /// The studies of newly stored instances, as they are stored (lagging receivers miss some).
@@ -324,9 +376,14 @@ impl Ingest {
             metadata,
         };
         let study_uid = new.instance.study.clone();
+        let note = (new.instance.sop_class.as_str() == crate::deletion::rejection::KEY_OBJECT_SELECTION)
+            .then(|| (new.instance.uid.clone(), new.metadata.clone(), new.instance.source.clone()));
         match self.catalog.insert_instance(new).await {
             Ok(InsertOutcome::Stored) => {
                 let _ = self.stored.send(study_uid);
+                if let Some((uid, Some(json), source)) = note {
+                    self.apply_rejection(&uid, &json, &source).await;
+                }
                 Ok(receipt(IngestStatus::Stored))
             }
             Ok(InsertOutcome::AlreadyStored { existing }) => {

@@ -11,6 +11,8 @@ use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
 /// MR Image Storage.
 pub const MR_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.4";
+/// Key Object Selection Document Storage.
+pub const KEY_OBJECT_SELECTION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.88.59";
 /// Explicit VR Little Endian.
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 
@@ -144,6 +146,70 @@ impl DatasetGenerator {
             }
         }
         out
+    }
+
+    /// An IHE IOCM rejection note (Key Object Selection) titled `code`/`meaning` (scheme DCM)
+    /// that rejects `rejected` (all of one study), in a new series of that study.
+    pub fn rejection_note(&mut self, code: &str, meaning: &str, rejected: &[SyntheticInstance]) -> SyntheticInstance {
+        use dicom_object::mem::InMemElement;
+        let study = rejected.first().map(|r| r.study.clone()).unwrap_or_else(|| self.uid());
+        let (series, sop) = (self.uid(), self.uid());
+        let put = |obj: &mut InMemDicomObject, tag: Tag, vr: VR, v: &str| {
+            obj.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+        };
+        let mut obj = InMemDicomObject::new_empty();
+        put(&mut obj, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192");
+        put(&mut obj, tags::SOP_CLASS_UID, VR::UI, KEY_OBJECT_SELECTION_STORAGE);
+        put(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &sop);
+        put(&mut obj, tags::STUDY_INSTANCE_UID, VR::UI, &study);
+        put(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, &series);
+        put(&mut obj, tags::MODALITY, VR::CS, "KO");
+        put(&mut obj, tags::PATIENT_ID, VR::LO, "REJECTOR");
+        put(&mut obj, tags::SERIES_NUMBER, VR::IS, "999");
+        put(&mut obj, tags::INSTANCE_NUMBER, VR::IS, "1");
+        put(&mut obj, tags::VALUE_TYPE, VR::CS, "CONTAINER");
+        let mut concept = InMemDicomObject::new_empty();
+        put(&mut concept, tags::CODE_VALUE, VR::SH, code);
+        put(&mut concept, tags::CODING_SCHEME_DESIGNATOR, VR::SH, "DCM");
+        put(&mut concept, tags::CODE_MEANING, VR::LO, meaning);
+        obj.put(InMemElement::new(tags::CONCEPT_NAME_CODE_SEQUENCE, VR::SQ, dicom_core::value::DataSetSequence::from(vec![concept])));
+        let mut by_series: Vec<(String, Vec<InMemDicomObject>)> = Vec::new();
+        for r in rejected {
+            let mut item = InMemDicomObject::new_empty();
+            put(&mut item, tags::REFERENCED_SOP_CLASS_UID, VR::UI, CT_IMAGE_STORAGE);
+            put(&mut item, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &r.sop_instance);
+            match by_series.iter_mut().find(|(s, _)| *s == r.series) {
+                Some((_, items)) => items.push(item),
+                None => by_series.push((r.series.clone(), vec![item])),
+            }
+        }
+        let series_items: Vec<InMemDicomObject> = by_series
+            .into_iter()
+            .map(|(uid, items)| {
+                let mut s = InMemDicomObject::new_empty();
+                put(&mut s, tags::SERIES_INSTANCE_UID, VR::UI, &uid);
+                s.put(InMemElement::new(tags::REFERENCED_SOP_SEQUENCE, VR::SQ, dicom_core::value::DataSetSequence::from(items)));
+                s
+            })
+            .collect();
+        let mut evidence = InMemDicomObject::new_empty();
+        put(&mut evidence, tags::STUDY_INSTANCE_UID, VR::UI, &study);
+        evidence.put(InMemElement::new(
+            tags::REFERENCED_SERIES_SEQUENCE,
+            VR::SQ,
+            dicom_core::value::DataSetSequence::from(series_items),
+        ));
+        obj.put(InMemElement::new(
+            tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE,
+            VR::SQ,
+            dicom_core::value::DataSetSequence::from(vec![evidence]),
+        ));
+        let file = obj
+            .with_meta(FileMetaTableBuilder::new().transfer_syntax(EXPLICIT_VR_LE))
+            .expect("generated meta is complete");
+        let mut bytes = Vec::new();
+        file.write_all(&mut bytes).expect("writing to memory cannot fail");
+        SyntheticInstance { study, series, sop_instance: sop, bytes }
     }
 
     /// A smooth body outline with noise in the low bits: compresses about as well as real CT.

@@ -411,6 +411,7 @@ impl PolicyEngine {
                     reason: decision.summary.clone(),
                     cause: DeletionCause::Rule { name: rule.name.clone(), version: rule.version, rules_digest: digest },
                     grace: None,
+                    hide_immediately: false,
                 };
                 match archive.deleter().request(req).await {
                     Ok(_) => {

@@ -50,6 +50,8 @@ pub struct DeletionRequest {
     pub cause: DeletionCause,
     /// Grace period (`None`: the configured one).
     pub grace: Option<Duration>,
+    /// Hide at once instead of after the grace period (rejections).
+    pub hide_immediately: bool,
 }
 
 /// Deletion failures.
@@ -241,6 +243,7 @@ impl Deleter {
             state: DeletionState::Marked,
             marked_at: now,
             hide_at: now + grace,
+            hide_immediately: req.hide_immediately,
             covers_received_until: now,
             purge_started_at: None,
             finished_at: None,

@@ -19,6 +19,7 @@
 
 mod engine;
 mod model;
+pub mod rejection;
 
 pub use engine::{Deleter, DeletionError, DeletionRequest, DeletionSettings};
 pub use model::{

@@ -140,6 +140,9 @@ pub struct Deletion {
     /// When it becomes hidden and may be purged (the end of the grace period).
     #[serde(with = "time::serde::rfc3339")]
     pub hide_at: OffsetDateTime,
+    /// Hidden from the moment it is marked (IOCM rejections), not only after `hide_at`.
+    #[serde(default)]
+    pub hide_immediately: bool,
     /// Instances received after this time are not part of the deletion.
     #[serde(with = "time::serde::rfc3339")]
     pub covers_received_until: OffsetDateTime,
@@ -164,7 +167,7 @@ impl Deletion {
     /// Whether the deletion hides its study (or instances) from queries and retrieves at `now`.
     pub fn hides_at(&self, now: OffsetDateTime) -> bool {
         match self.state {
-            DeletionState::Marked => now >= self.hide_at,
+            DeletionState::Marked => self.hide_immediately || now >= self.hide_at,
             DeletionState::Purging => true,
             DeletionState::Purged | DeletionState::Cancelled => false,
         }

@@ -130,6 +130,7 @@ pub async fn delete_study(
             reason: b.reason,
             cause: DeletionCause::Request,
             grace: b.grace_minutes.map(|m| std::time::Duration::from_secs(m * 60)),
+            hide_immediately: false,
         })
         .await?;
     Ok(with_location(StatusCode::ACCEPTED, deletion_json(&d, false), format!("/api/deletions/{}", d.id)))

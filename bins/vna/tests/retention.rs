@@ -10,6 +10,7 @@ use common::{Server, ADMIN_TOKEN, AUDITOR_TOKEN};
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 use vna_benches::dataset::{DatasetGenerator, StudySpec, SyntheticInstance};
@@ -473,4 +474,71 @@ fn altered_removed_and_reordered_audit_records_are_named_by_audit_verify() {
         db.put_cf(cf, audit_key(5), a).unwrap();
     });
     assert!(text.contains("position 2") && text.contains("removed or reordered"), "{text}");
+}
+
+fn qido_instances(c: &Client, base: &str, study: &str) -> Vec<String> {
+    let rsp = c.get(format!("{base}/dicom-web/studies/{study}/instances")).send().unwrap();
+    if rsp.status() == StatusCode::NO_CONTENT {
+        return Vec::new();
+    }
+    let rows: Value = rsp.json().unwrap();
+    rows.as_array().unwrap().iter().map(|r| r["00080018"]["Value"][0].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn iocm_rejection_notes_over_c_store_and_stow_hide_and_delete_the_rejected_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        "\n[retention]\nevaluate_interval_minutes = 0\nevaluate_after_ingest_secs = 0\ngrace_minutes = 0\n",
+    );
+    let base = server.http();
+    let c = client();
+    let mut gen = DatasetGenerator::new(77);
+    let a = gen.study(&StudySpec::tiny("CT", 1, 4));
+    let b = gen.study(&StudySpec::tiny("MR", 2, 2));
+    stow(&c, &base, &a);
+    storescu(&server, dir.path(), &b);
+
+    // A quality rejection of two of A's instances over C-STORE; a retention-expiry rejection of
+    // one of B's over STOW-RS; a "Of Interest" selection (113000) that rejects nothing.
+    let note_a = gen.rejection_note("113001", "Rejected for Quality Reasons", &a[..2]);
+    let note_b = gen.rejection_note("113039", "Data Retention Policy Expired", &b[3..]);
+    let of_interest = gen.rejection_note("113000", "Of Interest", &b[..1]);
+    storescu(&server, dir.path(), std::slice::from_ref(&note_a));
+    stow(&c, &base, &[note_b.clone(), of_interest.clone()]);
+
+    let mut deletions = Vec::new();
+    for _ in 0..100 {
+        let (_, list) = api(&c, reqwest::Method::GET, format!("{base}/api/deletions"), Some(AUDITOR_TOKEN), None);
+        deletions = list["deletions"].as_array().unwrap().clone();
+        if deletions.len() == 2 && deletions.iter().all(|d| d["state"] == "purged") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(deletions.len(), 2, "{deletions:?}");
+    for d in &deletions {
+        assert_eq!(d["state"], "purged", "{d}");
+        assert_eq!(d["cause"]["kind"], "rejection");
+    }
+    assert_eq!(deletions.iter().find(|d| d["requested_by"] == "MODALITY1").unwrap()["certificate"]["instances"], 2);
+
+    let left_a = qido_instances(&c, &base, &a[0].study);
+    let expect_a: BTreeSet<String> =
+        a[2..].iter().map(|i| i.sop_instance.clone()).chain([note_a.sop_instance.clone()]).collect();
+    assert_eq!(left_a.into_iter().collect::<BTreeSet<_>>(), expect_a);
+    let left_b: BTreeSet<String> = qido_instances(&c, &base, &b[0].study).into_iter().collect();
+    assert!(!left_b.contains(&b[3].sop_instance));
+    assert!(left_b.contains(&b[0].sop_instance) && left_b.contains(&of_interest.sop_instance));
+    assert_eq!(left_b.len(), 3 + 2);
+    for rejected in [&a[0], &a[1], &b[3]] {
+        let url = format!("{base}/dicom-web/studies/{}/series/{}/instances/{}", rejected.study, rejected.series, rejected.sop_instance);
+        let s = c.get(url).header("Accept", "multipart/related; type=\"application/dicom\"").send().unwrap().status();
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(files_of(&dir.path().join("data/hot"), &rejected.sop_instance), Vec::<String>::new());
+    }
+    let (_, audit) = api(&c, reqwest::Method::GET, format!("{base}/api/audit?action=instances_rejected"), Some(AUDITOR_TOKEN), None);
+    assert_eq!(audit["records"].as_array().unwrap().len(), 2);
+    assert!(server.stop().success());
 }
