@@ -10,12 +10,14 @@ use crate::lifecycle::scrub::Scrubber;
 use crate::lifecycle::{Lifecycle, LifecycleError, LifecycleSettings};
 use crate::matching::MatchOptions;
 use crate::metrics::Metrics;
+use crate::model::InstanceRecord;
 use crate::query::{Query, QueryPage, QueryRow};
 use crate::retrieve::Retrieve;
 use crate::tier::Availability;
 use crate::tier::{Tier, TierName};
 use crate::tiers::effective_availability;
 use crate::tiers::{TierSet, TierSetError};
+use crate::uid::StudyUid;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -172,6 +174,84 @@ impl Archive {
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Appends an audit record for an answered query (C-FIND, QIDO-RS): the level, the keys that
+    /// constrained it, and the studies it returned. Runs in the background; never fails the query.
+    pub fn audit_query(&self, actor: &str, address: &str, query: &Query, rows: &[QueryRow]) {
+        let keys: Vec<String> =
+            query.keys.iter().filter(|k| k.matcher.is_constraining()).map(|k| format!("{:?}", k.attribute)).collect();
+        let mut objects: Vec<crate::audit::AuditObject> = Vec::new();
+        for row in rows {
+            let (study, patient) = match (&row.study, &row.patient) {
+                (Some(s), _) => (s.uid.to_string(), format!("{}^^^{}", s.patient.patient_id, s.patient.issuer)),
+                (None, Some(p)) => (String::new(), format!("{}^^^{}", p.key.patient_id, p.key.issuer)),
+                _ => continue,
+            };
+            if objects.len() < 100 && !objects.iter().any(|o| o.study == study && o.patient == patient) {
+                objects.push(crate::audit::AuditObject { patient, study, sop_instance: None, checksum: None });
+            }
+        }
+        let detail = format!("{} query on {}: {} rows", query.level.as_dicom(), keys.join(","), rows.len());
+        self.spawn_audit(crate::audit::AuditAction::Query, actor, address, objects, detail);
+    }
+
+    /// Appends an audit record for instances sent to a client (WADO, C-MOVE, C-GET): one object
+    /// per study with its patient, and the instance count and bytes in the detail. Background.
+    pub fn audit_retrieve(&self, actor: &str, address: &str, records: &[InstanceRecord], how: &str) {
+        let mut per_study: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        for r in records {
+            let e = per_study.entry(r.study.to_string()).or_default();
+            e.0 += 1;
+            e.1 += r.size;
+        }
+        let objects = per_study
+            .keys()
+            .map(|study| {
+                let patient = StudyUid::new(study)
+                    .ok()
+                    .and_then(|u| self.catalog.study(&u).ok().flatten())
+                    .map(|s| format!("{}^^^{}", s.patient.patient_id, s.patient.issuer))
+                    .unwrap_or_default();
+                crate::audit::AuditObject { patient, study: study.clone(), sop_instance: None, checksum: None }
+            })
+            .collect();
+        let detail =
+            per_study.iter().map(|(s, (n, b))| format!("{s}: {n} instances, {b} bytes")).collect::<Vec<_>>().join("; ");
+        self.spawn_audit(
+            crate::audit::AuditAction::InstancesRetrieved,
+            actor,
+            address,
+            objects,
+            format!("{how}: {detail}"),
+        );
+    }
+
+    fn spawn_audit(
+        &self,
+        action: crate::audit::AuditAction,
+        actor: &str,
+        address: &str,
+        objects: Vec<crate::audit::AuditObject>,
+        detail: String,
+    ) {
+        let event = crate::audit::AuditEvent {
+            time: time::OffsetDateTime::now_utc(),
+            action,
+            actor: actor.to_string(),
+            actor_address: address.to_string(),
+            objects,
+            reason: None,
+            outcome: crate::audit::AuditOutcome::Success,
+            detail: Some(detail),
+        };
+        let catalog = self.catalog.clone();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        rt.spawn(async move {
+            if let Err(e) = catalog.append_audit(event).await {
+                tracing::error!(error = %e, "audit record of an access could not be written");
+            }
+        });
     }
 
     /// The matching options from config.

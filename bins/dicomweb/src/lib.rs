@@ -178,7 +178,26 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 }
 
 /// Counts every request by route, method and status, and times it.
-async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The request header in which the middleware passes the client's address to handlers (any
+/// value a client sends under this name is replaced).
+pub const PEER_HEADER: &str = "x-vna-peer";
+
+/// The client's address as the middleware recorded it.
+pub fn peer_of(headers: &HeaderMap) -> String {
+    headers.get(PEER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+}
+
+/// Counts every request by route, method and status, and times it; records the peer address.
+async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    request.headers_mut().remove(PEER_HEADER);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&peer) {
+        request.headers_mut().insert(PEER_HEADER, v);
+    }
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -230,6 +230,7 @@ pub async fn search(
     let archive = state.archive.clone();
     let query = search.query.clone();
     let page = tokio::task::spawn_blocking(move || archive.query(&query)).await??;
+    state.archive.audit_query("QIDO-RS", &crate::peer_of(&headers), &search.query, &page.rows);
 
     let base = state.base_url(&headers);
     let mut attrs = defaults(level, &scope);

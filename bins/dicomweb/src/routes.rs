@@ -122,7 +122,7 @@ pub fn dicomweb() -> Router<AppState> {
         )
         .route("/series", get(|State(s), p: Params, RawQuery(q), h| search_at(Level::Series, s, p, q, h)))
         .route("/instances", get(|State(s), p: Params, RawQuery(q), h| search_at(Level::Instance, s, p, q, h)))
-        .route("/wado", get(|State(s), RawQuery(q)| wado_uri::wado(s, q)))
+        .route("/wado", get(|State(s), RawQuery(q), h: HeaderMap| wado_uri::wado(s, q, h)))
 }
 
 async fn retrieve(State(s): State<AppState>, p: Params, h: HeaderMap) -> Result<Response, ApiError> {
@@ -136,7 +136,7 @@ async fn metadata(State(s): State<AppState>, p: Params, h: HeaderMap) -> Result<
 /// Routes outside the DICOMweb base: WADO-URI at `/wado` and the admin API.
 pub fn outside_base() -> Router<AppState> {
     Router::new()
-        .route("/wado", get(|State(s), RawQuery(q)| wado_uri::wado(s, q)))
+        .route("/wado", get(|State(s), RawQuery(q), h: HeaderMap| wado_uri::wado(s, q, h)))
         .route("/api/stats", get(admin::stats))
         .route("/api/openapi.json", get(admin::openapi))
         .route(

@@ -169,6 +169,7 @@ pub async fn retrieve(state: AppState, target: Target, headers: HeaderMap) -> Re
         Ok(records) => records,
         Err(accepted) => return Ok(accepted),
     };
+    state.archive.audit_retrieve("WADO-RS", &crate::peer_of(&headers), &records, "WADO-RS retrieve");
     match delivery {
         Delivery::Single(wanted) => {
             let record = records.into_iter().next().expect("records() never returns none");

@@ -14,7 +14,11 @@ use futures::StreamExt;
 use std::collections::HashMap;
 
 /// Answers a WADO-URI request.
-pub async fn wado(state: AppState, raw_query: Option<String>) -> Result<Response, ApiError> {
+pub async fn wado(
+    state: AppState,
+    raw_query: Option<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw_query.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?;
     let params: HashMap<String, String> = pairs.into_iter().collect();
@@ -48,6 +52,7 @@ pub async fn wado(state: AppState, raw_query: Option<String>) -> Result<Response
         .into_iter()
         .next()
         .expect("records() never returns none");
+    state.archive.audit_retrieve("WADO-URI", &crate::peer_of(&headers), std::slice::from_ref(&record), "WADO-URI");
     let retrieve = state.archive.retrieve();
     let body = match wanted {
         Some(ts) if ts != record.transfer_syntax => {

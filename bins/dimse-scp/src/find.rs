@@ -53,7 +53,10 @@ pub(crate) async fn handle(
     let query = request.query.clone();
     let page = tokio::task::spawn_blocking(move || archive.query(&query)).await;
     let rows = match page {
-        Ok(Ok(page)) => page.rows,
+        Ok(Ok(page)) => {
+            conn.shared.archive.audit_query(&conn.calling_ae, &conn.peer.ip().to_string(), &request.query, &page.rows);
+            page.rows
+        }
         Ok(Err(e)) => {
             let code = match e {
                 archive_core::catalog::CatalogError::InvalidQuery(_) => status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,

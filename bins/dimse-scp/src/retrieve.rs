@@ -228,6 +228,10 @@ pub(crate) async fn handle_get(
             return Ok(code);
         }
     };
+    if !instances.is_empty() {
+        let peer = conn.peer.ip().to_string();
+        conn.shared.archive.audit_retrieve(&conn.calling_ae, &peer, &instances, "C-GET");
+    }
     let mut counts = Counts { remaining: instances.len(), ..Counts::default() };
     let mut cancel_watch = MessageAssembler::new(0);
     for record in instances {
@@ -333,6 +337,11 @@ pub(crate) async fn handle_move(
             return Ok(code);
         }
     };
+    if !instances.is_empty() {
+        let peer = conn.peer.ip().to_string();
+        let how = format!("C-MOVE to {destination}");
+        conn.shared.archive.audit_retrieve(&conn.calling_ae, &peer, &instances, &how);
+    }
     let mut counts = Counts { remaining: instances.len(), ..Counts::default() };
     let mut cancel_watch = MessageAssembler::new(0);
     if instances.is_empty() {

@@ -257,6 +257,22 @@ fn deletion_over_the_admin_api_is_two_phase_audited_and_certified() {
     let (_, exported) =
         api(&c, reqwest::Method::GET, format!("{base}/api/audit?action=audit_exported"), Some(AUDITOR_TOKEN), None);
     assert!(exported["records"].as_array().unwrap().iter().any(|r| r["event"]["actor"] == "test-auditor"));
+    // Queries and retrieves are audited too, with who asked from where.
+    let (_, q) =
+        api(&c, reqwest::Method::GET, format!("{base}/api/audit?action=query&study={sb}"), Some(AUDITOR_TOKEN), None);
+    let actors: BTreeSet<&str> =
+        q["records"].as_array().unwrap().iter().map(|r| r["event"]["actor"].as_str().unwrap()).collect();
+    assert!(actors.contains("VIEWER") && actors.contains("QIDO-RS"), "{actors:?}");
+    let (_, r) = api(
+        &c,
+        reqwest::Method::GET,
+        format!("{base}/api/audit?action=instances_retrieved&study={sb}"),
+        Some(AUDITOR_TOKEN),
+        None,
+    );
+    let r = &r["records"][0]["event"];
+    assert_eq!((r["actor"].as_str(), r["actor_address"].as_str()), (Some("WADO-RS"), Some("127.0.0.1")), "{r}");
+    assert!(r["detail"].as_str().unwrap().contains("4 instances"), "{r}");
     let metrics = c.get(format!("{base}/metrics")).send().unwrap().text().unwrap();
     assert!(metrics.contains("vna_deletions_total{event=\"purged\"} 1"), "{metrics}");
     assert!(metrics.contains("vna_purged_instances_total 6"));
@@ -533,12 +549,16 @@ fn iocm_rejection_notes_over_c_store_and_stow_hide_and_delete_the_rejected_insta
     assert!(left_b.contains(&b[0].sop_instance) && left_b.contains(&of_interest.sop_instance));
     assert_eq!(left_b.len(), 3 + 2);
     for rejected in [&a[0], &a[1], &b[3]] {
-        let url = format!("{base}/dicom-web/studies/{}/series/{}/instances/{}", rejected.study, rejected.series, rejected.sop_instance);
+        let url = format!(
+            "{base}/dicom-web/studies/{}/series/{}/instances/{}",
+            rejected.study, rejected.series, rejected.sop_instance
+        );
         let s = c.get(url).header("Accept", "multipart/related; type=\"application/dicom\"").send().unwrap().status();
         assert_eq!(s, StatusCode::NOT_FOUND);
         assert_eq!(files_of(&dir.path().join("data/hot"), &rejected.sop_instance), Vec::<String>::new());
     }
-    let (_, audit) = api(&c, reqwest::Method::GET, format!("{base}/api/audit?action=instances_rejected"), Some(AUDITOR_TOKEN), None);
+    let (_, audit) =
+        api(&c, reqwest::Method::GET, format!("{base}/api/audit?action=instances_rejected"), Some(AUDITOR_TOKEN), None);
     assert_eq!(audit["records"].as_array().unwrap().len(), 2);
     assert!(server.stop().success());
 }
