@@ -28,6 +28,7 @@
 pub mod archive;
 pub mod attribute;
 pub mod audit;
+pub mod audit_syslog;
 pub mod catalog;
 pub mod checksum;
 pub mod config;
