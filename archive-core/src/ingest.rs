@@ -245,8 +245,12 @@ impl Ingest {
         for r in &note.references {
             let Ok(uid) = SopInstanceUid::new(&r.sop_instance) else { continue };
             match self.catalog.instance(&uid) {
-                Ok(Some(rec)) if rec.study.as_str() == r.study => by_study.entry(r.study.clone()).or_default().push(uid),
-                _ => tracing::warn!(note = %note_uid, sop_instance = %r.sop_instance, "rejection note references an instance the archive does not hold"),
+                Ok(Some(rec)) if rec.study.as_str() == r.study => {
+                    by_study.entry(r.study.clone()).or_default().push(uid)
+                }
+                _ => {
+                    tracing::warn!(note = %note_uid, sop_instance = %r.sop_instance, "rejection note references an instance the archive does not hold")
+                }
             }
         }
         for (study, instances) in by_study {
@@ -262,7 +266,9 @@ impl Ingest {
                 hide_immediately: true,
             };
             match deleter.request(req).await {
-                Ok(d) => tracing::info!(note = %note_uid, study = %study, deletion = %d.id, title = %note.title, "instances rejected"),
+                Ok(d) => {
+                    tracing::info!(note = %note_uid, study = %study, deletion = %d.id, title = %note.title, "instances rejected")
+                }
                 Err(e) => tracing::warn!(note = %note_uid, study = %study, error = %e, "rejection not applied"),
             }
         }

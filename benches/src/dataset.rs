@@ -172,7 +172,11 @@ impl DatasetGenerator {
         put(&mut concept, tags::CODE_VALUE, VR::SH, code);
         put(&mut concept, tags::CODING_SCHEME_DESIGNATOR, VR::SH, "DCM");
         put(&mut concept, tags::CODE_MEANING, VR::LO, meaning);
-        obj.put(InMemElement::new(tags::CONCEPT_NAME_CODE_SEQUENCE, VR::SQ, dicom_core::value::DataSetSequence::from(vec![concept])));
+        obj.put(InMemElement::new(
+            tags::CONCEPT_NAME_CODE_SEQUENCE,
+            VR::SQ,
+            dicom_core::value::DataSetSequence::from(vec![concept]),
+        ));
         let mut by_series: Vec<(String, Vec<InMemDicomObject>)> = Vec::new();
         for r in rejected {
             let mut item = InMemDicomObject::new_empty();
@@ -188,7 +192,11 @@ impl DatasetGenerator {
             .map(|(uid, items)| {
                 let mut s = InMemDicomObject::new_empty();
                 put(&mut s, tags::SERIES_INSTANCE_UID, VR::UI, &uid);
-                s.put(InMemElement::new(tags::REFERENCED_SOP_SEQUENCE, VR::SQ, dicom_core::value::DataSetSequence::from(items)));
+                s.put(InMemElement::new(
+                    tags::REFERENCED_SOP_SEQUENCE,
+                    VR::SQ,
+                    dicom_core::value::DataSetSequence::from(items),
+                ));
                 s
             })
             .collect();
