@@ -169,6 +169,16 @@ impl Archive {
         }
         // Purges interrupted by a stop resume now; marked deletions purge when their grace ends.
         self.deleter.schedule(std::time::Duration::from_secs(60));
+        if let Some(address) = &self.config.audit.syslog {
+            let target = crate::audit_syslog::SyslogTarget {
+                address: address.clone(),
+                source_id: self.config.audit.source_id.clone(),
+                state_file: self.config.data_dir.join("audit-forwarded-seq"),
+            };
+            let every = std::time::Duration::from_secs(self.config.audit.forward_interval_secs.max(1));
+            crate::audit_syslog::start(self.catalog.clone(), target, every);
+            tracing::info!(to = %address, "audit records forwarded over syslog");
+        }
         Ok(())
     }
     /// The metrics registry.

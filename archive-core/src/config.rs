@@ -41,6 +41,8 @@ pub struct VnaConfig {
     pub retention: RetentionConfig,
     /// Users of the admin API and their bearer tokens.
     pub auth: AuthConfig,
+    /// Forwarding of the audit trail to an audit record repository.
+    pub audit: AuditConfig,
 }
 
 impl Default for VnaConfig {
@@ -59,6 +61,7 @@ impl Default for VnaConfig {
             log: LogConfig::default(),
             retention: RetentionConfig::default(),
             auth: AuthConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -101,10 +104,17 @@ pub struct WarmConfig {
     pub path: Option<PathBuf>,
     /// Size at which a new segment file starts (MiB).
     pub segment_mb: u64,
+    /// zstd level of newly written objects, 1 to 19.
+    pub zstd_level: i32,
+    /// A full segment whose live bytes fall below this fraction of its bytes is compacted
+    /// (0.0 to 1.0; segments without live objects always are).
+    pub compact_below: f64,
+    /// Seconds between background compaction passes (0 disables them).
+    pub compact_interval_secs: u64,
 }
 impl Default for WarmConfig {
     fn default() -> Self {
-        Self { path: None, segment_mb: 1024 }
+        Self { path: None, segment_mb: 1024, zstd_level: 3, compact_below: 0.5, compact_interval_secs: 3600 }
     }
 }
 
@@ -189,6 +199,25 @@ impl Default for RetentionConfig {
             purge_batch: 500,
             delete_concurrency: 16,
         }
+    }
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `host:port` of an audit record repository's syslog TCP listener (RFC 5424, octet
+    /// counting); every audit record is sent there once, in order, as a DICOM audit message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syslog: Option<String>,
+    /// AuditSourceID and syslog APP-NAME.
+    pub source_id: String,
+    /// Seconds between forwarding passes.
+    pub forward_interval_secs: u64,
+}
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { syslog: None, source_id: "vna".into(), forward_interval_secs: 5 }
     }
 }
 
@@ -389,6 +418,11 @@ pub enum ConfigError {
     },
 }
 
+/// Environment variables with the `VNA_` prefix that are not configuration overrides: the
+/// configuration file's path (read by the command line) and the crash points of tests
+/// (see [`crate::failpoint`]).
+pub const NOT_OVERRIDES: &[&str] = &["VNA_CONFIG", "VNA_FAILPOINTS"];
+
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), message: message.into() }
 }
@@ -430,7 +464,7 @@ impl VnaConfig {
             None => String::new(),
         };
         let overrides: std::collections::HashMap<String, String> =
-            env.into_iter().filter(|(k, _)| k.starts_with("VNA_")).collect();
+            env.into_iter().filter(|(k, _)| k.starts_with("VNA_") && !NOT_OVERRIDES.contains(&k.as_str())).collect();
         let defaults = toml::to_string(&VnaConfig::default()).expect("defaults serialize");
         let built = config::Config::builder()
             .add_source(config::File::from_str(&defaults, config::FileFormat::Toml))
@@ -505,8 +539,14 @@ impl VnaConfig {
         if self.http.max_object_mb == 0 || self.http.max_request_mb == 0 {
             return Err(invalid("http.max_object_mb", "limits must be at least 1"));
         }
-        if self.warm.segment_mb == 0 {
-            return Err(invalid("warm.segment_mb", "must be at least 1"));
+        if self.warm.segment_mb == 0 || self.warm.segment_mb.checked_mul(1 << 20).is_none() {
+            return Err(invalid("warm.segment_mb", "must be at least 1 and fit in bytes"));
+        }
+        if !(1..=19).contains(&self.warm.zstd_level) {
+            return Err(invalid("warm.zstd_level", format!("must be 1 to 19, not {}", self.warm.zstd_level)));
+        }
+        if !(0.0..=1.0).contains(&self.warm.compact_below) {
+            return Err(invalid("warm.compact_below", format!("must be 0.0 to 1.0, not {}", self.warm.compact_below)));
         }
         if self.lifecycle.min_verified_copies == 0 {
             return Err(invalid("lifecycle.min_verified_copies", "must be at least 1"));
@@ -608,6 +648,8 @@ mod tests {
             ("VNA_QUERY__CASE_INSENSITIVE_PN".to_string(), "false".to_string()),
             ("VNA_DATA_DIR".to_string(), "/data".to_string()),
             ("OTHER".to_string(), "x".to_string()),
+            ("VNA_CONFIG".to_string(), "/etc/vna.toml".to_string()),
+            ("VNA_FAILPOINTS".to_string(), "migrate.after_copy".to_string()),
         ];
         let c = VnaConfig::load_with_env(Some(f.path()), env).unwrap();
         assert_eq!(c.dicom.ae_title, "ARCH");
@@ -637,5 +679,28 @@ mod tests {
         let f = file("[ingest]\non_conflict = \"maybe\"\n");
         let e = VnaConfig::load_with_env(Some(f.path()), vec![]).unwrap_err().to_string();
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn warm_options_have_defaults_and_ranges() {
+        let c = VnaConfig::load_with_env(None, vec![]).unwrap();
+        assert_eq!((c.warm.zstd_level, c.warm.compact_below, c.warm.compact_interval_secs), (3, 0.5, 3600));
+        let f = file("[warm]\nzstd_level = 9\ncompact_below = 0.25\ncompact_interval_secs = 0\n");
+        let c = VnaConfig::load_with_env(Some(f.path()), vec![]).unwrap();
+        assert_eq!((c.warm.zstd_level, c.warm.compact_below, c.warm.compact_interval_secs), (9, 0.25, 0));
+        let env = vec![("VNA_WARM__COMPACT_BELOW".to_string(), "0.75".to_string())];
+        assert_eq!(VnaConfig::load_with_env(None, env).unwrap().warm.compact_below, 0.75);
+        for (text, key) in [
+            ("[warm]\nzstd_level = 0\n", "warm.zstd_level"),
+            ("[warm]\nzstd_level = 20\n", "warm.zstd_level"),
+            ("[warm]\ncompact_below = 1.5\n", "warm.compact_below"),
+            ("[warm]\ncompact_below = -0.1\n", "warm.compact_below"),
+            ("[warm]\ncompact_below = nan\n", "warm.compact_below"),
+            ("[warm]\nsegment_mb = 0\n", "warm.segment_mb"),
+        ] {
+            let f = file(text);
+            let e = VnaConfig::load_with_env(Some(f.path()), vec![]).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 }

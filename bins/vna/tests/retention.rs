@@ -562,3 +562,36 @@ fn iocm_rejection_notes_over_c_store_and_stow_hide_and_delete_the_rejected_insta
     assert_eq!(audit["records"].as_array().unwrap().len(), 2);
     assert!(server.stop().success());
 }
+
+#[test]
+fn audit_records_reach_a_syslog_repository_as_dicom_audit_messages() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            let mut buf = Vec::new();
+            let _ = conn.read_to_end(&mut buf);
+            sink.lock().unwrap().extend_from_slice(&buf);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &format!("\n[audit]\nsyslog = \"127.0.0.1:{port}\"\nforward_interval_secs = 1\n"));
+    let c = client();
+    let study = DatasetGenerator::new(3).study(&StudySpec::tiny("CT", 1, 3));
+    stow(&c, &server.http(), &study);
+    let text = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            let t = String::from_utf8_lossy(&received.lock().unwrap()).to_string();
+            (t.matches("<AuditMessage>").count() >= 3).then_some(t)
+        })
+        .expect("three audit messages arrive");
+    assert_eq!(text.matches("csd-code=\"110104\"").count(), 3, "{text}");
+    assert!(text.contains(&study[0].study) && text.contains("UserID=\"STOW-RS\""), "{text}");
+    assert!(text.contains(" vna ") && text.contains("DICOM+RFC3881"));
+    assert!(server.stop().success());
+}
