@@ -595,3 +595,49 @@ fn audit_records_reach_a_syslog_repository_as_dicom_audit_messages() {
     assert!(text.contains(" vna ") && text.contains("DICOM+RFC3881"));
     assert!(server.stop().success());
 }
+
+#[test]
+fn rules_run_after_ingest_and_their_moves_become_migration_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"ct-to-warm\"\nversion = 4\naction = \"move\"\nto = \"warm\"\nwhen = { modality = [\"CT\"], tier = [\"hot\"] }\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        dir.path(),
+        &format!(
+            "\n[retention]\nrules_file = \"{}\"\nevaluate_interval_minutes = 0\nevaluate_after_ingest_secs = 1\n",
+            rules.display()
+        ),
+    );
+    let base = server.http();
+    let c = client();
+    let mut gen = DatasetGenerator::new(5);
+    let ct = gen.study(&StudySpec::tiny("CT", 1, 3));
+    let mr = gen.study(&StudySpec::tiny("MR", 1, 3));
+    stow(&c, &base, &ct);
+    stow(&c, &base, &mr);
+    let summary = |study: &str| -> Value { c.get(format!("{base}/api/studies/{study}")).send().unwrap().json().unwrap() };
+    let on_warm = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        summary(&ct[0].study).to_string().contains("\"warm\"") && !summary(&ct[0].study).to_string().contains("\"hot\"")
+    });
+    assert!(on_warm, "{}", summary(&ct[0].study));
+    assert!(!summary(&mr[0].study).to_string().contains("\"warm\""), "the MR study stays on hot");
+    let jobs: Value = c.get(format!("{base}/api/jobs")).send().unwrap().json().unwrap();
+    let job = &jobs["jobs"][0];
+    assert_eq!(job["requested_by"], "policy");
+    assert!(job["reason"].as_str().unwrap().contains("ct-to-warm v4"), "{job}");
+    // The first load of the rule file is audited as a rule change with its digest.
+    let (_, changes) = api(&c, reqwest::Method::GET, format!("{base}/api/audit?action=policy_changed"), Some(AUDITOR_TOKEN), None);
+    assert!(changes["records"][0]["event"]["detail"].as_str().unwrap().contains("added rule ct-to-warm v4"), "{changes}");
+    for s in &ct {
+        let url = format!("{base}/dicom-web/studies/{}/series/{}/instances/{}", s.study, s.series, s.sop_instance);
+        let rsp = c.get(url).header("Accept", "application/dicom").send().unwrap();
+        assert_eq!(rsp.status(), StatusCode::OK);
+        assert!(rsp.bytes().unwrap().as_ref() == s.bytes.as_slice(), "byte-exact from the warm tier");
+    }
+    assert!(server.stop().success());
+}
