@@ -65,7 +65,8 @@ pub fn audit_message_xml(r: &AuditRecord, source_id: &str) -> String {
         AuditOutcome::SeriousFailure => "8",
     };
     let time = e.time.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-    let action_name = serde_json::to_value(e.action).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let action_name =
+        serde_json::to_value(e.action).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?><AuditMessage>");
     x.push_str(&format!(
         "<EventIdentification EventActionCode=\"{action_code}\" EventDateTime=\"{time}\" EventOutcomeIndicator=\"{outcome}\">\
@@ -105,7 +106,10 @@ pub fn audit_message_xml(r: &AuditRecord, source_id: &str) -> String {
             xml_escape(s)
         ));
         if !instances.is_empty() {
-            x.push_str(&format!("<ParticipantObjectDescription><Accession/><SOPClass NumberOfInstances=\"{}\">", instances.len()));
+            x.push_str(&format!(
+                "<ParticipantObjectDescription><Accession/><SOPClass NumberOfInstances=\"{}\">",
+                instances.len()
+            ));
             for i in instances {
                 x.push_str(&format!("<Instance UID=\"{}\"/>", xml_escape(i.sop_instance.as_deref().unwrap_or(""))));
             }
@@ -177,7 +181,7 @@ pub async fn forward_once(catalog: &dyn Catalog, target: &SyslogTarget) -> std::
         stream.write_all(&syslog_frame(&rec, &target.source_id, &hostname)).await?;
         seq = rec.seq;
         sent += 1;
-        if sent % 256 == 0 {
+        if sent.is_multiple_of(256) {
             stream.flush().await?;
             write_state(&target.state_file, seq)?;
         }
@@ -212,10 +216,15 @@ mod tests {
     fn event(n: u32) -> AuditEvent {
         AuditEvent {
             time: time::OffsetDateTime::now_utc(),
-            action: if n % 2 == 0 { AuditAction::Query } else { AuditAction::DeletionCompleted },
+            action: if n.is_multiple_of(2) { AuditAction::Query } else { AuditAction::DeletionCompleted },
             actor: format!("AE<{n}>"),
             actor_address: "10.0.0.1".into(),
-            objects: vec![AuditObject { patient: "P1^^^H".into(), study: "1.2.3".into(), sop_instance: Some("1.2.3.4".into()), checksum: None }],
+            objects: vec![AuditObject {
+                patient: "P1^^^H".into(),
+                study: "1.2.3".into(),
+                sop_instance: Some("1.2.3.4".into()),
+                checksum: None,
+            }],
             reason: Some("retention & cleanup".into()),
             outcome: AuditOutcome::Success,
             detail: None,
@@ -253,7 +262,11 @@ mod tests {
         let (got, sent) = tokio::join!(receive(&listener), forward_once(&catalog, &target));
         assert_eq!(sent.unwrap(), 3);
         assert_eq!(got.len(), 3);
-        assert!(got[0].starts_with("<85>1 ") && got[0].contains(" vna-test ") && got[0].contains("DICOM+RFC3881"), "{}", got[0]);
+        assert!(
+            got[0].starts_with("<85>1 ") && got[0].contains(" vna-test ") && got[0].contains("DICOM+RFC3881"),
+            "{}",
+            got[0]
+        );
         assert!(got[0].contains("csd-code=\"110103\"") && got[0].contains("EventActionCode=\"D\""), "{}", got[0]);
         assert!(got[1].contains("csd-code=\"110112\""));
         assert!(got[0].contains("UserID=\"AE&lt;1&gt;\"") && got[0].contains("retention &amp; cleanup"));

@@ -1,6 +1,10 @@
 //! Crash points for tests: `VNA_FAILPOINTS=name,name` makes the process abort (as a power
 //! cut or `kill -9` would stop it) when it reaches a named point. Unset, a check is one
-//! load of a cached empty list.
+//! load of a cached empty list. The variable is not a configuration override (see
+//! [`crate::config::NOT_OVERRIDES`]).
+//!
+//! Points: `migrate.after_intent`, `migrate.after_copy`, `migrate.after_commit` and
+//! `migrate.after_source_delete` (see [`crate::lifecycle`]).
 
 use std::sync::OnceLock;
 

@@ -15,14 +15,19 @@ use archive_core::lifecycle::{
 use archive_core::metrics::Metrics;
 use archive_core::model::Source;
 use archive_core::tier::memory::MemoryTier;
-use archive_core::tier::{Availability, Tier, TierCapabilities, TierName};
+use archive_core::tier::{
+    Availability, ByteStream, GetOpts, GetResult, ObjectKey, ObjectMeta, PutOpts, Tier, TierCapabilities, TierError,
+    TierName,
+};
 use archive_core::tiers::TierSet;
 use archive_core::uid::StudyUid;
+use async_trait::async_trait;
 use bytes::Bytes;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn object(study: &str, series: &str, sop: &str, payload: usize) -> Bytes {
@@ -56,6 +61,16 @@ fn name(s: &str) -> TierName {
 }
 
 async fn fixture(min_copies: usize, studies: &[(&str, usize)]) -> Fixture {
+    fixture_with(min_copies, studies, Vec::new(), |_| {}).await
+}
+
+/// A fixture with more tiers and adjusted settings.
+async fn fixture_with(
+    min_copies: usize,
+    studies: &[(&str, usize)],
+    extra: Vec<Arc<dyn Tier>>,
+    adjust: impl FnOnce(&mut LifecycleSettings),
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Arc::new(RocksCatalog::open(dir.path(), RocksCatalogOptions::default()).unwrap());
     let hot = Arc::new(MemoryTier::new(name("hot")));
@@ -70,7 +85,8 @@ async fn fixture(min_copies: usize, studies: &[(&str, usize)]) -> Fixture {
             batch_bytes: None,
         },
     ));
-    let all: Vec<Arc<dyn Tier>> = vec![hot.clone(), warm.clone(), cold.clone()];
+    let mut all: Vec<Arc<dyn Tier>> = vec![hot.clone(), warm.clone(), cold.clone()];
+    all.extend(extra);
     let tiers = Arc::new(TierSet::new(all, name("hot")).unwrap());
     let metrics = Metrics::new();
     let ingest = Ingest::new(catalog.clone(), tiers.clone(), DiskGuard::new(), ConflictPolicy::Reject, metrics.clone());
@@ -80,7 +96,7 @@ async fn fixture(min_copies: usize, studies: &[(&str, usize)]) -> Fixture {
             ingest.ingest(IngestInput::Part10(bytes), Source::default()).await.unwrap();
         }
     }
-    let settings = LifecycleSettings {
+    let mut settings = LifecycleSettings {
         min_copies,
         max_concurrent_jobs: 2,
         bytes_per_sec: 0,
@@ -88,8 +104,10 @@ async fn fixture(min_copies: usize, studies: &[(&str, usize)]) -> Fixture {
         recall_wait: Duration::from_secs(30),
         keep_finished: 100,
         commit_batch: 4,
+        batch_objects: 1000,
         attempts: 3,
     };
+    adjust(&mut settings);
     let lifecycle = Lifecycle::new(catalog.clone(), tiers.clone(), settings, metrics);
     Fixture { _dir: dir, catalog, hot, warm, cold, lifecycle, tiers }
 }
@@ -273,4 +291,247 @@ async fn jobs_are_saved_and_resumed_by_a_new_engine() {
     let again = Lifecycle::new(f.catalog.clone(), f.tiers.clone(), f.lifecycle.settings().clone(), Metrics::new());
     assert_eq!(again.resume().unwrap(), 0);
     assert_eq!(again.job(job.id).unwrap().state, JobState::Done);
+}
+
+/// How a [`BatchTier`] fails.
+#[derive(Debug, Default)]
+struct Faults {
+    /// `put_many` calls that fail with a transient error before they work again.
+    transient: AtomicU32,
+    /// Every `put` and `put_many` fails with a permanent error.
+    broken: AtomicBool,
+}
+
+/// A tier that takes batches (like S3 bundles) over a memory tier, recording each
+/// `put_many` (its objects and bytes) and each single `put`.
+#[derive(Debug)]
+struct BatchTier {
+    inner: MemoryTier,
+    batch_bytes: u64,
+    batches: Mutex<Vec<(usize, u64)>>,
+    single_puts: AtomicU32,
+    faults: Faults,
+}
+
+impl BatchTier {
+    fn new(batch_bytes: u64) -> Self {
+        Self {
+            inner: MemoryTier::new(name("batch")),
+            batch_bytes,
+            batches: Mutex::new(Vec::new()),
+            single_puts: AtomicU32::new(0),
+            faults: Faults::default(),
+        }
+    }
+
+    fn fail(&self) -> Option<TierError> {
+        if self.faults.broken.load(Ordering::SeqCst) {
+            return Some(TierError::Other("the tier is broken".into()));
+        }
+        let transient = self.faults.transient.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        transient.is_ok().then(|| TierError::Transient("try again".into()))
+    }
+}
+
+#[async_trait]
+impl Tier for BatchTier {
+    fn name(&self) -> &TierName {
+        self.inner.name()
+    }
+    fn capabilities(&self) -> TierCapabilities {
+        TierCapabilities { batch_bytes: Some(self.batch_bytes), ..self.inner.capabilities() }
+    }
+    async fn put(&self, key: &ObjectKey, body: ByteStream, opts: PutOpts) -> Result<ObjectMeta, TierError> {
+        self.single_puts.fetch_add(1, Ordering::SeqCst);
+        if self.faults.broken.load(Ordering::SeqCst) {
+            return Err(TierError::Other("the tier is broken".into()));
+        }
+        self.inner.put(key, body, opts).await
+    }
+    async fn put_many(&self, items: Vec<(ObjectKey, ByteStream, PutOpts)>) -> Result<Vec<ObjectMeta>, TierError> {
+        if let Some(e) = self.fail() {
+            return Err(e);
+        }
+        let metas = self.inner.put_many(items).await?;
+        self.batches.lock().unwrap().push((metas.len(), metas.iter().map(|m| m.size).sum()));
+        Ok(metas)
+    }
+    async fn get(&self, key: &ObjectKey, opts: GetOpts) -> Result<GetResult, TierError> {
+        self.inner.get(key, opts).await
+    }
+    async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta, TierError> {
+        self.inner.head(key).await
+    }
+    async fn delete(&self, key: &ObjectKey) -> Result<(), TierError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: Option<&str>) -> Result<Vec<ObjectMeta>, TierError> {
+        self.inner.list(prefix).await
+    }
+}
+
+async fn batch_fixture(batch_bytes: u64, studies: &[(&str, usize)]) -> (Fixture, Arc<BatchTier>) {
+    let batch = Arc::new(BatchTier::new(batch_bytes));
+    let f = fixture_with(1, studies, vec![batch.clone()], |s| s.attempts = 3).await;
+    (f, batch)
+}
+
+/// Every instance of the study has exactly one copy, on `tier`.
+fn assert_only_on(f: &Fixture, study: &str, tier: &str) {
+    for rec in f.catalog.instances_of_study(&StudyUid::new(study).unwrap()).unwrap() {
+        let tiers: Vec<_> = rec.locations.iter().map(|l| l.tier.to_string()).collect();
+        assert_eq!(tiers, [tier], "{}", rec.uid);
+    }
+}
+
+#[tokio::test]
+async fn a_move_to_a_batching_tier_writes_a_study_with_one_put_many() {
+    let (f, batch) = batch_fixture(1 << 20, &[("1.9.20", 10)]).await;
+    let job = run(&f, request("1.9.20", "batch", None, false)).await;
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    assert_eq!((job.instances_done, job.instances_failed), (10, 0));
+    assert_eq!(batch.batches.lock().unwrap().len(), 1, "one put_many for the study");
+    assert_eq!(batch.batches.lock().unwrap()[0].0, 10);
+    assert_eq!(batch.single_puts.load(Ordering::SeqCst), 0);
+    assert_only_on(&f, "1.9.20", "batch");
+    assert!(f.hot.list(None).await.unwrap().is_empty(), "sources deleted");
+    assert!(f.catalog.pending_writes().unwrap().is_empty());
+    // One audit record for the batch.
+    let records: Vec<usize> = f
+        .catalog
+        .audit_records(1)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap())
+        .filter(|r| r.event.action == AuditAction::InstancesMigrated)
+        .map(|r| r.event.objects.len())
+        .collect();
+    assert_eq!(records, [10]);
+    assert!(f.catalog.verify_audit().unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn batches_hold_at_most_batch_bytes() {
+    let limit = 5000;
+    let (f, batch) = batch_fixture(limit, &[("1.9.21", 10)]).await;
+    let job = run(&f, request("1.9.21", "batch", None, false)).await;
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    let batches = batch.batches.lock().unwrap().clone();
+    assert!(batches.len() > 1, "{batches:?}");
+    assert_eq!(batches.iter().map(|b| b.0).sum::<usize>(), 10);
+    assert!(batches.iter().all(|&(n, bytes)| n == 1 || bytes <= limit), "{batches:?}");
+    assert_only_on(&f, "1.9.21", "batch");
+    assert!(f.catalog.pending_writes().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn batches_hold_at_most_batch_objects() {
+    let batch = Arc::new(BatchTier::new(1 << 30));
+    let f = fixture_with(1, &[("1.9.22", 7)], vec![batch.clone()], |s| s.batch_objects = 3).await;
+    let job = run(&f, request("1.9.22", "batch", None, false)).await;
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    let counts: Vec<usize> = batch.batches.lock().unwrap().iter().map(|b| b.0).collect();
+    assert_eq!(counts, [3, 3, 1]);
+}
+
+#[tokio::test]
+async fn a_transient_put_many_failure_is_retried() {
+    let (f, batch) = batch_fixture(1 << 20, &[("1.9.23", 5)]).await;
+    batch.faults.transient.store(2, Ordering::SeqCst);
+    let job = run(&f, request("1.9.23", "batch", None, false)).await;
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    assert_eq!(batch.batches.lock().unwrap().len(), 1);
+    assert_eq!(batch.single_puts.load(Ordering::SeqCst), 0);
+    assert_only_on(&f, "1.9.23", "batch");
+    assert!(f.catalog.pending_writes().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_put_many_commits_nothing() {
+    let (f, batch) = batch_fixture(1 << 20, &[("1.9.24", 4)]).await;
+    let before = f.catalog.instances_of_study(&StudyUid::new("1.9.24").unwrap()).unwrap();
+    let unchanged = |f: &Fixture| {
+        let now = f.catalog.instances_of_study(&StudyUid::new("1.9.24").unwrap()).unwrap();
+        assert_eq!(now.len(), before.len());
+        for (a, b) in now.iter().zip(&before) {
+            assert_eq!(
+                a.locations.iter().map(|l| &l.key).collect::<Vec<_>>(),
+                b.locations.iter().map(|l| &l.key).collect::<Vec<_>>()
+            );
+            assert_eq!(a.locations[0].tier, name("hot"));
+        }
+    };
+    // Transient failures that outlast the attempts: every instance fails, nothing moves.
+    batch.faults.transient.store(100, Ordering::SeqCst);
+    let job = run(&f, request("1.9.24", "batch", None, false)).await;
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    assert_eq!((job.instances_done, job.instances_failed), (0, 4));
+    assert!(job.last_error.unwrap().contains("try again"));
+    assert_eq!(batch.single_puts.load(Ordering::SeqCst), 0, "transient failures are not split up");
+    unchanged(&f);
+
+    // A tier that refuses for good: the batch is split into single puts, which fail too.
+    batch.faults.transient.store(0, Ordering::SeqCst);
+    batch.faults.broken.store(true, Ordering::SeqCst);
+    let job = run(&f, request("1.9.24", "batch", None, false)).await;
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    assert_eq!((job.instances_done, job.instances_failed), (0, 4));
+    assert_eq!(batch.single_puts.load(Ordering::SeqCst), 4);
+    unchanged(&f);
+    assert!(batch.list(None).await.unwrap().is_empty(), "nothing left on the target");
+    assert_eq!(f.hot.list(None).await.unwrap().len(), 4, "sources kept");
+    assert!(f.catalog.pending_writes().unwrap().is_empty(), "no intent left");
+    let migrated = f
+        .catalog
+        .audit_records(1)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap())
+        .filter(|r| r.event.action == AuditAction::InstancesMigrated)
+        .count();
+    assert_eq!(migrated, 0);
+}
+
+#[tokio::test]
+async fn one_unreadable_source_fails_only_itself() {
+    let (f, batch) = batch_fixture(1 << 20, &[("1.9.25", 5)]).await;
+    let recs = f.catalog.instances_of_study(&StudyUid::new("1.9.25").unwrap()).unwrap();
+    assert!(f.hot.corrupt_for_test(&recs[2].locations[0].key));
+    let job = run(&f, request("1.9.25", "batch", None, false)).await;
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+    assert_eq!((job.instances_done, job.instances_failed), (4, 1));
+    assert!(job.last_error.unwrap().contains(recs[2].uid.as_str()));
+    for rec in f.catalog.instances_of_study(&StudyUid::new("1.9.25").unwrap()).unwrap() {
+        let expected = if rec.uid == recs[2].uid { "hot" } else { "batch" };
+        assert_eq!(rec.locations.len(), 1);
+        assert_eq!(rec.locations[0].tier, name(expected), "{}", rec.uid);
+    }
+    assert_eq!(batch.list(None).await.unwrap().len(), 4);
+    assert!(f.catalog.pending_writes().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn batched_copies_take_from_the_shared_throttle() {
+    let batch = Arc::new(BatchTier::new(1 << 20));
+    // About 4 KiB at 2 KiB/s: well over a second, however fast the machine.
+    let f = fixture_with(1, &[("1.9.26", 3)], vec![batch.clone()], |s| s.bytes_per_sec = 2048).await;
+    let started = std::time::Instant::now();
+    let job = run(&f, request("1.9.26", "batch", None, false)).await;
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    assert!(job.bytes_copied > 3000);
+    assert!(started.elapsed() >= Duration::from_millis(1000), "{:?}", started.elapsed());
+    assert_eq!(batch.batches.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_batch_from_a_tier_that_needs_recalls_waits_for_them() {
+    let (f, batch) = batch_fixture(1 << 20, &[("1.9.27", 4)]).await;
+    let job = run(&f, request("1.9.27", "cold", None, false)).await;
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    let job = run(&f, request("1.9.27", "batch", Some("cold"), false)).await;
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    assert_eq!(batch.batches.lock().unwrap().len(), 1);
+    assert_only_on(&f, "1.9.27", "batch");
+    assert!(f.cold.list(None).await.unwrap().is_empty());
+    assert!(f.catalog.pending_writes().unwrap().is_empty());
 }

@@ -50,7 +50,7 @@ fn archive_of_15_years() -> Vec<StudyFacts> {
     let mut day = start;
     let mut d = 0u64;
     while day <= date!(2026 - 12 - 31) {
-        let minor = d % 10 == 0;
+        let minor = d.is_multiple_of(10);
         let birth = if minor { day.replace_year(day.year() - 10).unwrap_or(day) } else { date!(1960 - 01 - 01) };
         out.push(StudyFacts {
             study: StudyUid::new(format!("1.2.826.0.1.{}", d + 1)).unwrap(),

@@ -1,14 +1,21 @@
-//! One instance's copy to another tier: write intent, copy, read back and verify.
+//! Copies to another tier: write intent, copy, read back and verify.
 //!
-//! The copy is not yet named by the catalog when this returns: the caller commits it with
-//! a [`Relocation`](crate::catalog::Relocation), which removes the intent in the same batch.
-//! On any failure the partial target object is deleted and its intent cleared; a crash in
-//! between leaves the intent, and recovery deletes the unreferenced object on start.
+//! [`copy_instance`] copies one instance with one [`Tier::put`]; [`copy_batch`] copies
+//! several with one [`Tier::put_many`], for tiers that pack a batch into one stored unit
+//! (see [`TierCapabilities::batch_bytes`](crate::tier::TierCapabilities::batch_bytes)).
+//!
+//! The copies are not yet named by the catalog when these return: the caller commits them
+//! with a [`Relocation`](crate::catalog::Relocation), which removes the intents in the same
+//! batch. On any failure the target objects are deleted and their intents cleared; a crash
+//! in between leaves the intents, and recovery deletes the unreferenced objects on start.
 
 use super::throttle::Throttle;
 use crate::catalog::{Catalog, CatalogError, WriteIntent};
+use crate::checksum::Checksum;
 use crate::model::{InstanceRecord, Location};
-use crate::tier::{Availability, GetOpts, GetResult, ObjectKey, PutOpts, RecallStatus, Tier, TierError, TierName};
+use crate::tier::{
+    Availability, ByteStream, GetOpts, GetResult, ObjectKey, PutOpts, RecallStatus, Tier, TierError, TierName,
+};
 use crate::tiers::TierSet;
 use futures::StreamExt;
 use std::sync::Arc;
@@ -151,6 +158,122 @@ pub async fn copy_instance(
         discard(catalog, target, &intent).await;
     }
     result
+}
+
+/// Waits until an object is readable on a tier that needs recalls: asks for the recall and
+/// polls (1 s doubling to 60 s) until it is ready or `wait` has passed. Returns at once on
+/// tiers without recalls.
+pub async fn wait_recalled(
+    tier: &Arc<dyn Tier>,
+    key: &ObjectKey,
+    wait: Duration,
+    mut on_waiting: impl FnMut(),
+) -> Result<(), CopyError> {
+    if !tier.capabilities().needs_recall {
+        return Ok(());
+    }
+    let started = tokio::time::Instant::now();
+    let mut poll = Duration::from_secs(1);
+    while tier.recall(key).await? == RecallStatus::InProgress {
+        on_waiting();
+        if started.elapsed() + poll > wait {
+            return Err(CopyError::RecallTimeout { tier: tier.name().clone(), key: key.clone(), secs: wait.as_secs() });
+        }
+        tokio::time::sleep(poll).await;
+        poll = (poll * 2).min(Duration::from_secs(60));
+    }
+    Ok(())
+}
+
+/// A body that opens the source object only when it is first polled, so that a batch holds
+/// one open source at a time; it fails with `ChecksumMismatch` when the source's checksum is
+/// not the catalog's.
+fn lazy_source(tier: Arc<dyn Tier>, key: ObjectKey, expected: Checksum) -> ByteStream {
+    let fail = |e: TierError| -> ByteStream { futures::stream::once(async move { Err(e) }).boxed() };
+    futures::stream::once(async move {
+        match tier.get(&key, GetOpts::default()).await {
+            Ok(got) if got.meta.checksum == expected => got.body,
+            Ok(got) => fail(TierError::ChecksumMismatch { key, expected, actual: got.meta.checksum }),
+            Err(e) => fail(e),
+        }
+    })
+    .flatten()
+    .boxed()
+}
+
+/// Copies several instances' objects to `target` with one [`Tier::put_many`], then verifies
+/// each copy.
+///
+/// # Behavior
+/// - Sources on tiers that need recalls are made readable first (each waits up to the
+///   context's `recall_wait`); the sources are then read one after another, through the
+///   shared throttle, as the target consumes them.
+/// - A write intent names every target copy (synced) before the put starts.
+/// - `Err`: the batch failed as a whole (a source could not be read or recalled, the put
+///   failed); the target copies are deleted and their intents cleared (or left for recovery
+///   when a delete fails), so nothing is left for the caller to commit.
+/// - `Ok`: one answer per item, in order: the new, verified location (not yet named by the
+///   catalog), or why that copy failed its read-back (that copy is deleted again).
+pub async fn copy_batch(
+    ctx: &CopyContext<'_>,
+    items: &[(&InstanceRecord, &Location)],
+    target: &Arc<dyn Tier>,
+    mut on_waiting: impl FnMut(),
+) -> Result<Vec<Result<Location, CopyError>>, CopyError> {
+    let CopyContext { catalog, tiers, throttle, recall_wait } = *ctx;
+    let mut sources = Vec::with_capacity(items.len());
+    for (_, source) in items {
+        let tier = tiers.get(&source.tier).ok_or_else(|| CopyError::UnknownTier(source.tier.clone()))?;
+        wait_recalled(tier, &source.key, recall_wait, &mut on_waiting).await?;
+        sources.push(tier.clone());
+    }
+    let intents: Vec<WriteIntent> = items
+        .iter()
+        .map(|(record, source)| WriteIntent {
+            tier: target.name().clone(),
+            key: source.key.clone(),
+            sop_instance: record.uid.clone(),
+        })
+        .collect();
+    for (i, intent) in intents.iter().enumerate() {
+        if let Err(e) = catalog.begin_write(intent) {
+            for written in &intents[..i] {
+                discard(catalog, target, written).await;
+            }
+            return Err(e.into());
+        }
+    }
+    crate::failpoint::hit("migrate.after_intent");
+    let puts = items
+        .iter()
+        .zip(sources)
+        .map(|((record, source), tier)| {
+            let body = throttle.limit(lazy_source(tier, source.key.clone(), record.checksum));
+            (source.key.clone(), body, PutOpts { expected_checksum: Some(record.checksum), overwrite: true })
+        })
+        .collect();
+    if let Err(e) = target.put_many(puts).await {
+        for intent in &intents {
+            discard(catalog, target, intent).await;
+        }
+        return Err(e.into());
+    }
+    crate::failpoint::hit("migrate.after_copy");
+    let mut answers = Vec::with_capacity(items.len());
+    for ((record, source), intent) in items.iter().zip(&intents) {
+        match verify_copy(target, &source.key, record).await {
+            Ok(()) => answers.push(Ok(Location {
+                tier: target.name().clone(),
+                key: source.key.clone(),
+                verified_at: OffsetDateTime::now_utc(),
+            })),
+            Err(e) => {
+                discard(catalog, target, intent).await;
+                answers.push(Err(e.into()));
+            }
+        }
+    }
+    Ok(answers)
 }
 
 /// Reads a fresh copy back: in full on tiers that can serve it, by size and checksum

@@ -1,18 +1,29 @@
 //! The lifecycle engine: accepts migration and recall jobs, runs them under the configured
 //! throttles, persists their progress, and resumes unfinished ones on start.
+//!
+//! # Batches
+//! A target whose capabilities set `batch_bytes` (an S3 tier packs a batch into one bundle,
+//! a tape tier writes it contiguously on one volume) receives a study's copies in batches
+//! of up to that many bytes and [`LifecycleSettings::batch_objects`] instances, each batch
+//! written with one [`Tier::put_many`], verified, and committed with one catalog
+//! relocation before its sources are deleted. A batch that fails on a transient error is
+//! retried whole; one that fails for good is copied again instance by instance, so that one
+//! unreadable source fails only itself. Other targets get one put per instance, committed
+//! [`LifecycleSettings::commit_batch`] instances at a time.
 
-use super::copy::{copy_instance, discard, is_online, source_of, CopyContext, CopyError};
+use super::copy::{copy_batch, copy_instance, discard, is_online, source_of, CopyContext, CopyError};
 use super::job::{Job, JobId, JobKind, JobState, JOB_VERSION};
 use super::throttle::Throttle;
 use crate::audit::AuditAction;
 use crate::catalog::{Catalog, CatalogError, InstanceRelocation, Relocation, WriteIntent};
 use crate::metrics::Metrics;
 use crate::model::{InstanceRecord, Location};
-use crate::tier::TierName;
+use crate::tier::{Tier, TierName};
 use crate::tiers::TierSet;
 use crate::uid::StudyUid;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -35,7 +46,9 @@ pub struct LifecycleSettings {
     pub keep_finished: usize,
     /// Instances committed per catalog batch.
     pub commit_batch: usize,
-    /// Attempts per instance on transient failures.
+    /// Most instances written with one `put_many` to a target that takes batches.
+    pub batch_objects: usize,
+    /// Attempts per instance (or per batch) on transient failures.
     pub attempts: u32,
 }
 
@@ -51,6 +64,7 @@ impl LifecycleSettings {
             recall_wait: Duration::from_secs(c.recall_wait_secs.max(1)),
             keep_finished: c.keep_finished_jobs,
             commit_batch: 32,
+            batch_objects: 1000,
             attempts: 5,
         })
     }
@@ -441,8 +455,24 @@ impl Lifecycle {
                 }
             }
             self.start_recalls(&work).await;
-            for chunk in work.chunks(self.inner.settings.commit_batch.max(1)) {
-                self.run_chunk(job, chunk).await?;
+            let target = self.target(job)?;
+            match target.capabilities().batch_bytes {
+                Some(max_bytes) => {
+                    let (copies, rest): (Vec<_>, Vec<_>) =
+                        work.into_iter().partition(|(_, p)| matches!(p, Plan::Copy(_)));
+                    for chunk in rest.chunks(self.inner.settings.commit_batch.max(1)) {
+                        self.run_chunk(job, chunk).await?;
+                    }
+                    let sizes = copies.iter().map(|(r, _)| r.size);
+                    for range in batch_ranges(sizes, max_bytes, self.inner.settings.batch_objects) {
+                        self.run_batch(job, &copies[range]).await?;
+                    }
+                }
+                None => {
+                    for chunk in work.chunks(self.inner.settings.commit_batch.max(1)) {
+                        self.run_chunk(job, chunk).await?;
+                    }
+                }
             }
             self.update(job.id, true, |_| {});
         }
@@ -463,45 +493,129 @@ impl Lifecycle {
         }
     }
 
-    /// Copies a chunk of instances, commits their new copies in one batch, then deletes the
-    /// copies the batch dropped.
+    /// The job's target tier.
+    fn target(&self, job: &Job) -> Result<Arc<dyn Tier>, LifecycleError> {
+        self.inner.tiers.get(&job.to).cloned().ok_or_else(|| LifecycleError::UnknownTier(job.to.to_string()))
+    }
+
+    /// Copies a chunk of instances one put each, commits their new copies in one batch, then
+    /// deletes the copies the batch dropped.
     async fn run_chunk(&self, job: &Job, chunk: &[(InstanceRecord, Plan)]) -> Result<(), LifecycleError> {
-        let tiers = &self.inner.tiers;
-        let target = tiers.get(&job.to).ok_or_else(|| LifecycleError::UnknownTier(job.to.to_string()))?.clone();
+        let target = self.target(job)?;
         let mut items = Vec::new();
         let mut made: Vec<WriteIntent> = Vec::new();
         for (record, plan) in chunk {
-            let (add, remove) = match plan {
-                Plan::Nothing => continue,
-                Plan::Drop(source) => (Vec::new(), vec![(source.tier.clone(), source.key.clone())]),
+            match plan {
+                Plan::Nothing => {}
+                Plan::Drop(source) => items.push(InstanceRelocation {
+                    sop_instance: record.uid.clone(),
+                    checksum: record.checksum,
+                    add: Vec::new(),
+                    remove: vec![(source.tier.clone(), source.key.clone())],
+                }),
                 Plan::Copy(source) => match self.copy_with_retries(job, record, source, &target).await {
-                    Ok(loc) => {
-                        made.push(WriteIntent {
-                            tier: loc.tier.clone(),
-                            key: loc.key.clone(),
-                            sop_instance: record.uid.clone(),
-                        });
-                        let remove =
-                            if job.keep_source { Vec::new() } else { vec![(source.tier.clone(), source.key.clone())] };
-                        let labels = [source.tier.as_str(), job.to.as_str()];
-                        self.inner.metrics.lifecycle_objects_total.with_label_values(&labels).inc();
-                        self.inner.metrics.lifecycle_bytes_total.with_label_values(&labels).inc_by(record.size);
-                        self.update(job.id, false, |j| j.bytes_copied += record.size);
-                        (vec![loc], remove)
-                    }
-                    Err(e) => {
-                        tracing::warn!(job = %job.id, instance = %record.uid, error = %e, "instance not migrated");
-                        self.inner.metrics.lifecycle_failures_total.with_label_values(&[job.to.as_str()]).inc();
-                        self.update(job.id, false, |j| {
-                            j.instances_failed += 1;
-                            j.last_error = Some(format!("instance {}: {e}", record.uid));
-                        });
-                        continue;
-                    }
+                    Ok(loc) => items.push(self.copied(job, record, source, loc, &mut made)),
+                    Err(e) => self.copy_failed(job, record, &e),
                 },
-            };
-            items.push(InstanceRelocation { sop_instance: record.uid.clone(), checksum: record.checksum, add, remove });
+            }
         }
+        self.commit(job, &target, items, made).await
+    }
+
+    /// Copies a batch of instances (all `Plan::Copy`) with one `put_many`, commits the new
+    /// copies in one catalog batch, then deletes the copies the batch dropped.
+    async fn run_batch(&self, job: &Job, batch: &[(InstanceRecord, Plan)]) -> Result<(), LifecycleError> {
+        let target = self.target(job)?;
+        let pairs: Vec<(&InstanceRecord, &Location)> = batch
+            .iter()
+            .filter_map(|(r, p)| match p {
+                Plan::Copy(source) => Some((r, source)),
+                _ => None,
+            })
+            .collect();
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut items = Vec::with_capacity(pairs.len());
+        let mut made: Vec<WriteIntent> = Vec::with_capacity(pairs.len());
+        match self.copy_batch_with_retries(job, &pairs, &target).await {
+            Ok(answers) => {
+                for ((record, source), answer) in pairs.iter().zip(answers) {
+                    let answer = match answer {
+                        Ok(loc) => Ok(loc),
+                        // Its read-back failed: the copy was removed; try it again on its own.
+                        Err(e) => {
+                            tracing::info!(job = %job.id, instance = %record.uid, error = %e,
+                                "a batched copy failed its verification; copying it alone");
+                            self.copy_with_retries(job, record, source, &target).await
+                        }
+                    };
+                    match answer {
+                        Ok(loc) => items.push(self.copied(job, record, source, loc, &mut made)),
+                        Err(e) => self.copy_failed(job, record, &e),
+                    }
+                }
+            }
+            // A permanent failure may come from one instance (an unreadable source): copy
+            // them one by one so that it fails only itself.
+            Err(e) if pairs.len() > 1 && !e.is_transient() => {
+                tracing::warn!(job = %job.id, instances = pairs.len(), error = %e,
+                    "a batched copy failed; copying its instances one by one");
+                for (record, source) in &pairs {
+                    match self.copy_with_retries(job, record, source, &target).await {
+                        Ok(loc) => items.push(self.copied(job, record, source, loc, &mut made)),
+                        Err(e) => self.copy_failed(job, record, &e),
+                    }
+                }
+            }
+            Err(e) => {
+                for (record, _) in &pairs {
+                    self.copy_failed(job, record, &e);
+                }
+            }
+        }
+        self.commit(job, &target, items, made).await
+    }
+
+    /// Books a verified copy (metrics, progress) and returns its catalog change; the write
+    /// intent of the copy goes into `made`.
+    fn copied(
+        &self,
+        job: &Job,
+        record: &InstanceRecord,
+        source: &Location,
+        loc: Location,
+        made: &mut Vec<WriteIntent>,
+    ) -> InstanceRelocation {
+        made.push(WriteIntent { tier: loc.tier.clone(), key: loc.key.clone(), sop_instance: record.uid.clone() });
+        let remove = if job.keep_source { Vec::new() } else { vec![(source.tier.clone(), source.key.clone())] };
+        let labels = [source.tier.as_str(), job.to.as_str()];
+        self.inner.metrics.lifecycle_objects_total.with_label_values(&labels).inc();
+        self.inner.metrics.lifecycle_bytes_total.with_label_values(&labels).inc_by(record.size);
+        self.update(job.id, false, |j| j.bytes_copied += record.size);
+        InstanceRelocation { sop_instance: record.uid.clone(), checksum: record.checksum, add: vec![loc], remove }
+    }
+
+    /// Books an instance whose copy failed.
+    fn copy_failed(&self, job: &Job, record: &InstanceRecord, e: &CopyError) {
+        tracing::warn!(job = %job.id, instance = %record.uid, error = %e, "instance not migrated");
+        self.inner.metrics.lifecycle_failures_total.with_label_values(&[job.to.as_str()]).inc();
+        self.update(job.id, false, |j| {
+            j.instances_failed += 1;
+            j.last_error = Some(format!("instance {}: {e}", record.uid));
+        });
+    }
+
+    /// Commits new copies and dropped ones in one catalog batch, then deletes the dropped
+    /// copies; a refused item has its new copy removed again.
+    async fn commit(
+        &self,
+        job: &Job,
+        target: &Arc<dyn Tier>,
+        items: Vec<InstanceRelocation>,
+        made: Vec<WriteIntent>,
+    ) -> Result<(), LifecycleError> {
+        let tiers = &self.inner.tiers;
         if items.is_empty() {
             return Ok(());
         }
@@ -526,7 +640,7 @@ impl Lifecycle {
             Ok(a) => a,
             Err(e) => {
                 for intent in &made {
-                    discard(self.inner.catalog.as_ref(), &target, intent).await;
+                    discard(self.inner.catalog.as_ref(), target, intent).await;
                 }
                 return Err(e.into());
             }
@@ -555,7 +669,7 @@ impl Lifecycle {
                             key: loc.key.clone(),
                             sop_instance: item.sop_instance.clone(),
                         };
-                        discard(self.inner.catalog.as_ref(), &target, &intent).await;
+                        discard(self.inner.catalog.as_ref(), target, &intent).await;
                     }
                     if matches!(e, CatalogError::InstanceGone(_)) {
                         self.update(job.id, false, |j| j.instances_done += 1);
@@ -579,7 +693,7 @@ impl Lifecycle {
         job: &Job,
         record: &InstanceRecord,
         source: &Location,
-        target: &Arc<dyn crate::tier::Tier>,
+        target: &Arc<dyn Tier>,
     ) -> Result<Location, CopyError> {
         let mut delay = Duration::from_millis(500);
         let mut attempt = 1;
@@ -600,6 +714,42 @@ impl Lifecycle {
             match result {
                 Err(e) if e.is_transient() && attempt < self.inner.settings.attempts => {
                     tracing::info!(job = %job.id, instance = %record.uid, attempt, error = %e, "retrying a copy");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Like `copy_with_retries` for a batch: a transient failure of the whole batch is
+    /// retried with the same backoff.
+    async fn copy_batch_with_retries(
+        &self,
+        job: &Job,
+        pairs: &[(&InstanceRecord, &Location)],
+        target: &Arc<dyn Tier>,
+    ) -> Result<Vec<Result<Location, CopyError>>, CopyError> {
+        let mut delay = Duration::from_millis(500);
+        let mut attempt = 1;
+        loop {
+            let this = self.clone();
+            let id = job.id;
+            let waiting = move || {
+                this.update(id, false, |j| j.state = JobState::WaitingForRecall);
+            };
+            let ctx = CopyContext {
+                catalog: self.inner.catalog.as_ref(),
+                tiers: &self.inner.tiers,
+                throttle: &self.inner.throttle,
+                recall_wait: self.inner.settings.recall_wait,
+            };
+            let result = copy_batch(&ctx, pairs, target, waiting).await;
+            self.update(job.id, false, |j| j.state = JobState::Running);
+            match result {
+                Err(e) if e.is_transient() && attempt < self.inner.settings.attempts => {
+                    tracing::info!(job = %job.id, instances = pairs.len(), attempt, error = %e, "retrying a batched copy");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(30));
                     attempt += 1;
@@ -633,9 +783,47 @@ fn plan(tiers: &TierSet, job: &Job, record: &InstanceRecord) -> Plan {
     }
 }
 
+/// Splits items of these sizes, in order, into consecutive batches of at most `max_bytes`
+/// bytes and `max_count` items; an item larger than `max_bytes` makes a batch of its own.
+fn batch_ranges(sizes: impl IntoIterator<Item = u64>, max_bytes: u64, max_count: usize) -> Vec<Range<usize>> {
+    let max_count = max_count.max(1);
+    let mut out = Vec::new();
+    let (mut start, mut bytes, mut end) = (0usize, 0u64, 0usize);
+    for (i, size) in sizes.into_iter().enumerate() {
+        let full = i > start && (i - start >= max_count || bytes.saturating_add(size) > max_bytes);
+        if full {
+            out.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes = bytes.saturating_add(size);
+        end = i + 1;
+    }
+    if end > start {
+        out.push(start..end);
+    }
+    out
+}
+
 fn kind_label(kind: JobKind) -> &'static str {
     match kind {
         JobKind::Migrate => "migrate",
         JobKind::Recall => "recall",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_ranges;
+
+    #[test]
+    fn batches_respect_bytes_and_counts() {
+        assert_eq!(batch_ranges([], 10, 3), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(batch_ranges([4, 4, 4, 4], 10, 100), vec![0..2, 2..4]);
+        assert_eq!(batch_ranges([1; 7], 100, 3), vec![0..3, 3..6, 6..7]);
+        // An item above the limit travels alone; the rest pack around it.
+        assert_eq!(batch_ranges([2, 50, 2, 2], 10, 100), vec![0..1, 1..2, 2..4]);
+        assert_eq!(batch_ranges([10, 10], 10, 100), vec![0..1, 1..2]);
+        assert_eq!(batch_ranges([5, 5], 10, 0), vec![0..1, 1..2]);
     }
 }

@@ -5,7 +5,9 @@
 //! 1. A write intent names the target copy (synced) before anything is written to the target.
 //! 2. The object is copied, checksum-verified while it streams into the target, and then read
 //!    back from the target (or, on tiers that need a recall before reads, checked by size and
-//!    the checksum the store verified on upload).
+//!    the checksum the store verified on upload). On a target that takes batches
+//!    (`batch_bytes`), the intents of a whole batch are written first, then the batch is
+//!    copied with one `put_many` and each copy read back; steps 3 and 4 follow per batch.
 //! 3. One catalog batch names the new copy, drops the source copy (a move), turns the dropped
 //!    copy into a write intent, removes the target's intent, and appends the audit record. The
 //!    batch is refused, changing nothing, when the instance would keep fewer verified copies

@@ -81,7 +81,7 @@ fn rss_kib(field: &str) -> u64 {
 fn synthetic_facts(i: u64) -> StudyFacts {
     let day = time::macros::date!(2010 - 01 - 01) + time::Duration::days((i * 7919 % 6200) as i64);
     let modality = ["CT", "MR", "CR", "DX", "MG", "US", "PT"][(i % 7) as usize];
-    let minor = i % 9 == 0;
+    let minor = i.is_multiple_of(9);
     StudyFacts {
         study: StudyUid::new(format!("2.25.{}", 1_000_000_000 + i)).expect("valid"),
         patient: PatientKey::new("HOSP", format!("P{}", i / 3)),
@@ -90,11 +90,15 @@ fn synthetic_facts(i: u64) -> StudyFacts {
         sop_classes: BTreeSet::from(["1.2.840.10008.5.1.4.1.1.2".to_string()]),
         study_date: Some(day),
         received_at: day.midnight().assume_utc(),
-        last_access: (i % 5 == 0).then(|| (day + time::Duration::days(400)).midnight().assume_utc()),
+        last_access: i.is_multiple_of(5).then(|| (day + time::Duration::days(400)).midnight().assume_utc()),
         source_aes: BTreeSet::from([format!("MOD{}", i % 40)]),
-        institution: Some(if i % 50 == 0 { "BRAIN RESEARCH" } else { "GENERAL HOSPITAL" }.to_string()),
+        institution: Some(if i.is_multiple_of(50) { "BRAIN RESEARCH" } else { "GENERAL HOSPITAL" }.to_string()),
         description: Some("SYNTHETIC".into()),
-        patient_birth_date: Some(if minor { day - time::Duration::days(3650) } else { time::macros::date!(1960 - 05 - 05) }),
+        patient_birth_date: Some(if minor {
+            day - time::Duration::days(3650)
+        } else {
+            time::macros::date!(1960 - 05 - 05)
+        }),
         patient_age_recorded: None,
         size_bytes: 50_000_000 + (i % 1000) * 100_000,
         instance_count: 200,
@@ -136,7 +140,11 @@ fn policy_evaluation(n: u64) {
     println!("## policy evaluation over {n} studies (7 rules, 2 floors, 100 legal holds)");
     println!("| what | result |\n|---|---|");
     println!("| decisions/s (facts built + evaluated + simulated) | {:.0} |", n as f64 / elapsed.as_secs_f64());
-    println!("| time for {n} | {:.2} s (of which building facts {:.2} s) |", elapsed.as_secs_f64(), build_only.as_secs_f64());
+    println!(
+        "| time for {n} | {:.2} s (of which building facts {:.2} s) |",
+        elapsed.as_secs_f64(),
+        build_only.as_secs_f64()
+    );
     println!("| memory: RSS before / peak | {} MiB / {} MiB |", rss_before / 1024, hwm / 1024);
     println!(
         "| outcome | {} deleted, {} blocked by floors, {} by holds, moves {:?} |",
@@ -154,7 +162,12 @@ fn audit_event(n: u64) -> AuditEvent {
         action: AuditAction::Query,
         actor: format!("VIEWER{}", n % 10),
         actor_address: "10.0.0.7".into(),
-        objects: vec![AuditObject { patient: "P1^^^HOSP".into(), study: "2.25.1".into(), sop_instance: None, checksum: None }],
+        objects: vec![AuditObject {
+            patient: "P1^^^HOSP".into(),
+            study: "2.25.1".into(),
+            sop_instance: None,
+            checksum: None,
+        }],
         reason: None,
         outcome: AuditOutcome::Success,
         detail: Some("STUDY query on PatientID: 1 rows".into()),
@@ -162,7 +175,8 @@ fn audit_event(n: u64) -> AuditEvent {
 }
 
 async fn audit_rate(dir: &std::path::Path) {
-    let catalog = Arc::new(RocksCatalog::open(&dir.join("audit-catalog"), RocksCatalogOptions::default()).expect("catalog"));
+    let catalog =
+        Arc::new(RocksCatalog::open(&dir.join("audit-catalog"), RocksCatalogOptions::default()).expect("catalog"));
     println!("\n## audit append rate (synced WAL, hash-chained)");
     println!("| writers | records | records/s |\n|---|---|---|");
     for writers in [1usize, 16, 64] {
@@ -201,7 +215,11 @@ async fn ingest_latencies(archive: &Archive, objects: Vec<Bytes>) -> Vec<Duratio
     let mut out = Vec::with_capacity(objects.len());
     for b in objects {
         let started = Instant::now();
-        archive.ingest().ingest(IngestInput::Part10(b), Source { actor: "BENCH".into(), address: String::new() }).await.expect("ingest");
+        archive
+            .ingest()
+            .ingest(IngestInput::Part10(b), Source { actor: "BENCH".into(), address: String::new() })
+            .await
+            .expect("ingest");
         out.push(started.elapsed());
     }
     out.sort();
@@ -217,7 +235,13 @@ async fn ingest_during_deletion(dir: &std::path::Path, instances: u32) {
     let (archive, _) = Archive::open(config, tiers, TierName::new("hot").expect("name")).await.expect("archive");
     archive.start_background().expect("background");
     let mut gen = DatasetGenerator::new(5);
-    let big = gen.study(&StudySpec { modality: "CT", series: 10, instances_per_series: instances / 10, rows: 64, columns: 64 });
+    let big = gen.study(&StudySpec {
+        modality: "CT",
+        series: 10,
+        instances_per_series: instances / 10,
+        rows: 64,
+        columns: 64,
+    });
     let study = StudyUid::new(&big[0].study).expect("uid");
     let objects: Vec<Bytes> = big.into_iter().map(|i| Bytes::from(i.bytes)).collect();
     let n = objects.len();
@@ -225,7 +249,12 @@ async fn ingest_during_deletion(dir: &std::path::Path, instances: u32) {
     futures::stream::iter(objects)
         .map(|b| {
             let a = archive.clone();
-            async move { a.ingest().ingest(IngestInput::Part10(b), Source { actor: "BENCH".into(), address: String::new() }).await.expect("ingest") }
+            async move {
+                a.ingest()
+                    .ingest(IngestInput::Part10(b), Source { actor: "BENCH".into(), address: String::new() })
+                    .await
+                    .expect("ingest")
+            }
         })
         .buffer_unordered(16)
         .collect::<Vec<_>>()
@@ -281,7 +310,11 @@ async fn ingest_during_deletion(dir: &std::path::Path, instances: u32) {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: u64| -> u64 {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     };
     let studies = arg("--studies", 1_000_000);
     let instances = arg("--instances", 5_000) as u32;

@@ -6,8 +6,9 @@ use archive_core::ingest::RecoveryReport;
 use archive_core::tier::{Tier, TierName};
 use archive_core::Archive;
 use std::sync::Arc;
+use std::time::Duration;
 use tier_plugins::hot::HotTier;
-use tier_plugins::warm::WarmTier;
+use tier_plugins::warm::{WarmConfig, WarmTier};
 
 /// Name of the hot tier.
 pub const HOT: &str = "hot";
@@ -21,7 +22,13 @@ pub async fn open_archive(config: VnaConfig) -> anyhow::Result<(Archive, Recover
     let hot = HotTier::open(hot_name.clone(), hot_path.clone())
         .with_context(|| format!("opening the hot tier at {}", hot_path.display()))?;
     let warm_path = config.warm_path();
-    let warm = WarmTier::open_with(TierName::new(WARM)?, warm_path.clone(), config.warm.segment_mb << 20)
+    let warm_config = WarmConfig {
+        segment_bytes: config.warm.segment_mb.saturating_mul(1 << 20),
+        zstd_level: config.warm.zstd_level,
+        compact_below: config.warm.compact_below,
+        compact_interval: Duration::from_secs(config.warm.compact_interval_secs),
+    };
+    let warm = WarmTier::open_config(TierName::new(WARM)?, warm_path.clone(), warm_config)
         .with_context(|| format!("opening the warm tier at {}", warm_path.display()))?;
     let mut tiers: Vec<Arc<dyn Tier>> = vec![Arc::new(hot), Arc::new(warm)];
     for (name, spec) in &config.tiers {

@@ -142,3 +142,70 @@ fn studies_move_hot_to_warm_to_s3_and_come_back_byte_exact() {
         .unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
 }
+
+/// Keys in a moto bucket under a prefix.
+fn bucket_keys(port: u16, bucket: &str, prefix: &str) -> Vec<String> {
+    let url = format!("http://127.0.0.1:{port}/{bucket}?list-type=2&prefix={prefix}");
+    let xml = client().get(url).send().unwrap().text().unwrap();
+    xml.split("<Key>").skip(1).filter_map(|s| s.split("</Key>").next()).map(str::to_string).collect()
+}
+
+#[test]
+fn a_study_moved_to_s3_becomes_one_bundle() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "\n[tiers.cold]\nkind = \"s3\"\nbucket = \"vna-bundles\"\nendpoint = \"http://127.0.0.1:{}\"\naccess_key_id = \"t\"\nsecret_access_key = \"t\"\ncreate_bucket = true\n",
+        moto.port
+    );
+    let server = Server::start(dir.path(), &extra);
+    let base = server.http();
+    let c = client();
+    let spec =
+        vna_benches::dataset::StudySpec { rows: 32, columns: 32, ..vna_benches::dataset::StudySpec::tiny("CT", 2, 4) };
+    let instances = vna_benches::dataset::DatasetGenerator::new(7).study(&spec);
+    for i in &instances {
+        stow(&c, &base, &i.bytes);
+    }
+    let study = &instances[0].study;
+    let job = migrate(&c, &base, study, r#"{"to": "cold", "from": "hot"}"#);
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["instances_done"], instances.len(), "{job}");
+
+    // One bundle and its index for the whole study, the index naming every instance.
+    let keys = bucket_keys(moto.port, "vna-bundles", "bundles/");
+    let bundles: Vec<&String> = keys.iter().filter(|k| k.ends_with(".bundle")).collect();
+    let indexes: Vec<&String> = keys.iter().filter(|k| k.ends_with(".index.json")).collect();
+    assert_eq!((bundles.len(), indexes.len(), keys.len()), (1, 1, 2), "{keys:?}");
+    // moto refuses unsigned object reads: read the index with boto3 (installed with moto).
+    let read = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys,boto3; s3=boto3.client('s3',endpoint_url=sys.argv[1],aws_access_key_id='t',aws_secret_access_key='t',region_name='us-east-1'); sys.stdout.buffer.write(s3.get_object(Bucket='vna-bundles',Key=sys.argv[2])['Body'].read())",
+        ])
+        .arg(format!("http://127.0.0.1:{}", moto.port))
+        .arg(indexes[0])
+        .output()
+        .unwrap();
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    let index: Value = serde_json::from_slice(&read.stdout).unwrap();
+    assert_eq!(index["entries"].as_array().unwrap().len(), instances.len(), "{index}");
+    let summary: Value = c.get(format!("{base}/api/studies/{study}")).send().unwrap().json().unwrap();
+    for series in summary["series"].as_array().unwrap() {
+        let tiers = series["tiers"].as_object().unwrap();
+        assert_eq!(tiers.keys().collect::<Vec<_>>(), ["cold"], "{summary}");
+    }
+
+    // A retrieve reads each instance back from the bundle, byte-exact (recalling it to hot).
+    let rsp = c
+        .get(format!("{base}/dicom-web/studies/{study}"))
+        .header("Accept", "multipart/related; type=\"application/dicom\"; transfer-syntax=*")
+        .send()
+        .unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+    let body = rsp.bytes().unwrap();
+    for i in &instances {
+        assert!(body.windows(i.bytes.len()).any(|w| w == &i.bytes[..]), "{} is byte-exact", i.sop_instance);
+    }
+    assert!(server.stop().success());
+}

@@ -579,7 +579,8 @@ fn audit_records_reach_a_syslog_repository_as_dicom_audit_messages() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &format!("\n[audit]\nsyslog = \"127.0.0.1:{port}\"\nforward_interval_secs = 1\n"));
+    let server =
+        Server::start(dir.path(), &format!("\n[audit]\nsyslog = \"127.0.0.1:{port}\"\nforward_interval_secs = 1\n"));
     let c = client();
     let study = DatasetGenerator::new(3).study(&StudySpec::tiny("CT", 1, 3));
     stow(&c, &server.http(), &study);
@@ -619,7 +620,8 @@ fn rules_run_after_ingest_and_their_moves_become_migration_jobs() {
     let mr = gen.study(&StudySpec::tiny("MR", 1, 3));
     stow(&c, &base, &ct);
     stow(&c, &base, &mr);
-    let summary = |study: &str| -> Value { c.get(format!("{base}/api/studies/{study}")).send().unwrap().json().unwrap() };
+    let summary =
+        |study: &str| -> Value { c.get(format!("{base}/api/studies/{study}")).send().unwrap().json().unwrap() };
     let on_warm = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
         summary(&ct[0].study).to_string().contains("\"warm\"") && !summary(&ct[0].study).to_string().contains("\"hot\"")
@@ -631,8 +633,12 @@ fn rules_run_after_ingest_and_their_moves_become_migration_jobs() {
     assert_eq!(job["requested_by"], "policy");
     assert!(job["reason"].as_str().unwrap().contains("ct-to-warm v4"), "{job}");
     // The first load of the rule file is audited as a rule change with its digest.
-    let (_, changes) = api(&c, reqwest::Method::GET, format!("{base}/api/audit?action=policy_changed"), Some(AUDITOR_TOKEN), None);
-    assert!(changes["records"][0]["event"]["detail"].as_str().unwrap().contains("added rule ct-to-warm v4"), "{changes}");
+    let (_, changes) =
+        api(&c, reqwest::Method::GET, format!("{base}/api/audit?action=policy_changed"), Some(AUDITOR_TOKEN), None);
+    assert!(
+        changes["records"][0]["event"]["detail"].as_str().unwrap().contains("added rule ct-to-warm v4"),
+        "{changes}"
+    );
     for s in &ct {
         let url = format!("{base}/dicom-web/studies/{}/series/{}/instances/{}", s.study, s.series, s.sop_instance);
         let rsp = c.get(url).header("Accept", "application/dicom").send().unwrap();

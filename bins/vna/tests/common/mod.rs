@@ -91,6 +91,18 @@ impl Server {
 
     /// Like [`Server::start`], with `http_extra` in the `[http]` section.
     pub fn start_with(dir: &Path, http_extra: &str, dicom_extra: &str) -> Server {
+        Self::start_full(dir, http_extra, dicom_extra, &[])
+    }
+
+    /// Like [`Server::start`], with more environment variables for the process (for
+    /// example `VNA_FAILPOINTS`).
+    pub fn start_env(dir: &Path, dicom_extra: &str, env: &[(&str, &str)]) -> Server {
+        Self::start_full(dir, "", dicom_extra, env)
+    }
+
+    /// Starts `vna serve` with `http_extra` in `[http]`, `dicom_extra` in `[dicom]` (and any
+    /// sections after it) and `env` added to the environment.
+    pub fn start_full(dir: &Path, http_extra: &str, dicom_extra: &str, env: &[(&str, &str)]) -> Server {
         let config = dir.join("vna.toml");
         let http_listen = if http_extra.contains("listen") { "" } else { "listen = \"127.0.0.1:0\"" };
         std::fs::write(
@@ -107,6 +119,7 @@ impl Server {
             .arg(&config)
             .arg("serve")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -141,6 +154,21 @@ impl Server {
         let status = self.child.wait().unwrap();
         std::mem::forget(self);
         status
+    }
+
+    /// Waits up to `timeout` for the process to end by itself (a crash point aborts it);
+    /// returns its status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// The HTTP base URL (`http://127.0.0.1:port`).
