@@ -533,3 +533,129 @@ pub fn verify_remote(config: &VnaConfig, server: &ServerArgs) -> anyhow::Result<
         Ok(ExitCode::from(1))
     }
 }
+
+/// `vna tier ...`
+#[derive(Debug, Subcommand)]
+pub enum TierCommand {
+    /// List the tiers with their availability, copies and bytes.
+    Ls,
+    /// Print the archive's counts and per-tier usage as JSON.
+    Stats,
+    /// Move (or copy, with --keep-source) a study's copies to a tier; shows progress until done.
+    Migrate {
+        /// Study Instance UID.
+        study: String,
+        /// Target tier.
+        #[arg(long)]
+        to: String,
+        /// Only copies on this tier (default: the best copy of each instance).
+        #[arg(long)]
+        from: Option<String>,
+        /// Keep the source copies (a copy, not a move).
+        #[arg(long)]
+        keep_source: bool,
+        /// Why (recorded in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Return once the job is submitted instead of following it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Run an integrity pass now (re-read every copy and check its checksum); shows progress.
+    Scrub {
+        /// Return once the pass has started.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total.max(1));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!("{what} [{{bar:40}}] {{pos}}/{{len}} ({{eta}}) {{msg}}"))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Runs `vna tier ...`.
+pub fn tier(config: &VnaConfig, server: &ServerArgs, cmd: TierCommand) -> anyhow::Result<ExitCode> {
+    let api = Api::new(config, server)?;
+    match cmd {
+        TierCommand::Ls => {
+            let v = api.get("/api/stats")?;
+            api.print_or(&v, |v| {
+                println!("{:<12} {:<12} {:>10} {:>12}", "tier", "availability", "copies", "bytes");
+                for (name, t) in v["tiers"].as_object().into_iter().flatten() {
+                    println!(
+                        "{:<12} {:<12} {:>10} {:>12}",
+                        name,
+                        t["availability"].as_str().unwrap_or(""),
+                        t["objects"].as_u64().unwrap_or(0),
+                        human_bytes(t["bytes"].as_u64().unwrap_or(0))
+                    );
+                }
+            });
+        }
+        TierCommand::Stats => println!("{}", serde_json::to_string_pretty(&api.get("/api/stats")?)?),
+        TierCommand::Migrate { study, to, from, keep_source, reason, no_wait } => {
+            let body = json!({ "to": to, "from": from, "keep_source": keep_source, "reason": reason });
+            let job = api.post(&format!("/api/studies/{}/migrate", encode(&study)), body)?;
+            let id = job["id"].as_u64().unwrap_or(0);
+            if no_wait {
+                api.print_or(&job, |_| println!("job {id} submitted: follow it with GET /api/jobs/{id}"));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let bar = progress_bar(job["instances_total"].as_u64().unwrap_or(0), "migrating");
+            loop {
+                let j = api.get(&format!("/api/jobs/{id}"))?;
+                bar.set_length(j["instances_total"].as_u64().unwrap_or(0).max(1));
+                bar.set_position(
+                    j["instances_done"].as_u64().unwrap_or(0) + j["instances_failed"].as_u64().unwrap_or(0),
+                );
+                bar.set_message(format!("{} copied", human_bytes(j["bytes_copied"].as_u64().unwrap_or(0))));
+                match j["state"].as_str() {
+                    Some("done") => {
+                        bar.finish();
+                        println!("job {id} done: {} instances to {to}", j["instances_done"]);
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    Some("failed") => {
+                        bar.abandon();
+                        println!("job {id} failed: {}", j["last_error"].as_str().unwrap_or(""));
+                        return Ok(ExitCode::from(1));
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(500)),
+                }
+            }
+        }
+        TierCommand::Scrub { no_wait } => {
+            let started = api.post("/api/scrub", json!({}))?;
+            if no_wait {
+                api.print_or(&started, |_| println!("integrity pass started"));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let bar = progress_bar(started["studies_total"].as_u64().unwrap_or(0), "scrubbing");
+            loop {
+                let s = api.get("/api/scrub")?;
+                bar.set_length(s["studies_total"].as_u64().unwrap_or(0).max(1));
+                bar.set_position(s["studies_checked"].as_u64().unwrap_or(0));
+                bar.set_message(format!("{} ok, {} failed", s["copies_ok"], s["copies_failed"]));
+                if s["running"].as_bool() != Some(true) {
+                    bar.finish();
+                    let failed = s["copies_failed"].as_u64().unwrap_or(0);
+                    println!(
+                        "integrity pass done: {} copies ok ({}), {} skipped, {failed} failed",
+                        s["copies_ok"],
+                        human_bytes(s["bytes_checked"].as_u64().unwrap_or(0)),
+                        s["copies_skipped"]
+                    );
+                    return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) });
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -57,6 +57,9 @@ enum Command {
     /// Legal holds: no deletion touches what they cover while they stand.
     #[command(subcommand)]
     Hold(admin_cli::HoldCommand),
+    /// Storage tiers of the running archive: list, usage, migrate a study, integrity scrub.
+    #[command(subcommand)]
+    Tier(admin_cli::TierCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Delete(args) => admin_cli::delete(&config, &cli.server, args),
         Command::Deletions(cmd) => admin_cli::deletions(&config, &cli.server, cmd),
         Command::Hold(cmd) => admin_cli::hold(&config, &cli.server, cmd),
+        Command::Tier(cmd) => admin_cli::tier(&config, &cli.server, cmd),
         Command::Audit(AuditCommand::Export(args)) => admin_cli::export(&config, &cli.server, args),
         Command::Audit(AuditCommand::Verify) if cli.server.server.is_some() => {
             admin_cli::verify_remote(&config, &cli.server)

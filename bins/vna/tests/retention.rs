@@ -647,3 +647,37 @@ fn rules_run_after_ingest_and_their_moves_become_migration_jobs() {
     }
     assert!(server.stop().success());
 }
+
+#[test]
+fn tier_cli_lists_migrates_with_progress_and_scrubs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), "");
+    let c = client();
+    let study = DatasetGenerator::new(8).study(&StudySpec::tiny("CT", 2, 3));
+    stow(&c, &server.http(), &study);
+    let out = vna_at(&server, &["tier", "ls"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("hot") && text.contains("warm") && text.contains("ONLINE"), "{text}");
+    let out = vna_at(&server, &["tier", "migrate", &study[0].study, "--to", "warm"]);
+    assert!(!out.status.success(), "a migration needs an admin token");
+    let out = vna_at(
+        &server,
+        &["--token", ADMIN_TOKEN, "tier", "migrate", &study[0].study, "--to", "warm", "--reason", "test"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("done: 6 instances to warm"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = vna_at(&server, &["--json", "tier", "stats"]);
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (stats["tiers"]["warm"]["objects"].as_u64(), stats["tiers"]["hot"]["objects"].as_u64()),
+        (Some(6), Some(0))
+    );
+    let out = vna_at(&server, &["--token", ADMIN_TOKEN, "tier", "scrub"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("6 copies ok") && text.contains("0 failed"), "{text}");
+    assert!(server.stop().success());
+}
