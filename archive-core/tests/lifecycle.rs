@@ -281,6 +281,18 @@ async fn the_scrub_finds_a_damaged_copy_and_audits_it() {
         .filter(|r| r.event.action == AuditAction::IntegrityFailure)
         .count();
     assert_eq!(audited, 1);
+    // The intact copies carry the time of this pass; the damaged one keeps its old time.
+    let after = f.catalog.instances_of_study(&StudyUid::new("1.9.7").unwrap()).unwrap();
+    for (i, (old, new)) in recs.iter().zip(&after).enumerate() {
+        let moved = new.locations[0].verified_at > old.locations[0].verified_at;
+        assert_eq!(
+            moved,
+            i != 1,
+            "instance {i}: {:?} -> {:?}",
+            old.locations[0].verified_at,
+            new.locations[0].verified_at
+        );
+    }
 }
 
 #[tokio::test]

@@ -145,6 +145,19 @@ pub struct Relocation {
     pub detail: String,
 }
 
+/// A copy whose bytes were just read back and matched the instance's checksum.
+#[derive(Debug, Clone)]
+pub struct VerifiedCopy {
+    /// The instance.
+    pub sop_instance: SopInstanceUid,
+    /// The checksum the copy matched (ignored if the instance now holds other content).
+    pub checksum: Checksum,
+    /// The copy's tier.
+    pub tier: TierName,
+    /// The copy's key.
+    pub key: ObjectKey,
+}
+
 /// One batch of a purge: instances of a purging deletion to remove from the catalog.
 #[derive(Debug, Clone)]
 pub struct PurgeRequest {
@@ -247,6 +260,10 @@ pub trait Catalog: Send + Sync {
     /// - Returns after the write-ahead log is synced.
     async fn relocate(&self, relocation: Relocation)
         -> Result<Vec<Result<InstanceRecord, CatalogError>>, CatalogError>;
+
+    /// Sets `verified_at` of copies the integrity scrub read back intact (copies gone or
+    /// replaced since are skipped). Synced; no audit record (nothing about the data changed).
+    async fn mark_verified(&self, copies: Vec<VerifiedCopy>, at: time::OffsetDateTime) -> Result<(), CatalogError>;
 
     /// Records a read of a study (its `last_access`); cheap, for retrieves to call.
     async fn record_access(&self, study: &StudyUid, at: time::OffsetDateTime) -> Result<(), CatalogError>;

@@ -584,6 +584,10 @@ impl Catalog for RocksCatalog {
         self.writer.append_audit(event).await
     }
 
+    async fn mark_verified(&self, copies: Vec<super::VerifiedCopy>, at: OffsetDateTime) -> Result<(), CatalogError> {
+        self.writer.mark_verified(copies, at).await
+    }
+
     async fn save_deletion(&self, d: Deletion, event: Option<AuditEvent>) -> Result<Deletion, CatalogError> {
         let saved = self.writer.save_deletion(d, event).await?;
         self.note_deletion(&saved);

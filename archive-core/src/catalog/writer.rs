@@ -11,8 +11,8 @@ use super::keys::{
 };
 use super::keys::{CF_DELETIONS, CF_HOLDS, CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
 use super::rocks::{cf, decode, RocksCatalogOptions};
-use super::PurgeRequest;
 use super::{CatalogError, CatalogStats, ConflictPolicy, InsertOutcome, InstanceRelocation, NewInstance, Relocation};
+use super::{PurgeRequest, VerifiedCopy};
 use crate::attribute::Attribute;
 use crate::audit::{genesis_hash, AuditAction, AuditEvent, AuditObject, AuditOutcome, AuditRecord};
 use crate::checksum::Checksum;
@@ -40,6 +40,7 @@ enum Command {
     SaveDeletion(Box<(Deletion, Option<AuditEvent>)>, oneshot::Sender<Result<Deletion, CatalogError>>),
     Purge(Box<PurgeRequest>, oneshot::Sender<Result<Purged, CatalogError>>),
     PutHold(Box<(HoldId, Option<LegalHold>, AuditEvent)>, oneshot::Sender<Result<(), CatalogError>>),
+    Verified(Box<(Vec<VerifiedCopy>, OffsetDateTime)>, oneshot::Sender<Result<(), CatalogError>>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -145,6 +146,14 @@ impl WriterHandle {
         self.call(|tx| Command::PutHold(Box::new((id, hold, event)), tx)).await
     }
 
+    pub(crate) async fn mark_verified(
+        &self,
+        copies: Vec<VerifiedCopy>,
+        at: OffsetDateTime,
+    ) -> Result<(), CatalogError> {
+        self.call(|tx| Command::Verified(Box::new((copies, at)), tx)).await
+    }
+
     pub(crate) async fn flush(&self) -> Result<(), CatalogError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Flush(tx))?;
@@ -200,6 +209,7 @@ enum Pending {
     SaveDeletion(Box<(Deletion, Option<AuditEvent>)>, oneshot::Sender<Result<Deletion, CatalogError>>),
     Purge(Box<PurgeRequest>, oneshot::Sender<Result<Purged, CatalogError>>),
     PutHold(Box<(HoldId, Option<LegalHold>, AuditEvent)>, oneshot::Sender<Result<(), CatalogError>>),
+    Verified(Box<(Vec<VerifiedCopy>, OffsetDateTime)>, oneshot::Sender<Result<(), CatalogError>>),
 }
 
 impl Pending {
@@ -227,6 +237,10 @@ impl Pending {
                 batch.put_hold(*id, hold.as_ref(), ev.clone());
                 Ok(Answer::Done)
             }
+            Pending::Verified(b, _) => {
+                let (copies, at) = &**b;
+                batch.mark_verified(copies, *at).map(|()| Answer::Done)
+            }
         }
     }
 
@@ -247,7 +261,7 @@ impl Pending {
                     _ => Err(CatalogError::Storage("mismatched answer".into())),
                 }));
             }
-            Pending::Access(_, _, tx) | Pending::Audit(_, tx) | Pending::PutHold(_, tx) => {
+            Pending::Access(_, _, tx) | Pending::Audit(_, tx) | Pending::PutHold(_, tx) | Pending::Verified(_, tx) => {
                 let _ = tx.send(unit(answer));
             }
             Pending::SaveDeletion(_, tx) => {
@@ -278,6 +292,7 @@ fn commit_group(db: &DB, state: &mut WriterState, opts: &RocksCatalogOptions, co
             Command::SaveDeletion(d, reply) => pending.push(Pending::SaveDeletion(d, reply)),
             Command::Purge(r, reply) => pending.push(Pending::Purge(r, reply)),
             Command::PutHold(h, reply) => pending.push(Pending::PutHold(h, reply)),
+            Command::Verified(v, reply) => pending.push(Pending::Verified(v, reply)),
             Command::Flush(reply) => flushes.push(reply),
         }
     }
@@ -883,6 +898,29 @@ impl<'a> Batch<'a> {
         }
         self.wb.put_cf(cf(self.db, CF_DELETIONS), key, encode(&d));
         Ok((d, removed))
+    }
+
+    /// Sets `verified_at` of copies read back intact.
+    fn mark_verified(&mut self, copies: &[VerifiedCopy], at: OffsetDateTime) -> Result<(), CatalogError> {
+        for c in copies {
+            let sop = c.sop_instance.as_str();
+            let Some(mut rec) = self.existing_instance(sop)? else { continue };
+            if rec.checksum != c.checksum {
+                continue;
+            }
+            let mut changed = false;
+            for l in rec.locations.iter_mut().filter(|l| l.tier == c.tier && l.key == c.key) {
+                if l.verified_at < at {
+                    l.verified_at = at;
+                    changed = true;
+                }
+            }
+            if changed {
+                let key = (rec.study.as_str().to_string(), rec.series.as_str().to_string(), sop.to_string());
+                self.instances.set(key, Some(rec));
+            }
+        }
+        Ok(())
     }
 
     /// Saves (or removes) a legal hold with its audit record.

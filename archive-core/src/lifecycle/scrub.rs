@@ -135,9 +135,22 @@ impl Scrubber {
                         continue;
                     }
                 };
+                let mut verified = Vec::new();
                 for record in &records {
                     for loc in &record.locations {
-                        self.check(record, loc).await;
+                        if self.check(record, loc).await {
+                            verified.push(crate::catalog::VerifiedCopy {
+                                sop_instance: record.uid.clone(),
+                                checksum: record.checksum,
+                                tier: loc.tier.clone(),
+                                key: loc.key.clone(),
+                            });
+                        }
+                    }
+                }
+                if !verified.is_empty() {
+                    if let Err(e) = self.catalog.mark_verified(verified, OffsetDateTime::now_utc()).await {
+                        tracing::warn!(study = %study, error = %e, "scrub could not record verification times");
                     }
                 }
                 self.status.lock().studies_checked += 1;
@@ -157,12 +170,13 @@ impl Scrubber {
         status.clone()
     }
 
-    async fn check(&self, record: &InstanceRecord, loc: &Location) {
-        let Some(tier) = self.tiers.get(&loc.tier) else { return };
+    /// Re-reads one copy; true when its bytes matched the checksum.
+    async fn check(&self, record: &InstanceRecord, loc: &Location) -> bool {
+        let Some(tier) = self.tiers.get(&loc.tier) else { return false };
         if tier.capabilities().needs_recall {
             self.status.lock().copies_skipped += 1;
             self.metrics.scrub_copies_total.with_label_values(&[loc.tier.as_str(), "skipped"]).inc();
-            return;
+            return false;
         }
         let result = async {
             let got = tier.get(&loc.key, GetOpts::default()).await?;
@@ -188,14 +202,19 @@ impl Scrubber {
                 s.bytes_checked += n;
                 self.metrics.scrub_copies_total.with_label_values(&[loc.tier.as_str(), "ok"]).inc();
                 self.metrics.scrub_bytes_total.inc_by(n);
+                true
             }
             Err(TierError::Transient(m)) => {
                 // Not evidence of damage: counted, logged, checked again next pass.
                 tracing::warn!(tier = %loc.tier, key = %loc.key, error = %m, "scrub could not read a copy");
                 self.status.lock().copies_skipped += 1;
                 self.metrics.scrub_copies_total.with_label_values(&[loc.tier.as_str(), "unreadable"]).inc();
+                false
             }
-            Err(e) => self.report(record, loc, e).await,
+            Err(e) => {
+                self.report(record, loc, e).await;
+                false
+            }
         }
     }
 
