@@ -44,6 +44,9 @@ pub enum ArchiveError {
     /// Recovery of interrupted writes failed.
     #[error("recovery of interrupted writes failed: {0}")]
     Recovery(#[from] IngestError),
+    /// A source profile is invalid.
+    #[error(transparent)]
+    Profiles(#[from] crate::coerce::CoercionError),
 }
 
 /// Everything a door needs.
@@ -95,7 +98,8 @@ impl Archive {
             metrics.clone(),
         );
         let ingest = Ingest::new(dyn_catalog.clone(), tiers.clone(), disk, config.ingest.on_conflict, metrics.clone())
-            .with_rejections(deleter.clone());
+            .with_rejections(deleter.clone())
+            .with_profiles(crate::coerce::SourceProfiles::compile(&config.sources)?);
         let retrieve = Retrieve::new(dyn_catalog.clone(), tiers.clone(), metrics.clone());
         let settings = LifecycleSettings::from_config(&config.lifecycle)?;
         if tiers.get(&settings.recall_tier).is_none() {

@@ -43,6 +43,8 @@ pub struct VnaConfig {
     pub auth: AuthConfig,
     /// Forwarding of the audit trail to an audit record repository.
     pub audit: AuditConfig,
+    /// Source profiles: issuer of patient ID and attribute coercion per sending system.
+    pub sources: Vec<crate::coerce::SourceProfileConfig>,
 }
 
 impl Default for VnaConfig {
@@ -62,6 +64,7 @@ impl Default for VnaConfig {
             retention: RetentionConfig::default(),
             auth: AuthConfig::default(),
             audit: AuditConfig::default(),
+            sources: Vec::new(),
         }
     }
 }
@@ -504,6 +507,7 @@ impl VnaConfig {
                 return Err(invalid(&format!("{key}.port"), "cannot be 0"));
             }
         }
+        crate::coerce::SourceProfiles::compile(&self.sources).map_err(|e| invalid("sources", e.to_string()))?;
         let r = &self.retention;
         if r.purge_batch == 0 || r.delete_concurrency == 0 {
             return Err(invalid("retention.purge_batch", "purge_batch and delete_concurrency must be at least 1"));

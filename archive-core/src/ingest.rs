@@ -107,6 +107,9 @@ pub enum IngestError {
     /// The catalog failed.
     #[error("catalog failed: {0}")]
     Catalog(CatalogError),
+    /// The sender's source profile could not be applied (the object cannot be re-encoded).
+    #[error(transparent)]
+    Coercion(crate::coerce::CoercionError),
 }
 
 /// What a protocol should tell its client, independent of the protocol.
@@ -126,7 +129,9 @@ impl IngestError {
     /// The kind of failure, for mapping to wire statuses.
     pub fn kind(&self) -> IngestErrorKind {
         match self {
-            IngestError::Invalid(_) | IngestError::IdentityMismatch { .. } => IngestErrorKind::InvalidObject,
+            IngestError::Invalid(_) | IngestError::IdentityMismatch { .. } | IngestError::Coercion(_) => {
+                IngestErrorKind::InvalidObject
+            }
             IngestError::OutOfSpace(_) => IngestErrorKind::OutOfResources,
             IngestError::Tier(TierError::InsufficientSpace { .. }) => IngestErrorKind::OutOfResources,
             IngestError::Conflict { .. } => IngestErrorKind::Conflict,
@@ -157,6 +162,8 @@ pub struct Ingest {
     stored: tokio::sync::broadcast::Sender<StudyUid>,
     /// Where IOCM rejection notes send the instances they reject.
     rejections: Option<crate::deletion::Deleter>,
+    /// Source profiles (issuer stamping and coercion) by sender.
+    profiles: Arc<crate::coerce::SourceProfiles>,
 }
 
 /// Per-SOP-Instance-UID async locks; an entry lives only while someone holds or waits for it.
@@ -225,7 +232,14 @@ impl Ingest {
             rate: Arc::default(),
             stored,
             rejections: None,
+            profiles: Arc::default(),
         }
+    }
+
+    /// Applies source profiles (issuer of patient ID, coercion rules) to what each sender sends.
+    pub fn with_profiles(mut self, profiles: crate::coerce::SourceProfiles) -> Self {
+        self.profiles = Arc::new(profiles);
+        self
     }
 
     /// Makes stored IHE IOCM rejection notes (Key Object Selections titled with a rejection
@@ -312,6 +326,22 @@ impl Ingest {
 
     async fn ingest_inner(&self, input: IngestInput, source: Source) -> Result<IngestReceipt, IngestError> {
         let (bytes, parsed) = prepare(input)?;
+        let (bytes, parsed) = match self.profiles.for_source(&source) {
+            Some(profile) => {
+                match profile
+                    .apply(&bytes, parsed.dataset_offset, parsed.transfer_syntax.as_str(), &source)
+                    .map_err(IngestError::Coercion)?
+                {
+                    Some((coerced, what)) => {
+                        tracing::debug!(sop_instance = %parsed.sop_instance, profile = %profile.config.name, changed = ?what.changed, "coerced");
+                        let parsed = parse_part10(&coerced)?;
+                        (Bytes::from(coerced), parsed)
+                    }
+                    None => (bytes, parsed),
+                }
+            }
+            None => (bytes, parsed),
+        };
         self.disk.check()?;
         let metadata = match crate::metadata::instance_metadata(&bytes, &parsed) {
             Ok(json) => Some(json),
@@ -523,6 +553,7 @@ fn prepare(input: IngestInput) -> Result<(Bytes, ParsedObject), IngestError> {
 
 /// Writes the object; an object already there with the same checksum counts as written.
 async fn write_object(tier: &dyn Tier, key: &ObjectKey, bytes: Bytes, checksum: Checksum) -> Result<(), IngestError> {
+    // Ingest writes to the hot tier, which stores files as they are: no content class.
     let opts = PutOpts { expected_checksum: Some(checksum), overwrite: false };
     match tier.put_bytes(key, bytes, opts).await {
         Ok(_) => Ok(()),

@@ -31,6 +31,7 @@ pub mod audit;
 pub mod audit_syslog;
 pub mod catalog;
 pub mod checksum;
+pub mod coerce;
 pub mod config;
 pub mod deletion;
 pub mod disk;

@@ -19,7 +19,8 @@ pub struct ImportArgs {
     /// Files ingested concurrently (they share catalog syncs).
     #[arg(long, default_value_t = 8)]
     pub jobs: usize,
-    /// Name recorded as the source of the imported objects (audit and series records).
+    /// Name recorded as the source of the imported objects (audit and series records); when a
+    /// `[[sources]]` profile has this name, its issuer of patient ID and coercion rules apply.
     #[arg(long, default_value = "import")]
     pub source: String,
     /// Do not draw a progress bar.
