@@ -58,6 +58,12 @@ pub enum AuditAction {
     Query,
     /// Audit records were read or exported.
     AuditExported,
+    /// Studies of one patient identity were re-filed under another (a link or merge).
+    PatientLinked,
+    /// A patient link was undone.
+    PatientUnlinked,
+    /// A pull of studies from a legacy archive started or ended (`vna migrate pull`).
+    MigrationPull,
 }
 
 /// Whether it worked (PS3.15 EventOutcomeIndicator).

@@ -52,6 +52,8 @@ pub fn dicom_event(action: AuditAction) -> (&'static str, &'static str, &'static
         AuditExported => ("110101", "Audit Log Used", "R"),
         IntegrityFailure => ("110113", "Security Alert", "E"),
         LegalHoldSet | LegalHoldReleased | PolicyChanged | PolicyRefused => ("110100", "Application Activity", "E"),
+        PatientLinked | PatientUnlinked => ("110110", "Patient Record", "U"),
+        MigrationPull => ("110104", "DICOM Instances Transferred", "C"),
     }
 }
 

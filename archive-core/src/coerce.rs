@@ -123,8 +123,25 @@ pub struct SourceProfile {
     rules: Vec<Rule>,
 }
 
-const TEXT_VRS: &[VR] =
-    &[VR::AE, VR::AS, VR::CS, VR::DA, VR::DS, VR::DT, VR::IS, VR::LO, VR::LT, VR::PN, VR::SH, VR::ST, VR::TM, VR::UC, VR::UI, VR::UR, VR::UT];
+const TEXT_VRS: &[VR] = &[
+    VR::AE,
+    VR::AS,
+    VR::CS,
+    VR::DA,
+    VR::DS,
+    VR::DT,
+    VR::IS,
+    VR::LO,
+    VR::LT,
+    VR::PN,
+    VR::SH,
+    VR::ST,
+    VR::TM,
+    VR::UC,
+    VR::UI,
+    VR::UR,
+    VR::UT,
+];
 
 /// Resolves a keyword or tag to a tag and its VR (text VRs only).
 fn attribute(profile: &str, name: &str) -> Result<(Tag, VR), CoercionError> {
@@ -139,7 +156,9 @@ fn attribute(profile: &str, name: &str) -> Result<(Tag, VR), CoercionError> {
     } else {
         StandardDataDictionary.by_name(n)
     };
-    let entry = entry.ok_or_else(|| err(format!("unknown attribute {n:?}: use a keyword such as AccessionNumber or a tag (0008,0050)")))?;
+    let entry = entry.ok_or_else(|| {
+        err(format!("unknown attribute {n:?}: use a keyword such as AccessionNumber or a tag (0008,0050)"))
+    })?;
     let tag = match entry.tag_range() {
         dicom_core::dictionary::TagRange::Single(t) => t,
         _ => return Err(err(format!("{n:?} names a range of tags"))),
@@ -151,7 +170,11 @@ fn attribute(profile: &str, name: &str) -> Result<(Tag, VR), CoercionError> {
     if !TEXT_VRS.contains(&vr) {
         return Err(err(format!("{n:?} is {vr:?}; only text attributes can be coerced")));
     }
-    if tag.group() == 0x0002 || tag == tags::SOP_INSTANCE_UID || tag == tags::SOP_CLASS_UID || tag == tags::SPECIFIC_CHARACTER_SET {
+    if tag.group() == 0x0002
+        || tag == tags::SOP_INSTANCE_UID
+        || tag == tags::SOP_CLASS_UID
+        || tag == tags::SPECIFIC_CHARACTER_SET
+    {
         return Err(err(format!("{n:?} cannot be coerced (file meta, SOP identity or character set)")));
     }
     Ok((tag, vr))
@@ -161,9 +184,15 @@ impl SourceProfile {
     /// Validates a profile: known text attributes, complete rules, regexes that compile.
     pub fn compile(config: &SourceProfileConfig) -> Result<Self, CoercionError> {
         let p = config.name.clone();
-        let err = |i: usize, message: String| CoercionError::Config { profile: p.clone(), message: format!("rule {}: {message}", i + 1) };
+        let err = |i: usize, message: String| CoercionError::Config {
+            profile: p.clone(),
+            message: format!("rule {}: {message}", i + 1),
+        };
         if config.name.trim().is_empty() {
-            return Err(CoercionError::Config { profile: String::new(), message: "a source profile needs a name".into() });
+            return Err(CoercionError::Config {
+                profile: String::new(),
+                message: "a source profile needs a name".into(),
+            });
         }
         let mut rules = Vec::new();
         for (i, r) in config.coerce.iter().enumerate() {
@@ -182,13 +211,19 @@ impl SourceProfile {
                     default: r.default.clone(),
                 },
                 "regex_replace" => {
-                    let pat = r.pattern.as_deref().ok_or_else(|| err(i, "action regex_replace needs pattern".into()))?;
+                    let pat =
+                        r.pattern.as_deref().ok_or_else(|| err(i, "action regex_replace needs pattern".into()))?;
                     Action::Regex {
                         pattern: regex::Regex::new(pat).map_err(|e| err(i, format!("pattern {pat:?}: {e}")))?,
                         replacement: r.replacement.clone().unwrap_or_default(),
                     }
                 }
-                other => return Err(err(i, format!("unknown action {other:?}: use set, remove, copy, map or regex_replace"))),
+                other => {
+                    return Err(err(
+                        i,
+                        format!("unknown action {other:?}: use set, remove, copy, map or regex_replace"),
+                    ))
+                }
             };
             rules.push(Rule { tag, vr, action });
         }
@@ -214,7 +249,10 @@ impl SourceProfiles {
         let mut list: Vec<SourceProfile> = Vec::new();
         for c in configs {
             if list.iter().any(|p| p.config.name == c.name) {
-                return Err(CoercionError::Config { profile: c.name.clone(), message: "the name is used twice".into() });
+                return Err(CoercionError::Config {
+                    profile: c.name.clone(),
+                    message: "the name is used twice".into(),
+                });
             }
             for ae in &c.calling_aes {
                 if let Some(other) = list.iter().find(|p| p.config.calling_aes.iter().any(|a| a.trim() == ae.trim())) {
@@ -241,11 +279,96 @@ impl SourceProfiles {
 }
 
 fn text_of(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    obj.element_opt(tag).ok().flatten().and_then(|e| e.to_str().ok()).map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
 }
 
 fn put_text(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: &str) {
     obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+}
+
+/// Adds an Original Attributes Sequence item (PS3.3 C.12.1.1.9) with the previous values of
+/// `originals` (empty for attributes that were added); returns the changed attributes' names.
+fn record_originals(
+    obj: &mut InMemDicomObject,
+    originals: &[(Tag, VR, Option<InMemElement>)],
+    source_of_previous: &str,
+    reason: &str,
+) -> Vec<String> {
+    let mut modified = InMemDicomObject::new_empty();
+    let mut changed = Vec::new();
+    for (tag, vr, old) in originals {
+        changed.push(StandardDataDictionary.by_tag(*tag).map_or_else(|| tag.to_string(), |e| e.alias().to_string()));
+        match old {
+            Some(e) => modified.put(e.clone()),
+            None => modified.put(DataElement::new(*tag, *vr, PrimitiveValue::Empty)),
+        };
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let dt = now
+        .format(time::macros::format_description!("[year][month][day][hour][minute][second].[subsecond digits:6]+0000"))
+        .unwrap_or_default();
+    let mut item = InMemDicomObject::new_empty();
+    item.put(InMemElement::new(tags::MODIFIED_ATTRIBUTES_SEQUENCE, VR::SQ, DataSetSequence::from(vec![modified])));
+    put_text(&mut item, tags::ATTRIBUTE_MODIFICATION_DATE_TIME, VR::DT, &dt);
+    put_text(&mut item, tags::MODIFYING_SYSTEM, VR::LO, "vna");
+    put_text(&mut item, tags::SOURCE_OF_PREVIOUS_VALUES, VR::LO, source_of_previous);
+    put_text(&mut item, tags::REASON_FOR_THE_ATTRIBUTE_MODIFICATION, VR::CS, reason);
+    let mut items: Vec<InMemDicomObject> = match obj.element_opt(tags::ORIGINAL_ATTRIBUTES_SEQUENCE).ok().flatten() {
+        Some(e) => e.items().map(|i| i.to_vec()).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    items.push(item);
+    obj.put(InMemElement::new(tags::ORIGINAL_ATTRIBUTES_SEQUENCE, VR::SQ, DataSetSequence::from(items)));
+    changed
+}
+
+/// Sets (or, for `None`, removes) top-level text attributes of a Part-10 object, recording the
+/// previous values in its Original Attributes Sequence with `reason` (`CORRECT` for patient
+/// links); `None` when nothing differs.
+pub fn rewrite_attributes(
+    file: &[u8],
+    changes: &[(Tag, VR, Option<String>)],
+    source_of_previous: &str,
+    reason: &str,
+) -> Result<Option<Vec<u8>>, CoercionError> {
+    let fail = |message: String| CoercionError::Apply { profile: "patient link".into(), message };
+    let parsed = crate::parse::parse_part10(file).map_err(|e| fail(e.to_string()))?;
+    let ts = TransferSyntaxRegistry
+        .get(parsed.transfer_syntax.as_str())
+        .ok_or_else(|| fail(format!("unknown transfer syntax {}", parsed.transfer_syntax)))?;
+    let mut obj =
+        InMemDicomObject::read_dataset_with_ts(&file[parsed.dataset_offset..], ts).map_err(|e| fail(e.to_string()))?;
+    let mut originals = Vec::new();
+    for (tag, vr, new) in changes {
+        let current = text_of(&obj, *tag);
+        let same = match (current.as_deref().map(str::trim), new.as_deref().map(str::trim)) {
+            (None, None) => true,
+            (Some(c), Some(n)) => c == n,
+            (Some(c), None) => c.is_empty(),
+            (None, Some(n)) => n.is_empty(),
+        };
+        if same {
+            continue;
+        }
+        originals.push((*tag, *vr, obj.element_opt(*tag).ok().flatten().cloned()));
+        match new {
+            Some(v) if !v.is_empty() => put_text(&mut obj, *tag, *vr, v),
+            _ => {
+                obj.remove_element(*tag);
+            }
+        }
+    }
+    if originals.is_empty() {
+        return Ok(None);
+    }
+    record_originals(&mut obj, &originals, source_of_previous, reason);
+    let mut out = file[..parsed.dataset_offset].to_vec();
+    obj.write_dataset_with_ts(&mut out, ts).map_err(|e| fail(e.to_string()))?;
+    Ok(Some(out))
 }
 
 /// What applying a profile did.
@@ -266,16 +389,20 @@ impl SourceProfile {
         source: &Source,
     ) -> Result<Option<(Vec<u8>, Coerced)>, CoercionError> {
         let fail = |message: String| CoercionError::Apply { profile: self.config.name.clone(), message };
-        let ts = TransferSyntaxRegistry.get(transfer_syntax).ok_or_else(|| fail(format!("unknown transfer syntax {transfer_syntax}")))?;
-        let mut obj = InMemDicomObject::read_dataset_with_ts(&file[dataset_offset..], ts).map_err(|e| fail(e.to_string()))?;
+        let ts = TransferSyntaxRegistry
+            .get(transfer_syntax)
+            .ok_or_else(|| fail(format!("unknown transfer syntax {transfer_syntax}")))?;
+        let mut obj =
+            InMemDicomObject::read_dataset_with_ts(&file[dataset_offset..], ts).map_err(|e| fail(e.to_string()))?;
 
         // Original values of every attribute touched, in the order first touched.
         let mut originals: Vec<(Tag, VR, Option<InMemElement>)> = Vec::new();
-        let remember = |obj: &InMemDicomObject, tag: Tag, vr: VR, originals: &mut Vec<(Tag, VR, Option<InMemElement>)>| {
-            if !originals.iter().any(|(t, _, _)| *t == tag) {
-                originals.push((tag, vr, obj.element_opt(tag).ok().flatten().cloned()));
-            }
-        };
+        let remember =
+            |obj: &InMemDicomObject, tag: Tag, vr: VR, originals: &mut Vec<(Tag, VR, Option<InMemElement>)>| {
+                if !originals.iter().any(|(t, _, _)| *t == tag) {
+                    originals.push((tag, vr, obj.element_opt(tag).ok().flatten().cloned()));
+                }
+            };
 
         if let Some(issuer) = &self.config.issuer_of_patient_id {
             let current = text_of(&obj, tags::ISSUER_OF_PATIENT_ID).unwrap_or_default();
@@ -292,10 +419,15 @@ impl SourceProfile {
                         put_text(&mut q, tags::UNIVERSAL_ENTITY_ID_TYPE, VR::CS, t);
                     }
                     if !originals.iter().any(|(t, _, _)| *t == tags::ISSUER_OF_PATIENT_ID_QUALIFIERS_SEQUENCE) {
-                        let old = obj.element_opt(tags::ISSUER_OF_PATIENT_ID_QUALIFIERS_SEQUENCE).ok().flatten().cloned();
+                        let old =
+                            obj.element_opt(tags::ISSUER_OF_PATIENT_ID_QUALIFIERS_SEQUENCE).ok().flatten().cloned();
                         originals.push((tags::ISSUER_OF_PATIENT_ID_QUALIFIERS_SEQUENCE, VR::SQ, old));
                     }
-                    obj.put(InMemElement::new(tags::ISSUER_OF_PATIENT_ID_QUALIFIERS_SEQUENCE, VR::SQ, DataSetSequence::from(vec![q])));
+                    obj.put(InMemElement::new(
+                        tags::ISSUER_OF_PATIENT_ID_QUALIFIERS_SEQUENCE,
+                        VR::SQ,
+                        DataSetSequence::from(vec![q]),
+                    ));
                 }
             }
         }
@@ -313,10 +445,9 @@ impl SourceProfile {
                     Some(c) => table.get(c).cloned().or_else(|| default.clone()).map(Some),
                     None => None,
                 },
-                Action::Regex { pattern, replacement } => current
-                    .as_deref()
-                    .map(|c| pattern.replace_all(c, replacement.as_str()).into_owned())
-                    .map(Some),
+                Action::Regex { pattern, replacement } => {
+                    current.as_deref().map(|c| pattern.replace_all(c, replacement.as_str()).into_owned()).map(Some)
+                }
             };
             let Some(new) = new else { continue };
             if new.as_deref() == current.as_deref() {
@@ -334,34 +465,8 @@ impl SourceProfile {
         if originals.is_empty() {
             return Ok(None);
         }
-        // PS3.3 C.12.1.1.9: previous values (empty for attributes that were added).
-        let mut modified = InMemDicomObject::new_empty();
-        let mut changed = Vec::new();
-        for (tag, vr, old) in &originals {
-            changed.push(StandardDataDictionary.by_tag(*tag).map_or_else(|| tag.to_string(), |e| e.alias().to_string()));
-            match old {
-                Some(e) => modified.put(e.clone()),
-                None => modified.put(DataElement::new(*tag, *vr, PrimitiveValue::Empty)),
-            };
-        }
-        let now = time::OffsetDateTime::now_utc();
-        let dt = now
-            .format(time::macros::format_description!("[year][month][day][hour][minute][second].[subsecond digits:6]+0000"))
-            .unwrap_or_default();
-        let mut item = InMemDicomObject::new_empty();
-        item.put(InMemElement::new(tags::MODIFIED_ATTRIBUTES_SEQUENCE, VR::SQ, DataSetSequence::from(vec![modified])));
-        put_text(&mut item, tags::ATTRIBUTE_MODIFICATION_DATE_TIME, VR::DT, &dt);
-        put_text(&mut item, tags::MODIFYING_SYSTEM, VR::LO, "vna");
         let from = if source.actor.is_empty() { self.config.name.clone() } else { source.actor.clone() };
-        put_text(&mut item, tags::SOURCE_OF_PREVIOUS_VALUES, VR::LO, &from);
-        put_text(&mut item, tags::REASON_FOR_THE_ATTRIBUTE_MODIFICATION, VR::CS, "COERCE");
-        let mut items: Vec<InMemDicomObject> = match obj.element_opt(tags::ORIGINAL_ATTRIBUTES_SEQUENCE).ok().flatten() {
-            Some(e) => e.items().map(|i| i.to_vec()).unwrap_or_default(),
-            None => Vec::new(),
-        };
-        items.push(item);
-        obj.put(InMemElement::new(tags::ORIGINAL_ATTRIBUTES_SEQUENCE, VR::SQ, DataSetSequence::from(items)));
-
+        let changed = record_originals(&mut obj, &originals, &from, "COERCE");
         let mut out = file[..dataset_offset].to_vec();
         obj.write_dataset_with_ts(&mut out, ts).map_err(|e| fail(e.to_string()))?;
         Ok(Some((out, Coerced { changed })))

@@ -45,6 +45,8 @@ pub struct VnaConfig {
     pub audit: AuditConfig,
     /// Source profiles: issuer of patient ID and attribute coercion per sending system.
     pub sources: Vec<crate::coerce::SourceProfileConfig>,
+    /// Legacy archives studies can be pulled from (`vna migrate pull`).
+    pub migration: MigrationConfig,
 }
 
 impl Default for VnaConfig {
@@ -65,6 +67,7 @@ impl Default for VnaConfig {
             auth: AuthConfig::default(),
             audit: AuditConfig::default(),
             sources: Vec::new(),
+            migration: MigrationConfig::default(),
         }
     }
 }
@@ -114,10 +117,26 @@ pub struct WarmConfig {
     pub compact_below: f64,
     /// Seconds between background compaction passes (0 disables them).
     pub compact_interval_secs: u64,
+    /// Compress newly written objects with a zstd dictionary trained per modality (the
+    /// content class migrations pass to the tier); helps small objects most.
+    pub dictionaries: bool,
+    /// Objects of a modality stored (and sampled) before its dictionary is trained, 10 to 10000.
+    pub dictionary_samples: usize,
+    /// Largest size of a trained dictionary in KiB, 1 to 1024.
+    pub dictionary_kb: usize,
 }
 impl Default for WarmConfig {
     fn default() -> Self {
-        Self { path: None, segment_mb: 1024, zstd_level: 3, compact_below: 0.5, compact_interval_secs: 3600 }
+        Self {
+            path: None,
+            segment_mb: 1024,
+            zstd_level: 3,
+            compact_below: 0.5,
+            compact_interval_secs: 3600,
+            dictionaries: false,
+            dictionary_samples: 200,
+            dictionary_kb: 64,
+        }
     }
 }
 
@@ -374,6 +393,129 @@ impl Default for HttpConfig {
     }
 }
 
+/// `[migration]`: the legacy archives `vna migrate pull` can take studies from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MigrationConfig {
+    /// The sources, by name (`[[migration.sources]]`).
+    pub sources: Vec<MigrationSourceConfig>,
+}
+
+impl MigrationConfig {
+    /// A source by name.
+    pub fn source(&self, name: &str) -> Option<&MigrationSourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+/// How vna talks to a legacy archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationSourceKind {
+    /// C-FIND to plan, C-MOVE to vna's own AE title to fetch (the source must know vna as a
+    /// move destination).
+    Dimse,
+    /// QIDO-RS to plan, WADO-RS to fetch.
+    Dicomweb,
+}
+
+/// One `[[migration.sources]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationSourceConfig {
+    /// The name jobs refer to (`--from NAME`); also the actor of ingests over DICOMweb, so a
+    /// `[[sources]]` profile of that name applies to what it delivers.
+    pub name: String,
+    /// `dimse` or `dicomweb`.
+    pub kind: MigrationSourceKind,
+    /// DIMSE: the source's AE title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ae_title: Option<String>,
+    /// DIMSE: the source's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// DIMSE: the source's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// DICOMweb: the base URL of its services (e.g. `http://pacs:8042/dicom-web`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Most MiB per second taken from the source, averaged per study (0: unlimited).
+    #[serde(default)]
+    pub max_mb_per_sec: f64,
+    /// Most studies fetched per minute (0: unlimited).
+    #[serde(default)]
+    pub max_studies_per_minute: u32,
+    /// Seconds to wait for any answer of the source before the request fails.
+    #[serde(default = "default_migration_timeout")]
+    pub timeout_secs: u64,
+    /// Attempts per study before it is reported as failed (network errors are retried).
+    #[serde(default = "default_migration_attempts")]
+    pub attempts: u32,
+}
+
+fn default_migration_timeout() -> u64 {
+    300
+}
+
+fn default_migration_attempts() -> u32 {
+    3
+}
+
+impl MigrationSourceConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(invalid(&format!("{key}.name"), "must be 1 to 64 letters, digits, '-', '_' or '.'"));
+        }
+        match self.kind {
+            MigrationSourceKind::Dimse => {
+                let ae = self
+                    .ae_title
+                    .as_deref()
+                    .ok_or_else(|| invalid(&format!("{key}.ae_title"), "is required for kind = \"dimse\""))?;
+                validate_ae_title(ae).map_err(|m| invalid(&format!("{key}.ae_title"), m))?;
+                if self.host.as_deref().is_none_or(|h| h.trim().is_empty()) {
+                    return Err(invalid(&format!("{key}.host"), "is required for kind = \"dimse\""));
+                }
+                if self.port.unwrap_or(0) == 0 {
+                    return Err(invalid(&format!("{key}.port"), "is required for kind = \"dimse\" and cannot be 0"));
+                }
+                if self.url.is_some() {
+                    return Err(invalid(&format!("{key}.url"), "belongs to kind = \"dicomweb\""));
+                }
+            }
+            MigrationSourceKind::Dicomweb => {
+                let url = self
+                    .url
+                    .as_deref()
+                    .ok_or_else(|| invalid(&format!("{key}.url"), "is required for kind = \"dicomweb\""))?;
+                if !url.starts_with("http://") || url.len() <= "http://".len() || url.chars().any(char::is_whitespace) {
+                    return Err(invalid(&format!("{key}.url"), "must be an http:// URL (https is not supported yet)"));
+                }
+                if self.ae_title.is_some() || self.host.is_some() || self.port.is_some() {
+                    return Err(invalid(
+                        &format!("{key}.ae_title"),
+                        "ae_title, host and port belong to kind = \"dimse\"",
+                    ));
+                }
+            }
+        }
+        if !self.max_mb_per_sec.is_finite() || self.max_mb_per_sec < 0.0 {
+            return Err(invalid(&format!("{key}.max_mb_per_sec"), "must be 0 (unlimited) or more"));
+        }
+        if self.timeout_secs == 0 {
+            return Err(invalid(&format!("{key}.timeout_secs"), "must be at least 1"));
+        }
+        if self.attempts == 0 {
+            return Err(invalid(&format!("{key}.attempts"), "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -552,6 +694,15 @@ impl VnaConfig {
         if !(0.0..=1.0).contains(&self.warm.compact_below) {
             return Err(invalid("warm.compact_below", format!("must be 0.0 to 1.0, not {}", self.warm.compact_below)));
         }
+        if !(10..=10_000).contains(&self.warm.dictionary_samples) {
+            return Err(invalid(
+                "warm.dictionary_samples",
+                format!("must be 10 to 10000, not {}", self.warm.dictionary_samples),
+            ));
+        }
+        if !(1..=1024).contains(&self.warm.dictionary_kb) {
+            return Err(invalid("warm.dictionary_kb", format!("must be 1 to 1024, not {}", self.warm.dictionary_kb)));
+        }
         if self.lifecycle.min_verified_copies == 0 {
             return Err(invalid("lifecycle.min_verified_copies", "must be at least 1"));
         }
@@ -576,6 +727,14 @@ impl VnaConfig {
         }
         if self.query.max_results == 0 {
             return Err(invalid("query.max_results", "must be at least 1"));
+        }
+        let mut migration_names = std::collections::BTreeSet::new();
+        for (i, source) in self.migration.sources.iter().enumerate() {
+            let key = format!("migration.sources[{i}]");
+            source.validate(&key)?;
+            if !migration_names.insert(source.name.as_str()) {
+                return Err(invalid(&format!("{key}.name"), format!("{:?} is used twice", source.name)));
+            }
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be \"text\" or \"json\""));
@@ -694,6 +853,10 @@ mod tests {
         assert_eq!((c.warm.zstd_level, c.warm.compact_below, c.warm.compact_interval_secs), (9, 0.25, 0));
         let env = vec![("VNA_WARM__COMPACT_BELOW".to_string(), "0.75".to_string())];
         assert_eq!(VnaConfig::load_with_env(None, env).unwrap().warm.compact_below, 0.75);
+        assert_eq!((c.warm.dictionaries, c.warm.dictionary_samples, c.warm.dictionary_kb), (false, 200, 64));
+        let f = file("[warm]\ndictionaries = true\ndictionary_samples = 50\ndictionary_kb = 32\n");
+        let c = VnaConfig::load_with_env(Some(f.path()), vec![]).unwrap();
+        assert_eq!((c.warm.dictionaries, c.warm.dictionary_samples, c.warm.dictionary_kb), (true, 50, 32));
         for (text, key) in [
             ("[warm]\nzstd_level = 0\n", "warm.zstd_level"),
             ("[warm]\nzstd_level = 20\n", "warm.zstd_level"),
@@ -701,6 +864,36 @@ mod tests {
             ("[warm]\ncompact_below = -0.1\n", "warm.compact_below"),
             ("[warm]\ncompact_below = nan\n", "warm.compact_below"),
             ("[warm]\nsegment_mb = 0\n", "warm.segment_mb"),
+            ("[warm]\ndictionary_samples = 9\n", "warm.dictionary_samples"),
+            ("[warm]\ndictionary_samples = 10001\n", "warm.dictionary_samples"),
+            ("[warm]\ndictionary_kb = 0\n", "warm.dictionary_kb"),
+            ("[warm]\ndictionary_kb = 2048\n", "warm.dictionary_kb"),
+            ("[warm]\ndictionaries = \"yes\"\n", "dictionaries"),
+        ] {
+            let f = file(text);
+            let e = VnaConfig::load_with_env(Some(f.path()), vec![]).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn migration_sources_are_validated() {
+        let f = file("[[migration.sources]]\nname = \"old-pacs\"\nkind = \"dimse\"\nae_title = \"OLDPACS\"\nhost = \"10.0.0.9\"\nport = 104\nmax_studies_per_minute = 30\n[[migration.sources]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"http://10.0.0.8:8042/dicom-web\"\nmax_mb_per_sec = 2.5\n");
+        let c = VnaConfig::load_with_env(Some(f.path()), vec![]).unwrap();
+        assert_eq!(c.migration.sources.len(), 2);
+        let dimse = c.migration.source("old-pacs").unwrap();
+        assert_eq!((dimse.kind, dimse.port, dimse.max_studies_per_minute), (MigrationSourceKind::Dimse, Some(104), 30));
+        assert_eq!((dimse.timeout_secs, dimse.attempts), (300, 3));
+        assert_eq!(c.migration.source("web").unwrap().max_mb_per_sec, 2.5);
+        for (text, key) in [
+            ("[[migration.sources]]\nname = \"a\"\nkind = \"dimse\"\nhost = \"h\"\nport = 104\n", "ae_title"),
+            ("[[migration.sources]]\nname = \"a\"\nkind = \"dimse\"\nae_title = \"A\"\nhost = \"h\"\n", "port"),
+            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\n", "url"),
+            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"ftp://x\"\n", "url"),
+            ("[[migration.sources]]\nname = \"a b\"\nkind = \"dicomweb\"\nurl = \"http://x\"\n", "name"),
+            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\nmax_mb_per_sec = -1.0\n", "max_mb_per_sec"),
+            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\n[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://y\"\n", "twice"),
+            ("[[migration.sources]]\nname = \"a\"\nkind = \"ftp\"\nurl = \"http://y\"\n", "kind"),
         ] {
             let f = file(text);
             let e = VnaConfig::load_with_env(Some(f.path()), vec![]).unwrap_err().to_string();

@@ -4,7 +4,9 @@
 //! [`crate::config::NOT_OVERRIDES`]).
 //!
 //! Points: `migrate.after_intent`, `migrate.after_copy`, `migrate.after_commit` and
-//! `migrate.after_source_delete` (see [`crate::lifecycle`]).
+//! `migrate.after_source_delete` (see [`crate::lifecycle`]); tier plugins add their own
+//! (`warm.compact.after_copy`, `warm.compact.after_repoint`, `s3.after_bundle_upload`,
+//! `s3.after_index_upload`).
 
 use std::sync::OnceLock;
 

@@ -554,7 +554,7 @@ fn prepare(input: IngestInput) -> Result<(Bytes, ParsedObject), IngestError> {
 /// Writes the object; an object already there with the same checksum counts as written.
 async fn write_object(tier: &dyn Tier, key: &ObjectKey, bytes: Bytes, checksum: Checksum) -> Result<(), IngestError> {
     // Ingest writes to the hot tier, which stores files as they are: no content class.
-    let opts = PutOpts { expected_checksum: Some(checksum), overwrite: false };
+    let opts = PutOpts { expected_checksum: Some(checksum), overwrite: false, content_class: None };
     match tier.put_bytes(key, bytes, opts).await {
         Ok(_) => Ok(()),
         Err(TierError::AlreadyExists(_)) => {

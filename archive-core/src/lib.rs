@@ -44,6 +44,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod model;
 pub mod parse;
+pub mod patient_link;
 pub mod pixels;
 pub mod query;
 pub mod rate;

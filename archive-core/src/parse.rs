@@ -194,13 +194,18 @@ pub fn parse_part10(bytes: &[u8]) -> Result<ParsedObject, ParseError> {
 
     let charset = charset_raw.map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
     let codec = text_codec(&charset);
+    // ISO 2022 IR 149 (Korean) designates KS X 1001 into G1 with ESC $ ) C; the codec decodes
+    // the G1 bytes but not the escape sequences, so they are removed first.
+    let korean_2022 = charset.split('\\').any(|c| c.trim() == "ISO 2022 IR 149");
     let mut attrs = AttrMap::new();
     for (attr, el) in found {
         let Some(value) = el.value else { continue };
         let text = if matches!(attr, Attribute::Rows | Attribute::Columns | Attribute::BitsAllocated) {
             binary_u16(value, el.vr, big_endian)
         } else if charset_sensitive(attr) {
-            codec.decode(value).unwrap_or_else(|_| String::from_utf8_lossy(value).into_owned())
+            let value: std::borrow::Cow<[u8]> =
+                if korean_2022 { std::borrow::Cow::Owned(strip_iso2022_escapes(value)) } else { value.into() };
+            codec.decode(&value).unwrap_or_else(|_| String::from_utf8_lossy(&value).into_owned())
         } else {
             String::from_utf8_lossy(value).into_owned()
         };
@@ -257,6 +262,25 @@ fn text_codec(charset: &str) -> SpecificCharacterSet {
         return SpecificCharacterSet::ISO_IR_6;
     }
     SpecificCharacterSet::from_code(code).unwrap_or(SpecificCharacterSet::ISO_IR_192)
+}
+
+/// Removes ISO 2022 escape sequences (ESC, intermediate bytes 0x20-0x2F, one final byte).
+fn strip_iso2022_escapes(value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while i < value.len() {
+        if value[i] == 0x1b {
+            i += 1;
+            while i < value.len() && (0x20..=0x2f).contains(&value[i]) {
+                i += 1;
+            }
+            i += 1; // the final byte
+            continue;
+        }
+        out.push(value[i]);
+        i += 1;
+    }
+    out
 }
 
 /// Whether the attribute's VR is one whose text depends on the Specific Character Set.

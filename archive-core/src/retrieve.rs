@@ -146,6 +146,26 @@ impl Retrieve {
                         .retrieve_seconds
                         .with_label_values(&[loc.tier.as_str()])
                         .observe(started.elapsed().as_secs_f64());
+                    if let Some((link, attrs)) = self.catalog.patient_rewrite(&record.study) {
+                        // A linked study: the object goes out under the target identity.
+                        let bytes = collect_stream(got.body).await.map_err(|last_error| RetrieveError::Unreadable {
+                            sop_instance: record.uid.clone(),
+                            last_error,
+                        })?;
+                        let changes = crate::patient_link::patient_changes(&attrs);
+                        let source = format!("patient link {link}");
+                        let out = match crate::coerce::rewrite_attributes(&bytes, &changes, &source, "CORRECT") {
+                            Ok(Some(rewritten)) => Bytes::from(rewritten),
+                            Ok(None) => bytes,
+                            Err(e) => {
+                                return Err(RetrieveError::Unreadable {
+                                    sop_instance: record.uid.clone(),
+                                    last_error: TierError::Other(e.to_string()),
+                                })
+                            }
+                        };
+                        return Ok(RetrievedObject { record, body: crate::tier::bytes_stream(out) });
+                    }
                     return Ok(RetrievedObject { record, body: got.body });
                 }
                 Err(e) => {
@@ -211,6 +231,10 @@ impl Retrieve {
         let stored = self.catalog.instance_metadata(records)?;
         let mut out = Vec::with_capacity(records.len());
         for (record, json) in records.iter().zip(stored) {
+            let json = match (json, self.catalog.patient_rewrite(&record.study)) {
+                (Some(j), Some((_, attrs))) => Some(crate::patient_link::rewrite_metadata_json(&j, &attrs)),
+                (j, _) => j,
+            };
             match json {
                 Some(j) => out.push(j),
                 None => {

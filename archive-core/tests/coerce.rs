@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 fn object(sop: &str, patient_id: &str, accession: &str, ts: &str) -> Vec<u8> {
     let mut obj = InMemDicomObject::new_empty();
-    let put = |o: &mut InMemDicomObject, t: Tag, vr: VR, v: &str| o.put(DataElement::new(t, vr, PrimitiveValue::from(v)));
+    let put =
+        |o: &mut InMemDicomObject, t: Tag, vr: VR, v: &str| o.put(DataElement::new(t, vr, PrimitiveValue::from(v)));
     put(&mut obj, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100");
     put(&mut obj, tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.7");
     put(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, sop);
@@ -59,7 +60,7 @@ fn profiles() -> Vec<SourceProfileConfig> {
     institution.table = Some([("st marys".to_string(), "St. Mary's Hospital".to_string())].into());
     let mut modality = rule("Modality", "map");
     modality.table = Some([("MRI".to_string(), "MR".to_string())].into());
-    let mut other_ids = rule("OtherPatientIDs", "copy");
+    let mut other_ids = rule("AdmissionID", "copy");
     other_ids.from = Some("PatientID".into());
     vec![
         SourceProfileConfig {
@@ -84,7 +85,8 @@ fn profiles() -> Vec<SourceProfileConfig> {
 }
 
 async fn setup(dir: &std::path::Path) -> (Ingest, Arc<dyn Catalog>, Arc<MemoryTier>) {
-    let catalog: Arc<dyn Catalog> = Arc::new(RocksCatalog::open(&dir.join("c"), RocksCatalogOptions::default()).unwrap());
+    let catalog: Arc<dyn Catalog> =
+        Arc::new(RocksCatalog::open(&dir.join("c"), RocksCatalogOptions::default()).unwrap());
     let hot = Arc::new(MemoryTier::new(TierName::new("hot").unwrap()));
     let tiers = Arc::new(TierSet::new(vec![hot.clone() as Arc<dyn Tier>], TierName::new("hot").unwrap()).unwrap());
     let ingest = Ingest::new(catalog.clone(), tiers, DiskGuard::new(), Default::default(), Metrics::new())
@@ -116,12 +118,19 @@ async fn profiles_stamp_issuers_coerce_attributes_and_keep_the_originals() {
 
         let obj = dicom_object::from_reader(std::io::Cursor::new(&stored[128..])).unwrap();
         assert!(obj.element_opt(tags::STATION_NAME).unwrap().is_none(), "removed");
-        assert_eq!(obj.element(tags::OTHER_PATIENT_I_DS).unwrap().to_str().unwrap().trim(), "12345");
+        assert_eq!(obj.element(tags::ADMISSION_ID).unwrap().to_str().unwrap().trim(), "12345");
         let q = obj.element(tags::ISSUER_OF_PATIENT_ID_QUALIFIERS_SEQUENCE).unwrap().items().unwrap()[0].clone();
         assert_eq!(q.element(tags::UNIVERSAL_ENTITY_ID).unwrap().to_str().unwrap().trim(), "1.2.3.4.5");
-        assert_eq!(obj.element(tags::PATIENT_NAME).unwrap().to_str().unwrap().trim(), "MÜLLER^JOSÉ", "other text untouched");
+        assert_eq!(
+            obj.element(tags::PATIENT_NAME).unwrap().to_str().unwrap().trim(),
+            "MÜLLER^JOSÉ",
+            "other text untouched"
+        );
         let orig = &obj.element(tags::ORIGINAL_ATTRIBUTES_SEQUENCE).unwrap().items().unwrap()[0];
-        assert_eq!(orig.element(tags::REASON_FOR_THE_ATTRIBUTE_MODIFICATION).unwrap().to_str().unwrap().trim(), "COERCE");
+        assert_eq!(
+            orig.element(tags::REASON_FOR_THE_ATTRIBUTE_MODIFICATION).unwrap().to_str().unwrap().trim(),
+            "COERCE"
+        );
         assert_eq!(orig.element(tags::SOURCE_OF_PREVIOUS_VALUES).unwrap().to_str().unwrap().trim(), "PACS_A");
         assert_eq!(orig.element(tags::MODIFYING_SYSTEM).unwrap().to_str().unwrap().trim(), "vna");
         let modified = &orig.element(tags::MODIFIED_ATTRIBUTES_SEQUENCE).unwrap().items().unwrap()[0];
@@ -129,7 +138,10 @@ async fn profiles_stamp_issuers_coerce_attributes_and_keep_the_originals() {
         assert_eq!(modified.element(tags::MODALITY).unwrap().to_str().unwrap().trim(), "MRI");
         assert_eq!(modified.element(tags::STATION_NAME).unwrap().to_str().unwrap().trim(), "SCANNER7");
         assert_eq!(modified.element(tags::INSTITUTION_NAME).unwrap().to_str().unwrap().trim(), "st marys");
-        assert!(modified.element(tags::ISSUER_OF_PATIENT_ID).unwrap().to_str().unwrap().trim().is_empty(), "added: empty previous value");
+        assert!(
+            modified.element(tags::ISSUER_OF_PATIENT_ID).unwrap().to_str().unwrap().trim().is_empty(),
+            "added: empty previous value"
+        );
     }
 
     // The same Patient ID from hospital B is another patient; an unknown sender is stored byte-exact.
@@ -142,11 +154,17 @@ async fn profiles_stamp_issuers_coerce_attributes_and_keep_the_originals() {
     let c = object("1.2.826.0.3", "12345", "ACC-7", "1.2.840.10008.1.2.1");
     let r = ingest.ingest(IngestInput::Part10(Bytes::from(c.clone())), source("OTHER")).await.unwrap();
     let rec = catalog.instance(&r.sop_instance).unwrap().unwrap();
-    assert!(hot.get_bytes(&rec.locations[0].key).await.unwrap().as_ref() == c.as_slice(), "byte-exact without a profile");
+    assert!(
+        hot.get_bytes(&rec.locations[0].key).await.unwrap().as_ref() == c.as_slice(),
+        "byte-exact without a profile"
+    );
     assert_eq!(catalog.study(&rec.study).unwrap().unwrap().patient, PatientKey::new("", "12345"));
 
     // An issuer the object already carries is kept unless the profile says replace.
-    let mut obj = dicom_object::from_reader(std::io::Cursor::new(&object("1.2.826.0.4", "777", "A", "1.2.840.10008.1.2.1")[128..])).unwrap();
+    let mut obj = dicom_object::from_reader(std::io::Cursor::new(
+        &object("1.2.826.0.4", "777", "A", "1.2.840.10008.1.2.1")[128..],
+    ))
+    .unwrap();
     obj.put(DataElement::new(tags::ISSUER_OF_PATIENT_ID, VR::LO, PrimitiveValue::from("EXISTING")));
     let mut bytes = Vec::new();
     obj.write_all(&mut bytes).unwrap();

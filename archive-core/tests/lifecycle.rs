@@ -6,6 +6,8 @@
 use archive_core::audit::AuditAction;
 use archive_core::catalog::rocks::{RocksCatalog, RocksCatalogOptions};
 use archive_core::catalog::{Catalog, ConflictPolicy};
+use archive_core::checksum::Checksum;
+use archive_core::deletion::{Deleter, DeletionCause, DeletionRequest, DeletionSettings, DeletionState};
 use archive_core::disk::DiskGuard;
 use archive_core::ingest::{Ingest, IngestInput};
 use archive_core::lifecycle::scrub::Scrubber;
@@ -323,6 +325,14 @@ struct BatchTier {
     batches: Mutex<Vec<(usize, u64)>>,
     single_puts: AtomicU32,
     faults: Faults,
+    /// Items of each `verify_many` call.
+    verifies: Mutex<Vec<usize>>,
+    /// Keys of each `delete_many` call.
+    delete_batches: Mutex<Vec<usize>>,
+    /// Damage this object's stored bytes right after the next `put_many` writes it.
+    damage_after_put: Mutex<Option<ObjectKey>>,
+    /// Make every `delete_many` fail.
+    failing_deletes: AtomicBool,
 }
 
 impl BatchTier {
@@ -333,6 +343,10 @@ impl BatchTier {
             batches: Mutex::new(Vec::new()),
             single_puts: AtomicU32::new(0),
             faults: Faults::default(),
+            verifies: Mutex::new(Vec::new()),
+            delete_batches: Mutex::new(Vec::new()),
+            damage_after_put: Mutex::new(None),
+            failing_deletes: AtomicBool::new(false),
         }
     }
 
@@ -366,7 +380,21 @@ impl Tier for BatchTier {
         }
         let metas = self.inner.put_many(items).await?;
         self.batches.lock().unwrap().push((metas.len(), metas.iter().map(|m| m.size).sum()));
+        if let Some(key) = self.damage_after_put.lock().unwrap().take() {
+            assert!(self.inner.corrupt_for_test(&key));
+        }
         Ok(metas)
+    }
+    async fn verify_many(&self, items: Vec<(ObjectKey, Checksum)>) -> Result<Vec<Result<(), TierError>>, TierError> {
+        self.verifies.lock().unwrap().push(items.len());
+        self.inner.verify_many(items).await
+    }
+    async fn delete_many(&self, keys: Vec<ObjectKey>) -> Result<(), TierError> {
+        self.delete_batches.lock().unwrap().push(keys.len());
+        if self.failing_deletes.load(Ordering::SeqCst) {
+            return Err(TierError::Transient("deletes are failing".into()));
+        }
+        self.inner.delete_many(keys).await
     }
     async fn get(&self, key: &ObjectKey, opts: GetOpts) -> Result<GetResult, TierError> {
         self.inner.get(key, opts).await
@@ -546,4 +574,88 @@ async fn a_batch_from_a_tier_that_needs_recalls_waits_for_them() {
     assert_only_on(&f, "1.9.27", "batch");
     assert!(f.cold.list(None).await.unwrap().is_empty());
     assert!(f.catalog.pending_writes().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_is_read_back_with_one_verify_many_and_a_damaged_copy_is_copied_again() {
+    let (f, batch) = batch_fixture(1 << 20, &[("1.9.28", 6)]).await;
+    let recs = f.catalog.instances_of_study(&StudyUid::new("1.9.28").unwrap()).unwrap();
+    *batch.damage_after_put.lock().unwrap() = Some(recs[3].locations[0].key.clone());
+    let job = run(&f, request("1.9.28", "batch", None, false)).await;
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    assert_eq!((job.instances_done, job.instances_failed), (6, 0));
+    // One read-back for the batch; the damaged copy failed it, was removed and copied alone.
+    assert_eq!(*batch.verifies.lock().unwrap(), [6]);
+    assert_eq!(batch.single_puts.load(Ordering::SeqCst), 1);
+    assert_only_on(&f, "1.9.28", "batch");
+    for rec in f.catalog.instances_of_study(&StudyUid::new("1.9.28").unwrap()).unwrap() {
+        let key = &rec.locations[0].key;
+        assert_eq!(batch.verify_many(vec![(key.clone(), rec.checksum)]).await.unwrap()[0].as_ref().ok(), Some(&()));
+    }
+    assert!(f.catalog.pending_writes().unwrap().is_empty());
+
+    // Moving the study back deletes its copies on the batching tier with one delete_many per
+    // catalog commit (commit_batch = 4).
+    batch.delete_batches.lock().unwrap().clear();
+    let job = run(&f, request("1.9.28", "hot", Some("batch"), false)).await;
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    assert_eq!(*batch.delete_batches.lock().unwrap(), [4, 2]);
+    assert!(batch.list(None).await.unwrap().is_empty());
+    assert_only_on(&f, "1.9.28", "hot");
+    assert!(f.catalog.pending_writes().unwrap().is_empty());
+}
+
+fn deleter(f: &Fixture) -> Deleter {
+    let settings = DeletionSettings { grace: Duration::ZERO, purge_batch: 500, delete_concurrency: 4 };
+    Deleter::new(f.catalog.clone(), f.tiers.clone(), settings, Metrics::new())
+}
+
+async fn purge(f: &Fixture, d: &Deleter, study: &str) -> archive_core::deletion::Deletion {
+    let marked = d
+        .request(DeletionRequest {
+            study: StudyUid::new(study).unwrap(),
+            instances: None,
+            requested_by: "admin".into(),
+            requested_from: "test".into(),
+            reason: "test".into(),
+            cause: DeletionCause::Request,
+            grace: Some(Duration::ZERO),
+            hide_immediately: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(d.run_due().unwrap(), 1);
+    let done = d.wait(marked.id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(done.state, DeletionState::Purged, "{done:?}");
+    assert!(f.catalog.instances_of_study(&StudyUid::new(study).unwrap()).unwrap().is_empty());
+    done
+}
+
+#[tokio::test]
+async fn a_purge_deletes_the_copies_of_each_tier_with_one_delete_many() {
+    let (f, batch) = batch_fixture(1 << 20, &[("1.9.29", 7), ("1.9.30", 5)]).await;
+    for study in ["1.9.29", "1.9.30"] {
+        let job = run(&f, request(study, "batch", None, true)).await;
+        assert_eq!(job.state, JobState::Done, "{job:?}");
+    }
+    let d = deleter(&f);
+
+    // Copies on hot and on the batching tier: one delete_many for the batching tier's seven.
+    let done = purge(&f, &d, "1.9.29").await;
+    assert_eq!(done.certificate.deferred_object_deletes, 0);
+    assert_eq!(*batch.delete_batches.lock().unwrap(), [7]);
+    assert_eq!(batch.list(None).await.unwrap().len(), 5);
+    assert_eq!(f.hot.list(None).await.unwrap().len(), 5);
+    assert!(f.catalog.pending_writes().unwrap().is_empty());
+
+    // A failing delete_many leaves its copies' intents for recovery and counts them deferred;
+    // the other tier's copies are deleted and their intents cleared.
+    batch.failing_deletes.store(true, Ordering::SeqCst);
+    let done = purge(&f, &d, "1.9.30").await;
+    assert_eq!(done.certificate.deferred_object_deletes, 5);
+    let pending = f.catalog.pending_writes().unwrap();
+    assert_eq!(pending.len(), 5, "{pending:?}");
+    assert!(pending.iter().all(|i| i.tier == name("batch")));
+    assert!(f.hot.list(None).await.unwrap().is_empty());
+    assert_eq!(batch.list(None).await.unwrap().len(), 5);
 }

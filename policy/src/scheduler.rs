@@ -314,25 +314,35 @@ impl PolicyEngine {
     pub async fn run_pass(&self) -> PassReport {
         let _one = self.inner.pass_lock.lock().await;
         let mut report = PassReport { started_at: Some(OffsetDateTime::now_utc()), ..Default::default() };
-        let this = self.clone();
-        let collected = tokio::task::spawn_blocking(move || {
-            let mut uids = Vec::new();
-            this.for_each_study(|f| uids.push(f.study)).map(|()| uids)
-        })
-        .await;
-        let uids = match collected {
-            Ok(Ok(u)) => u,
-            Ok(Err(e)) => {
-                report.errors.push(e.to_string());
-                return report;
-            }
+        let holds = match self.inner.archive.catalog().holds() {
+            Ok(h) => h,
             Err(e) => {
                 report.errors.push(e.to_string());
                 return report;
             }
         };
-        for uid in uids {
-            self.apply_one(&uid, &mut report).await;
+        // Page by page, so that a pass over millions of studies holds one page of UIDs.
+        let mut after: Option<StudyUid> = None;
+        loop {
+            let archive = self.inner.archive.clone();
+            let from = after.clone();
+            let page = tokio::task::spawn_blocking(move || archive.catalog().study_uids(from.as_ref(), 1000)).await;
+            let page = match page {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    report.errors.push(e.to_string());
+                    break;
+                }
+                Err(e) => {
+                    report.errors.push(e.to_string());
+                    break;
+                }
+            };
+            let Some(last) = page.last().cloned() else { break };
+            for uid in &page {
+                self.apply_one(uid, &holds, &mut report).await;
+            }
+            after = Some(last);
         }
         tracing::info!(
             evaluated = report.evaluated,
@@ -349,23 +359,30 @@ impl PolicyEngine {
     pub async fn run_for(&self, studies: &[StudyUid]) -> PassReport {
         let _one = self.inner.pass_lock.lock().await;
         let mut report = PassReport { started_at: Some(OffsetDateTime::now_utc()), ..Default::default() };
+        let holds = match self.inner.archive.catalog().holds() {
+            Ok(h) => h,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                return report;
+            }
+        };
         for uid in studies {
-            self.apply_one(uid, &mut report).await;
+            self.apply_one(uid, &holds, &mut report).await;
         }
         report
     }
 
-    async fn apply_one(&self, uid: &StudyUid, report: &mut PassReport) {
+    async fn apply_one(&self, uid: &StudyUid, holds: &[archive_core::hold::LegalHold], report: &mut PassReport) {
         let now = OffsetDateTime::now_utc();
-        let explained = match self.explain(uid, now) {
-            Ok(Some(x)) => x,
+        let facts = match self.facts(uid) {
+            Ok(Some(f)) => f,
             Ok(None) => return,
             Err(e) => {
                 push_error(report, e.to_string());
                 return;
             }
         };
-        let (facts, decision) = explained;
+        let decision = evaluate(&self.rules(), &facts, holds, now);
         report.evaluated += 1;
         let Some(rule) = decision.rule.clone() else { return };
         let archive = &self.inner.archive;

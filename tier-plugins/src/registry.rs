@@ -46,6 +46,15 @@ struct WarmOptions {
     /// Seconds between background compactions; 0 disables them.
     #[serde(default = "default_compact_interval_secs")]
     compact_interval_secs: u64,
+    /// Compress with a zstd dictionary trained per content class (modality).
+    #[serde(default)]
+    dictionaries: bool,
+    /// Objects of a class sampled before its dictionary is trained.
+    #[serde(default = "default_dictionary_samples")]
+    dictionary_samples: usize,
+    /// Largest size of a trained dictionary, KiB.
+    #[serde(default = "default_dictionary_kb")]
+    dictionary_kb: usize,
 }
 
 fn default_segment_mb() -> u64 {
@@ -62,6 +71,14 @@ fn default_compact_below() -> f64 {
 
 fn default_compact_interval_secs() -> u64 {
     crate::warm::DEFAULT_COMPACT_INTERVAL.as_secs()
+}
+
+fn default_dictionary_samples() -> usize {
+    crate::warm::DEFAULT_DICTIONARY_SAMPLES
+}
+
+fn default_dictionary_kb() -> usize {
+    crate::warm::DEFAULT_DICTIONARY_KB
 }
 
 /// Options of a `kind = "tape"` tier (see [`crate::tape::TapeConfig`]).
@@ -93,11 +110,13 @@ fn default_staging_hours() -> u64 {
     crate::tape::DEFAULT_STAGING_TTL.as_secs() / 3600
 }
 
-/// Parses a kind's options strictly (unknown keys are named).
+/// Parses a kind's options strictly (unknown keys are named, and so are keys of the wrong
+/// type: "invalid type: ..., expected a boolean in `dictionaries`").
 pub fn options<T: serde::de::DeserializeOwned>(kind: &'static str, spec: &TierSpec) -> Result<T, RegistryError> {
-    toml::Value::Table(spec.options.clone())
-        .try_into()
-        .map_err(|e: toml::de::Error| RegistryError::Options { kind, message: e.message().to_string() })
+    toml::Value::Table(spec.options.clone()).try_into().map_err(|e: toml::de::Error| RegistryError::Options {
+        kind,
+        message: e.to_string().split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" "),
+    })
 }
 
 /// Builds the tier `name` described by `spec`; relative defaults live under `data_dir/tiers/NAME`.
@@ -118,6 +137,9 @@ pub async fn build(name: &str, spec: &TierSpec, data_dir: &Path) -> Result<Arc<d
                 zstd_level: o.zstd_level,
                 compact_below: o.compact_below,
                 compact_interval: std::time::Duration::from_secs(o.compact_interval_secs),
+                dictionaries: o.dictionaries,
+                dictionary_samples: o.dictionary_samples,
+                dictionary_kb: o.dictionary_kb,
             };
             config.validate().map_err(|e| invalid(e.to_string()))?;
             let path = o.path.unwrap_or(default_dir);

@@ -8,16 +8,35 @@
 //!   bundle entry so reads need no listing; when it is missing it is rebuilt from the bundle
 //!   indexes in the bucket.
 //!
+//! The prefix belongs to this tier alone: the orphan sweep deletes bundles under it that the
+//! local index does not know.
+//!
 //! A study migrated in one batch ([`Tier::put_many`]) becomes one bundle object: cold storage
 //! costs one request per study, not one per instance, and one instance is still read with a
-//! ranged GET. Bundles above `multipart_threshold_mb` are sent as multipart uploads.
+//! ranged GET. Bundles above `multipart_threshold_mb` are sent as multipart uploads. A batch
+//! is verified with one GET per bundle ([`Tier::verify_many`]) and deleted with one index
+//! rewrite per bundle, or one DeleteObjects for the bundles it empties ([`Tier::delete_many`]).
 //!
 //! # Ordering rules
 //! 1. The bundle is uploaded, then its index object, then the local index entries (synced):
 //!    an object is only listed once both S3 objects are durable. A crash before the last step
-//!    leaves unlisted garbage in the bucket, never a listed object without bytes.
-//! 2. A delete removes the local entry first (synced), then rewrites the bundle index without
-//!    it, and deletes both S3 objects when the bundle's last object goes.
+//!    leaves unlisted garbage in the bucket, never a listed object without bytes; the orphan
+//!    sweep ([`S3Tier::sweep_orphans`]) removes that garbage.
+//! 2. A delete that leaves objects in a bundle rewrites the bundle's index object first, then
+//!    removes the local entries (synced): the bundle's bytes stay, so a crash in between
+//!    leaves a listed, readable object that a repeated delete removes.
+//! 3. A delete that empties a bundle removes the local entries and the bundle's own entry
+//!    first (synced), then deletes both S3 objects: a crash or failure in between leaves an
+//!    orphan, which the sweep removes.
+//!
+//! # Orphan sweep
+//! [`S3Tier::sweep_orphans`] lists `PREFIX/bundles/` and deletes the bundles (and index
+//! objects) that the local index does not know, are not being written by this process, and
+//! are older than a minimum age (their newest `LastModified`). It refuses to run until the
+//! local index is complete (built at first open, or rebuilt from the bucket after a loss):
+//! after a rebuild, every bundle with an index object is known again, so only bundles whose
+//! index object never made it are orphans. The tier runs it in the background at open and then
+//! every `orphan_sweep_hours` when a tokio runtime is present.
 //!
 //! # Integrity and errors
 //! Every object's BLAKE3 is computed while it is uploaded and verified on every full read; the
@@ -30,6 +49,11 @@
 //! needing recalls: a read of an object that was not restored fails with
 //! [`TierError::NeedsRecall`], [`Tier::recall`] sends a RestoreObject for its bundle (once)
 //! and reports progress from the `x-amz-restore` header.
+//!
+//! # Failpoints
+//! `s3.after_bundle_upload` and `s3.after_index_upload` (see [`archive_core::failpoint`]) stop
+//! the process after the bundle, or its index object, is uploaded and before the local index
+//! lists it.
 
 use archive_core::checksum::{Checksum, ChecksumHasher};
 use archive_core::tier::{
@@ -40,16 +64,21 @@ use async_trait::async_trait;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as S3Body;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, GlacierJobParameters, RestoreRequest, StorageClass};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, Delete, GlacierJobParameters, ObjectIdentifier, RestoreRequest,
+    StorageClass,
+};
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use parking_lot::Mutex;
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Options of a `kind = "s3"` tier.
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +134,12 @@ pub struct S3Options {
     /// Create the bucket at start when it does not exist (for test and lab stores).
     #[serde(default)]
     pub create_bucket: bool,
+    /// Hours between orphan sweeps (the first runs at open, in the background); 0 disables them.
+    #[serde(default = "default_sweep_hours")]
+    pub orphan_sweep_hours: u64,
+    /// Minutes an unknown bundle must have existed (by its `LastModified`) before a sweep deletes it.
+    #[serde(default = "default_orphan_min_age")]
+    pub orphan_min_age_minutes: u64,
 }
 
 fn default_region() -> String {
@@ -135,6 +170,12 @@ fn default_attempts() -> u32 {
     8
 }
 fn default_timeout() -> u64 {
+    60
+}
+fn default_sweep_hours() -> u64 {
+    24
+}
+fn default_orphan_min_age() -> u64 {
     60
 }
 
@@ -177,6 +218,24 @@ struct Located {
 const CF_OBJECTS: &str = "objects";
 const CF_BUNDLES: &str = "bundles";
 const MARKER: &[u8] = b"\x00rebuilt";
+/// Keys per DeleteObjects request (the S3 limit).
+const DELETE_OBJECTS_MAX: usize = 1000;
+/// Index objects rewritten at once by one `delete_many`.
+const REWRITES_IN_FLIGHT: usize = 8;
+/// `verify_many` reads the members of a bundle with one GET unless more than this many
+/// bytes of other objects lie between two of them (then it starts another GET).
+const VERIFY_MAX_GAP: u64 = 8 << 20;
+
+/// What an orphan sweep found and did ([`S3Tier::sweep_orphans`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Bundles under the prefix that the local index does not know (young ones included).
+    pub bundles_found: u64,
+    /// Of those, the bundles deleted (old enough), with their index objects.
+    pub bundles_deleted: u64,
+    /// Bytes deleted (bundles and index objects).
+    pub bytes: u64,
+}
 
 /// The S3 tier.
 pub struct S3Tier {
@@ -194,6 +253,10 @@ pub struct S3Tier {
     index: Arc<DB>,
     /// Serializes index updates of bundles (deletes rewrite a bundle's index).
     bundle_lock: tokio::sync::Mutex<()>,
+    /// Bundles this process is writing and has not listed yet: never orphans.
+    in_flight: Arc<Mutex<HashSet<String>>>,
+    /// Dropped with the tier: stops the background sweep.
+    stop_sweeps: tokio::sync::watch::Sender<()>,
 }
 
 impl std::fmt::Debug for S3Tier {
@@ -262,18 +325,81 @@ impl S3Tier {
             restore_tier: aws_sdk_s3::types::Tier::from(o.restore_tier.as_str()),
             index: Arc::new(index),
             bundle_lock: tokio::sync::Mutex::new(()),
+            in_flight: Arc::default(),
+            stop_sweeps: tokio::sync::watch::channel(()).0,
         };
         if o.create_bucket {
             tier.ensure_bucket().await?;
         }
-        if tier.index.get_cf(tier.cf(CF_BUNDLES), MARKER).map_err(|e| tier.db_err(e))?.is_none() {
+        if tier.index.get_cf(tier.cf(CF_BUNDLES)?, MARKER).map_err(|e| tier.db_err(e))?.is_none() {
             tier.rebuild_index().await?;
+        }
+        if o.orphan_sweep_hours > 0 {
+            let every = Duration::from_secs(o.orphan_sweep_hours.saturating_mul(3600));
+            let min_age = Duration::from_secs(o.orphan_min_age_minutes.saturating_mul(60));
+            tier.spawn_sweeps(every, min_age);
         }
         Ok(tier)
     }
 
-    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.index.cf_handle(name).expect("column families are created at open")
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, TierError> {
+        column_family(&self.index, &self.name, name)
+    }
+
+    /// What a sweep needs, without keeping the local index open after the tier is dropped.
+    fn sweeper(&self) -> Sweeper {
+        Sweeper {
+            name: self.name.clone(),
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            index: Arc::downgrade(&self.index),
+            in_flight: self.in_flight.clone(),
+        }
+    }
+
+    /// Runs [`S3Tier::sweep_orphans`] now and then every `every` in the background, until the
+    /// tier is dropped; does nothing outside a tokio runtime.
+    fn spawn_sweeps(&self, every: Duration, min_age: Duration) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::debug!(tier = %self.name, "no tokio runtime: orphan sweeps run only when asked");
+            return;
+        };
+        let sweeper = self.sweeper();
+        let mut stop = self.stop_sweeps.subscribe();
+        runtime.spawn(async move {
+            loop {
+                tokio::select! {
+                    swept = sweeper.sweep(min_age) => match swept {
+                        Ok(r) if r.bundles_found > 0 => tracing::info!(tier = %sweeper.name, found = r.bundles_found,
+                            deleted = r.bundles_deleted, bytes = r.bytes, "orphaned bundles swept"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(tier = %sweeper.name, error = %e, "orphan sweep failed; it runs again later"),
+                    },
+                    _ = stop.changed() => return,
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+
+    /// Deletes the bundles under `PREFIX/bundles/` that the local index does not know and that
+    /// are at least `min_age` old, with their index objects.
+    ///
+    /// # Behavior
+    /// - A bundle (or a lone index object) is an orphan when the local index has no entry for
+    ///   it and this process is not writing it: a crash between its upload and the local
+    ///   commit, or a delete whose DeleteObjects failed. Bundles the local index knows are
+    ///   never touched, even when no object of theirs is listed any more.
+    /// - Its age is that of its newest object (`LastModified`); younger orphans are counted in
+    ///   `bundles_found` and kept (an upload of another process may still be under way).
+    /// - Fails, deleting nothing, while the local index is incomplete (a rebuild from the
+    ///   bucket did not finish).
+    pub async fn sweep_orphans(&self, min_age: Duration) -> Result<SweepReport, TierError> {
+        self.sweeper().sweep(min_age).await
     }
 
     fn db_err(&self, e: rocksdb::Error) -> TierError {
@@ -281,11 +407,11 @@ impl S3Tier {
     }
 
     fn data_key(&self, bundle: &str) -> String {
-        format!("{}bundles/{bundle}.bundle", self.prefix)
+        data_key(&self.prefix, bundle)
     }
 
     fn index_key(&self, bundle: &str) -> String {
-        format!("{}bundles/{bundle}.index.json", self.prefix)
+        index_key(&self.prefix, bundle)
     }
 
     /// Maps an SDK error to a tier error kind.
@@ -298,27 +424,7 @@ impl S3Tier {
         key: Option<&ObjectKey>,
         e: SdkError<E, R>,
     ) -> TierError {
-        let detail = format!("tier {}: {what}: {}", self.name, aws_sdk_s3::error::DisplayErrorContext(&e));
-        match &e {
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-                TierError::Transient(detail)
-            }
-            SdkError::ServiceError(s) => match s.err().code() {
-                Some("NoSuchKey" | "NotFound") => match key {
-                    Some(k) => TierError::NotFound(k.clone()),
-                    None => TierError::Other(detail),
-                },
-                Some("InvalidObjectState") => match key {
-                    Some(k) => TierError::NeedsRecall(k.clone()),
-                    None => TierError::Other(detail),
-                },
-                Some("SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout" | "Throttling") => {
-                    TierError::Transient(detail)
-                }
-                _ => TierError::Other(detail),
-            },
-            _ => TierError::Other(detail),
-        }
+        sdk_err(&self.name, what, key, e)
     }
 
     async fn ensure_bucket(&self) -> Result<(), TierError> {
@@ -334,7 +440,8 @@ impl S3Tier {
         Ok(())
     }
 
-    /// Rebuilds the local index from the bundle indexes in the bucket.
+    /// Rebuilds the local index from the bundle indexes in the bucket; the marker that says
+    /// the index is complete is written last.
     async fn rebuild_index(&self) -> Result<(), TierError> {
         let mut token = None;
         let mut bundles = 0;
@@ -364,7 +471,7 @@ impl S3Tier {
                 let bytes = got.body.collect().await.map_err(|e| TierError::Transient(e.to_string()))?.into_bytes();
                 let idx: BundleIndex = serde_json::from_slice(&bytes)
                     .map_err(|e| TierError::Other(format!("bundle index {k} is corrupt: {e}")))?;
-                self.commit_local(&idx, &[])?;
+                self.commit_local(&idx)?;
                 bundles += 1;
             }
             token = page.next_continuation_token().map(str::to_string);
@@ -372,32 +479,27 @@ impl S3Tier {
                 break;
             }
         }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        self.index.put_cf_opt(self.cf(CF_BUNDLES), MARKER, b"1", &wo).map_err(|e| self.db_err(e))?;
+        self.index.put_cf_opt(self.cf(CF_BUNDLES)?, MARKER, b"1", &synced()).map_err(|e| self.db_err(e))?;
         if bundles > 0 {
             tracing::info!(tier = %self.name, bundles, "local index rebuilt from the bucket");
         }
         Ok(())
     }
 
-    /// Writes a bundle's entries to the local index (synced); `replaced` are keys whose older
-    /// copies in other bundles must be released afterwards.
-    fn commit_local(&self, idx: &BundleIndex, _replaced: &[ObjectKey]) -> Result<(), TierError> {
+    /// Writes a bundle's entries to the local index (synced).
+    fn commit_local(&self, idx: &BundleIndex) -> Result<(), TierError> {
         let mut wb = WriteBatch::default();
         for e in &idx.entries {
             let loc = Located { bundle: idx.bundle.clone(), offset: e.offset, size: e.size, checksum: e.checksum };
-            wb.put_cf(self.cf(CF_OBJECTS), e.key.as_str(), serde_json::to_vec(&loc).expect("serializes"));
+            wb.put_cf(self.cf(CF_OBJECTS)?, e.key.as_str(), to_json(&loc)?);
         }
         let keys: Vec<&str> = idx.entries.iter().map(|e| e.key.as_str()).collect();
-        wb.put_cf(self.cf(CF_BUNDLES), idx.bundle.as_bytes(), serde_json::to_vec(&keys).expect("serializes"));
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        self.index.write_opt(wb, &wo).map_err(|e| self.db_err(e))
+        wb.put_cf(self.cf(CF_BUNDLES)?, idx.bundle.as_bytes(), to_json(&keys)?);
+        self.index.write_opt(wb, &synced()).map_err(|e| self.db_err(e))
     }
 
     fn located(&self, key: &ObjectKey) -> Result<Option<Located>, TierError> {
-        match self.index.get_cf(self.cf(CF_OBJECTS), key.as_str()).map_err(|e| self.db_err(e))? {
+        match self.index.get_cf(self.cf(CF_OBJECTS)?, key.as_str()).map_err(|e| self.db_err(e))? {
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
                 .map_err(|e| TierError::Other(format!("local index entry of {key} is corrupt: {e}"))),
@@ -405,8 +507,13 @@ impl S3Tier {
         }
     }
 
+    /// Where `key` is, if it is in `bundle`.
+    fn located_in(&self, key: &ObjectKey, bundle: &str) -> Result<Option<Located>, TierError> {
+        Ok(self.located(key)?.filter(|l| l.bundle == bundle))
+    }
+
     fn bundle_keys(&self, bundle: &str) -> Result<Vec<String>, TierError> {
-        match self.index.get_cf(self.cf(CF_BUNDLES), bundle.as_bytes()).map_err(|e| self.db_err(e))? {
+        match self.index.get_cf(self.cf(CF_BUNDLES)?, bundle.as_bytes()).map_err(|e| self.db_err(e))? {
             Some(v) => serde_json::from_slice(&v).map_err(|e| TierError::Other(format!("bundle list corrupt: {e}"))),
             None => Ok(Vec::new()),
         }
@@ -425,6 +532,9 @@ impl S3Tier {
             }
         }
         let bundle = Self::new_bundle_id();
+        // Registered before anything is uploaded, released after the local commit: a sweep
+        // never takes this bundle for an orphan.
+        let _in_flight = InFlight::new(&self.in_flight, &bundle);
         let data_key = self.data_key(&bundle);
         let mut upload = Upload::new(self, data_key.clone());
         let mut entries = Vec::with_capacity(items.len());
@@ -463,80 +573,479 @@ impl S3Tier {
             return Err(e);
         }
         upload.finish().await?;
+        archive_core::failpoint::hit("s3.after_bundle_upload");
         let idx = BundleIndex { v: BUNDLE_INDEX_VERSION, bundle: bundle.clone(), entries };
-        let json = serde_json::to_vec(&idx).expect("serializes");
-        let put = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.index_key(&bundle))
-            .body(S3Body::from(json))
-            .send()
-            .await;
-        if let Err(e) = put {
-            let err = self.sdk_err("uploading a bundle index", None, e);
+        let put = match to_json(&idx) {
+            Ok(json) => self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.index_key(&bundle))
+                .body(S3Body::from(json))
+                .send()
+                .await
+                .map_err(|e| self.sdk_err("uploading a bundle index", None, e)),
+            Err(e) => Err(e),
+        };
+        if let Err(err) = put {
             let _ = self.client.delete_object().bucket(&self.bucket).key(&data_key).send().await;
             return Err(err);
         }
+        archive_core::failpoint::hit("s3.after_index_upload");
         let _guard = self.bundle_lock.lock().await;
-        let previous: Vec<(ObjectKey, Located)> = idx
-            .entries
-            .iter()
-            .filter_map(|e| self.located(&e.key).ok().flatten().map(|l| (e.key.clone(), l)))
-            .collect();
-        self.commit_local(&idx, &[])?;
-        // Overwritten objects: release them from their old bundles.
-        for (key, old) in previous {
-            if old.bundle != bundle {
-                self.release(&old.bundle, &key).await?;
+        let mut previous: BTreeMap<String, BTreeSet<ObjectKey>> = BTreeMap::new();
+        for e in &idx.entries {
+            if let Some(old) = self.located(&e.key)? {
+                previous.entry(old.bundle).or_default().insert(e.key.clone());
             }
+        }
+        self.commit_local(&idx)?;
+        // Overwritten objects: release them from their old bundles. The new objects are
+        // durable and listed already, so a failure here only leaves a stale entry in an old
+        // bundle's index (dropped when that bundle is next rewritten).
+        if let Err(e) = self.drop_from_bundles(previous).await {
+            tracing::warn!(tier = %self.name, error = %e, "releasing overwritten objects from their old bundles failed");
         }
         Ok(idx.entries.into_iter().map(|e| ObjectMeta { key: e.key, size: e.size, checksum: e.checksum }).collect())
     }
 
-    /// Drops a key from a bundle's list: rewrites its index, or deletes the bundle when empty.
-    /// The caller holds `bundle_lock`.
-    async fn release(&self, bundle: &str, key: &ObjectKey) -> Result<(), TierError> {
-        let mut keys = self.bundle_keys(bundle)?;
-        keys.retain(|k| k != key.as_str());
-        if keys.is_empty() {
-            let mut wo = WriteOptions::default();
-            wo.set_sync(true);
-            self.index.delete_cf_opt(self.cf(CF_BUNDLES), bundle.as_bytes(), &wo).map_err(|e| self.db_err(e))?;
-            for k in [self.index_key(bundle), self.data_key(bundle)] {
-                self.client
-                    .delete_object()
-                    .bucket(&self.bucket)
-                    .key(&k)
-                    .send()
-                    .await
-                    .map_err(|e| self.sdk_err("deleting a bundle", None, e))?;
-            }
-            return Ok(());
-        }
-        let mut entries = Vec::with_capacity(keys.len());
-        for k in &keys {
-            let Ok(ok) = ObjectKey::new(k.clone()) else { continue };
-            if let Some(l) = self.located(&ok)? {
-                if l.bundle == bundle {
-                    entries.push(BundleEntry { key: ok, offset: l.offset, size: l.size, checksum: l.checksum });
+    /// Drops keys from bundles: `groups` maps each bundle to the keys that leave it. A key's
+    /// local entry is removed only while it still points into that bundle (an overwritten
+    /// object points into its new bundle already). The caller holds `bundle_lock`.
+    ///
+    /// A bundle that keeps objects gets its index object rewritten, then its local entries
+    /// updated; the bundles left empty lose their local entries first, then go in
+    /// DeleteObjects requests with their index objects. All bundles are tried; the first
+    /// failure is returned.
+    async fn drop_from_bundles(&self, groups: BTreeMap<String, BTreeSet<ObjectKey>>) -> Result<(), TierError> {
+        let mut rewrites: Vec<(String, Vec<BundleEntry>, Vec<ObjectKey>)> = Vec::new();
+        let mut emptied: Vec<(String, Vec<ObjectKey>)> = Vec::new();
+        for (bundle, leaving) in groups {
+            let mut kept = Vec::new();
+            for k in self.bundle_keys(&bundle)? {
+                let Ok(key) = ObjectKey::new(k) else { continue };
+                if leaving.contains(&key) {
+                    continue;
+                }
+                // Keys deleted or overwritten earlier whose list entry stayed are dropped here.
+                if let Some(l) = self.located_in(&key, &bundle)? {
+                    kept.push(BundleEntry { key, offset: l.offset, size: l.size, checksum: l.checksum });
                 }
             }
+            let mut gone = Vec::new();
+            for key in leaving {
+                if self.located_in(&key, &bundle)?.is_some() {
+                    gone.push(key);
+                }
+            }
+            if kept.is_empty() {
+                emptied.push((bundle, gone));
+            } else {
+                rewrites.push((bundle, kept, gone));
+            }
         }
-        let idx = BundleIndex { v: BUNDLE_INDEX_VERSION, bundle: bundle.to_string(), entries };
+        let rewritten: Vec<Result<(), TierError>> = futures::stream::iter(rewrites)
+            .map(|(bundle, kept, gone)| async move { self.rewrite_bundle_index(bundle, kept, gone).await })
+            .buffer_unordered(REWRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut first_err = rewritten.into_iter().find_map(Result::err);
+        if !emptied.is_empty() {
+            if let Err(e) = self.delete_bundles(emptied).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Rewrites a bundle's index object with the entries it keeps, then removes the local
+    /// entries of the keys that left it and updates its list (one synced batch).
+    async fn rewrite_bundle_index(
+        &self,
+        bundle: String,
+        kept: Vec<BundleEntry>,
+        gone: Vec<ObjectKey>,
+    ) -> Result<(), TierError> {
+        let keys: Vec<String> = kept.iter().map(|e| e.key.as_str().to_string()).collect();
+        let idx = BundleIndex { v: BUNDLE_INDEX_VERSION, bundle: bundle.clone(), entries: kept };
         self.client
             .put_object()
             .bucket(&self.bucket)
-            .key(self.index_key(bundle))
-            .body(S3Body::from(serde_json::to_vec(&idx).expect("serializes")))
+            .key(self.index_key(&bundle))
+            .body(S3Body::from(to_json(&idx)?))
             .send()
             .await
             .map_err(|e| self.sdk_err("rewriting a bundle index", None, e))?;
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        self.index
-            .put_cf_opt(self.cf(CF_BUNDLES), bundle.as_bytes(), serde_json::to_vec(&keys).expect("serializes"), &wo)
-            .map_err(|e| self.db_err(e))
+        let mut wb = WriteBatch::default();
+        for key in &gone {
+            wb.delete_cf(self.cf(CF_OBJECTS)?, key.as_str());
+        }
+        wb.put_cf(self.cf(CF_BUNDLES)?, bundle.as_bytes(), to_json(&keys)?);
+        self.index.write_opt(wb, &synced()).map_err(|e| self.db_err(e))
+    }
+
+    /// Removes emptied bundles: their objects' and their own local entries (one synced
+    /// batch), then both S3 objects of each, up to 1000 keys per DeleteObjects. Bundles whose
+    /// S3 delete fails are orphans the sweep removes later.
+    async fn delete_bundles(&self, emptied: Vec<(String, Vec<ObjectKey>)>) -> Result<(), TierError> {
+        let mut wb = WriteBatch::default();
+        for (bundle, gone) in &emptied {
+            for key in gone {
+                wb.delete_cf(self.cf(CF_OBJECTS)?, key.as_str());
+            }
+            wb.delete_cf(self.cf(CF_BUNDLES)?, bundle.as_bytes());
+        }
+        self.index.write_opt(wb, &synced()).map_err(|e| self.db_err(e))?;
+        let keys: Vec<String> =
+            emptied.iter().flat_map(|(bundle, _)| [self.index_key(bundle), self.data_key(bundle)]).collect();
+        let deleted = delete_objects(&self.client, &self.name, &self.bucket, keys).await;
+        if let Err(e) = &deleted {
+            tracing::warn!(tier = %self.name, bundles = emptied.len(), error = %e,
+                "deleting emptied bundles failed; the orphan sweep removes them");
+        }
+        deleted
+    }
+
+    /// Reads the members of one bundle that lie in `span` (sorted by offset, disjoint) with one
+    /// ranged GET, hashing each as its bytes stream by, and records each member's answer.
+    /// `Err` only for a transient failure (the caller's whole call fails).
+    async fn verify_span(
+        &self,
+        bundle: &str,
+        span: &[Member],
+        items: &[(ObjectKey, Checksum)],
+        answers: &mut [Option<Result<(), TierError>>],
+    ) -> Result<(), TierError> {
+        let (Some(first), Some(last)) = (span.first(), span.last()) else { return Ok(()) };
+        let start = first.offset;
+        let end = span.iter().map(|m| m.offset + m.size).max().unwrap_or(last.offset + last.size);
+        let fail_all = |answers: &mut [Option<Result<(), TierError>>], e: &TierError, from: usize| {
+            for m in &span[from..] {
+                for &i in &m.items {
+                    answers[i] = Some(Err(per_item(e, &items[i].0)));
+                }
+            }
+        };
+        let got = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.data_key(bundle))
+            .range(format!("bytes={start}-{}", end - 1))
+            .send()
+            .await;
+        let mut body = match got {
+            Ok(got) => got.body,
+            Err(e) => {
+                let key = first.items.first().and_then(|&i| items.get(i)).map(|(k, _)| k);
+                let e = self.sdk_err("reading a bundle to verify it", key, e);
+                if !e.is_permanent() {
+                    return Err(e);
+                }
+                fail_all(answers, &e, 0);
+                return Ok(());
+            }
+        };
+        let mut pos = start;
+        let mut next = 0;
+        let mut hasher = ChecksumHasher::new();
+        while next < span.len() {
+            let chunk = match body.next().await {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    return Err(TierError::Transient(format!("tier {}: reading bundle {bundle}: {e}", self.name)))
+                }
+                None => {
+                    let e = TierError::Other(format!("bundle {bundle} is shorter than its index says"));
+                    fail_all(answers, &e, next);
+                    return Ok(());
+                }
+            };
+            let mut data: &[u8] = &chunk;
+            while !data.is_empty() && next < span.len() {
+                let m = &span[next];
+                if pos < m.offset {
+                    let skip = (m.offset - pos).min(data.len() as u64) as usize;
+                    data = &data[skip..];
+                    pos += skip as u64;
+                    continue;
+                }
+                let take = (m.offset + m.size - pos).min(data.len() as u64) as usize;
+                hasher.update(&data[..take]);
+                data = &data[take..];
+                pos += take as u64;
+                if pos == m.offset + m.size {
+                    let actual = hasher.finish();
+                    for &i in &m.items {
+                        let (key, expected) = &items[i];
+                        answers[i] = Some(if actual == *expected {
+                            Ok(())
+                        } else {
+                            Err(TierError::ChecksumMismatch { key: key.clone(), expected: *expected, actual })
+                        });
+                    }
+                    hasher = ChecksumHasher::new();
+                    next += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One object of a bundle to verify: where it lies and the items that name it.
+#[derive(Debug, Clone)]
+struct Member {
+    offset: u64,
+    size: u64,
+    items: Vec<usize>,
+}
+
+/// Splits members sorted by offset into runs read with one GET each: a new run starts where
+/// more than `max_gap` bytes lie between the end of one member and the start of the next.
+fn spans(members: &[Member], max_gap: u64) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut end_bytes = 0u64;
+    for (i, m) in members.iter().enumerate() {
+        if i > start && m.offset.saturating_sub(end_bytes) > max_gap {
+            out.push(start..i);
+            start = i;
+        }
+        end_bytes = end_bytes.max(m.offset + m.size);
+    }
+    if start < members.len() {
+        out.push(start..members.len());
+    }
+    out
+}
+
+/// The same failure, for another object of the bundle.
+fn per_item(e: &TierError, key: &ObjectKey) -> TierError {
+    match e {
+        TierError::NotFound(_) => TierError::NotFound(key.clone()),
+        TierError::NeedsRecall(_) => TierError::NeedsRecall(key.clone()),
+        TierError::Transient(m) => TierError::Transient(m.clone()),
+        other => TierError::Other(other.to_string()),
+    }
+}
+
+/// Write options of every local index write: synced.
+fn synced() -> WriteOptions {
+    let mut wo = WriteOptions::default();
+    wo.set_sync(true);
+    wo
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, TierError> {
+    serde_json::to_vec(value).map_err(|e| TierError::Other(format!("serializing: {e}")))
+}
+
+fn column_family<'a>(db: &'a DB, tier: &TierName, name: &str) -> Result<&'a rocksdb::ColumnFamily, TierError> {
+    db.cf_handle(name).ok_or_else(|| TierError::Other(format!("tier {tier}: local index lacks column family {name}")))
+}
+
+fn data_key(prefix: &str, bundle: &str) -> String {
+    format!("{prefix}bundles/{bundle}.bundle")
+}
+
+fn index_key(prefix: &str, bundle: &str) -> String {
+    format!("{prefix}bundles/{bundle}.index.json")
+}
+
+/// The bundle id of a key under `PREFIX/bundles/`, if it names a bundle or an index object.
+fn bundle_of<'a>(prefix: &str, key: &'a str) -> Option<&'a str> {
+    let name = key.strip_prefix(prefix)?.strip_prefix("bundles/")?;
+    if name.contains('/') {
+        return None;
+    }
+    let id = name.strip_suffix(".bundle").or_else(|| name.strip_suffix(".index.json"))?;
+    (!id.is_empty()).then_some(id)
+}
+
+/// Maps an SDK error to a tier error kind.
+fn sdk_err<
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+>(
+    tier: &TierName,
+    what: &str,
+    key: Option<&ObjectKey>,
+    e: SdkError<E, R>,
+) -> TierError {
+    let detail = format!("tier {tier}: {what}: {}", aws_sdk_s3::error::DisplayErrorContext(&e));
+    match &e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            TierError::Transient(detail)
+        }
+        SdkError::ServiceError(s) => match s.err().code() {
+            Some("NoSuchKey" | "NotFound") => match key {
+                Some(k) => TierError::NotFound(k.clone()),
+                None => TierError::Other(detail),
+            },
+            Some("InvalidObjectState") => match key {
+                Some(k) => TierError::NeedsRecall(k.clone()),
+                None => TierError::Other(detail),
+            },
+            Some("SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout" | "Throttling") => {
+                TierError::Transient(detail)
+            }
+            _ => TierError::Other(detail),
+        },
+        _ => TierError::Other(detail),
+    }
+}
+
+/// Deletes S3 objects, up to 1000 per DeleteObjects request; deleting a missing key succeeds.
+/// Every request is tried; the first failure is returned.
+async fn delete_objects(
+    client: &aws_sdk_s3::Client,
+    tier: &TierName,
+    bucket: &str,
+    keys: Vec<String>,
+) -> Result<(), TierError> {
+    let mut first_err = None;
+    for chunk in keys.chunks(DELETE_OBJECTS_MAX) {
+        let ids = chunk
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TierError::Other(format!("tier {tier}: {e}")))?;
+        let delete = Delete::builder()
+            .set_objects(Some(ids))
+            .quiet(true)
+            .build()
+            .map_err(|e| TierError::Other(format!("tier {tier}: {e}")))?;
+        match client.delete_objects().bucket(bucket).delete(delete).send().await {
+            Ok(out) => {
+                if let Some(failed) = out.errors().first() {
+                    let e = TierError::Other(format!(
+                        "tier {tier}: deleting {}: {} ({} of {} keys failed)",
+                        failed.key().unwrap_or("?"),
+                        failed.message().or(failed.code()).unwrap_or("error"),
+                        out.errors().len(),
+                        chunk.len()
+                    ));
+                    first_err.get_or_insert(e);
+                }
+            }
+            Err(e) => {
+                first_err.get_or_insert(sdk_err(tier, "deleting objects", None, e));
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Marks a bundle as being written by this process for as long as it lives.
+struct InFlight<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    bundle: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(set: &'a Mutex<HashSet<String>>, bundle: &str) -> Self {
+        set.lock().insert(bundle.to_string());
+        Self { set, bundle: bundle.to_string() }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.set.lock().remove(&self.bundle);
+    }
+}
+
+/// One bundle id seen by a sweep's listing.
+#[derive(Debug, Default)]
+struct Seen {
+    keys: Vec<String>,
+    bytes: u64,
+    newest: i64,
+}
+
+/// The part of the tier an orphan sweep needs. It holds the local index weakly, so a
+/// background sweep never keeps it open after the tier is dropped.
+struct Sweeper {
+    name: TierName,
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    index: Weak<DB>,
+    in_flight: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Sweeper {
+    fn closed(&self) -> TierError {
+        TierError::Other(format!("tier {} is closed", self.name))
+    }
+
+    /// Whether the local index has an entry for `bundle` (or the rebuild marker); `Err` when
+    /// it cannot tell.
+    fn known(&self, bundle: &[u8]) -> Result<bool, TierError> {
+        let db = self.index.upgrade().ok_or_else(|| self.closed())?;
+        let cf = column_family(&db, &self.name, CF_BUNDLES)?;
+        db.get_cf(cf, bundle)
+            .map(|v| v.is_some())
+            .map_err(|e| TierError::Other(format!("tier {}: local index: {e}", self.name)))
+    }
+
+    async fn sweep(&self, min_age: Duration) -> Result<SweepReport, TierError> {
+        // Without the marker the local index is incomplete (a rebuild did not finish), and
+        // bundles it does not know yet are not orphans.
+        if !self.known(MARKER)? {
+            return Err(TierError::Other(format!(
+                "tier {}: the local index is incomplete (rebuild unfinished): no orphan sweep",
+                self.name
+            )));
+        }
+        let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(format!("{}bundles/", self.prefix))
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| sdk_err(&self.name, "listing bundles", None, e))?;
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                let Some(id) = bundle_of(&self.prefix, key) else { continue };
+                let entry = seen.entry(id.to_string()).or_default();
+                entry.keys.push(key.to_string());
+                entry.bytes += obj.size().unwrap_or(0).max(0) as u64;
+                entry.newest = entry.newest.max(obj.last_modified().map_or(i64::MAX, |t| t.secs()));
+            }
+            token = page.next_continuation_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let min_age = min_age.as_secs().min(i64::MAX as u64) as i64;
+        let mut report = SweepReport::default();
+        let mut doomed: Vec<String> = Vec::new();
+        for (id, found) in seen {
+            // In-flight first: a bundle leaves the set only after the local index lists it.
+            if self.in_flight.lock().contains(&id) || self.known(id.as_bytes())? {
+                continue;
+            }
+            report.bundles_found += 1;
+            if now.saturating_sub(found.newest) < min_age {
+                continue;
+            }
+            tracing::info!(tier = %self.name, bundle = %id, bytes = found.bytes, "deleting an orphaned bundle");
+            report.bundles_deleted += 1;
+            report.bytes += found.bytes;
+            doomed.extend(found.keys);
+        }
+        if !doomed.is_empty() {
+            delete_objects(&self.client, &self.name, &self.bucket, doomed).await?;
+        }
+        Ok(report)
     }
 }
 
@@ -798,19 +1307,77 @@ impl Tier for S3Tier {
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), TierError> {
+        self.delete_many(vec![key.clone()]).await
+    }
+
+    /// Groups the keys by bundle: one index rewrite per bundle that keeps objects, and one
+    /// DeleteObjects (bundle and index object) per 500 bundles left empty.
+    async fn delete_many(&self, keys: Vec<ObjectKey>) -> Result<(), TierError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         let _guard = self.bundle_lock.lock().await;
-        let Some(loc) = self.located(key)? else { return Ok(()) };
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        self.index.delete_cf_opt(self.cf(CF_OBJECTS), key.as_str(), &wo).map_err(|e| self.db_err(e))?;
-        self.release(&loc.bundle, key).await
+        let mut groups: BTreeMap<String, BTreeSet<ObjectKey>> = BTreeMap::new();
+        for key in keys {
+            if let Some(loc) = self.located(&key)? {
+                groups.entry(loc.bundle).or_default().insert(key);
+            }
+        }
+        self.drop_from_bundles(groups).await
+    }
+
+    /// Reads each bundle once (one ranged GET over the members asked for, split where they lie
+    /// far apart), hashing every member as its bytes stream by.
+    async fn verify_many(&self, items: Vec<(ObjectKey, Checksum)>) -> Result<Vec<Result<(), TierError>>, TierError> {
+        let mut answers: Vec<Option<Result<(), TierError>>> = items.iter().map(|_| None).collect();
+        let mut bundles: BTreeMap<String, BTreeMap<u64, Member>> = BTreeMap::new();
+        for (i, (key, expected)) in items.iter().enumerate() {
+            let Some(loc) = self.located(key)? else {
+                answers[i] = Some(Err(TierError::NotFound(key.clone())));
+                continue;
+            };
+            if loc.checksum != *expected {
+                let actual = loc.checksum;
+                answers[i] = Some(Err(TierError::ChecksumMismatch { key: key.clone(), expected: *expected, actual }));
+                continue;
+            }
+            if loc.size == 0 {
+                // Nothing to read, as for a full get of an empty object.
+                let actual = ChecksumHasher::new().finish();
+                answers[i] = Some(if actual == *expected {
+                    Ok(())
+                } else {
+                    Err(TierError::ChecksumMismatch { key: key.clone(), expected: *expected, actual })
+                });
+                continue;
+            }
+            let member = bundles.entry(loc.bundle).or_default().entry(loc.offset).or_insert_with(|| Member {
+                offset: loc.offset,
+                size: loc.size,
+                items: Vec::new(),
+            });
+            member.items.push(i);
+        }
+        for (bundle, members) in bundles {
+            let members: Vec<Member> = members.into_values().collect();
+            for span in spans(&members, VERIFY_MAX_GAP) {
+                self.verify_span(&bundle, &members[span], &items, &mut answers).await?;
+            }
+        }
+        Ok(answers
+            .into_iter()
+            .zip(items)
+            .map(|(answer, (key, _))| {
+                answer.unwrap_or_else(|| Err(TierError::Other(format!("tier {}: {key} was not verified", self.name))))
+            })
+            .collect())
     }
 
     async fn list(&self, prefix: Option<&str>) -> Result<Vec<ObjectMeta>, TierError> {
         let start = prefix.unwrap_or("");
         let mode = IteratorMode::From(start.as_bytes(), rocksdb::Direction::Forward);
         let mut out = Vec::new();
-        for item in self.index.iterator_cf(self.cf(CF_OBJECTS), mode) {
+        for item in self.index.iterator_cf(self.cf(CF_OBJECTS)?, mode) {
             let (k, v) = item.map_err(|e| self.db_err(e))?;
             if !k.starts_with(start.as_bytes()) {
                 break;
@@ -821,5 +1388,35 @@ impl Tier for S3Tier {
             out.push(ObjectMeta { key, size: loc.size, checksum: loc.checksum });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(offset: u64, size: u64) -> Member {
+        Member { offset, size, items: vec![0] }
+    }
+
+    #[test]
+    fn members_far_apart_are_read_with_separate_gets() {
+        assert!(spans(&[], 10).is_empty());
+        let m = [member(0, 5), member(5, 5), member(12, 3), member(40, 1), member(41, 0), member(60, 2)];
+        assert_eq!(spans(&m, 10), vec![0..3, 3..5, 5..6]);
+        assert_eq!(spans(&m, 100), vec![0..6]);
+        assert_eq!(spans(&m, 0), vec![0..2, 2..3, 3..5, 5..6]);
+    }
+
+    #[test]
+    fn bundle_ids_come_from_bundle_and_index_keys_only() {
+        assert_eq!(bundle_of("p/", "p/bundles/abc-1.bundle"), Some("abc-1"));
+        assert_eq!(bundle_of("p/", "p/bundles/abc-1.index.json"), Some("abc-1"));
+        assert_eq!(bundle_of("", "bundles/x.bundle"), Some("x"));
+        for other in
+            ["p/bundles/x.tmp", "p/bundles/a/b.bundle", "q/bundles/x.bundle", "p/bundles/.bundle", "p/x.bundle"]
+        {
+            assert_eq!(bundle_of("p/", other), None, "{other}");
+        }
     }
 }

@@ -7,8 +7,9 @@
 //! - `root/index`: RocksDB. The default column family maps object key → [`Entry`] (segment,
 //!   offset, lengths, BLAKE3 of the original bytes). The `meta` column family holds one
 //!   stats record per segment (`segment/<id>` → bytes, live bytes, objects), the markers of
-//!   segment files whose deletion has been decided (`deleting/<id>`), and a version key
-//!   saying the stats records are complete.
+//!   segment files whose deletion has been decided (`deleting/<id>`), a version key saying
+//!   the stats records are complete, and the trained compression dictionaries
+//!   (`dict/<id>` → content class and dictionary bytes, see [Dictionaries](#dictionaries)).
 //!
 //! # Durability
 //! A put compresses the object (at [`WarmConfig::zstd_level`]), appends it to the active
@@ -66,9 +67,46 @@
 //! # Compression
 //! One zstd level ([`WarmConfig::zstd_level`], 1..=19, default 3) applies to every new
 //! object; changing it affects new writes only (reads never need the level, and compaction
-//! copies frames as they are). Per-modality dictionaries are not implemented: the gain on
-//! large DICOM objects, which are dominated by pixel data, is small compared with the cost
-//! of training, versioning and keeping dictionaries forever.
+//! copies frames as they are).
+//!
+//! ## Dictionaries
+//! With [`WarmConfig::dictionaries`] on, objects are compressed with a zstd dictionary
+//! trained per *content class*: the [`PutOpts::content_class`] hint, which migrations set to
+//! the series' Modality. DICOM objects of one modality share most of their header bytes; a
+//! dictionary pays off on the many small objects (CR/DX headers, SR, KOS, small MR), where
+//! plain zstd has too little data to learn from, and changes little on large ones, which are
+//! dominated by pixel data.
+//!
+//! - **Sampling.** The first [`WarmConfig::dictionary_samples`] objects of a class are stored
+//!   without a dictionary, and the start of each (its bytes up to the Pixel Data element
+//!   (7FE0,0010), at most 64 KiB: the header, which is what objects of a class share) is kept
+//!   in memory as a training sample. Samples are not persisted: after a restart, sampling
+//!   of the classes still without a dictionary starts over. Objects without a class, or of
+//!   a class beyond the first 64 seen, never use a dictionary.
+//! - **Training.** The put that completes a class's samples trains the dictionary after
+//!   storing its own object: `zstd::dict::from_samples` on three samples in four, at most
+//!   [`WarmConfig::dictionary_kb`] KiB, kept only if it compresses the held-out fourth at
+//!   least 10 % smaller than plain zstd does. This happens once per class and takes well
+//!   under a second. A failed training (samples too few, or too unlike each other for a
+//!   dictionary to help) is logged, and tried again after another `dictionary_samples`
+//!   objects of the class.
+//! - **Persistence before use.** A new dictionary is written to the index
+//!   (`dict/<id>` in the `meta` column family: format version, class, dictionary bytes, and
+//!   a BLAKE3 of all of them) with a synced write *before* any object is compressed with it.
+//!   Each [`Entry`] names the dictionary its frame needs ([`Entry::dictionary`], absent for
+//!   frames without one, so entries written before dictionaries existed read as they did).
+//!   Dictionaries are never deleted: they are small, and an object may need one forever.
+//! - **Reads** find the dictionary by id in memory: every dictionary record is loaded and
+//!   checked on open (and new ones are added as they are trained), prepared once for
+//!   compression and decompression. A record that fails its check is *damaged*: reads of
+//!   the objects that need it fail with an error that names the dictionary (never with wrong
+//!   bytes, which the object checksum would catch anyway), compaction leaves their segments
+//!   alone (as for any object that fails verification), and the class trains a new
+//!   dictionary. zstd also records the dictionary's own id in each frame and refuses to
+//!   decompress with another one.
+//! - **Compaction** copies frames as they are: an entry keeps its dictionary id, and the
+//!   verification decompresses with that dictionary. Turning `dictionaries` off affects new
+//!   writes only; objects written with a dictionary stay readable.
 
 use archive_core::checksum::Checksum;
 use archive_core::tier::{
@@ -79,13 +117,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
+use zstd::zstd_safe;
 
 /// A new segment starts when the active one reaches this size.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
@@ -95,6 +134,16 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 pub const DEFAULT_COMPACT_BELOW: f64 = 0.5;
 /// Default period of background compaction.
 pub const DEFAULT_COMPACT_INTERVAL: Duration = Duration::from_secs(3600);
+/// Default number of objects of a content class sampled before its dictionary is trained.
+pub const DEFAULT_DICTIONARY_SAMPLES: usize = 200;
+/// Default largest size of a trained dictionary, in KiB.
+pub const DEFAULT_DICTIONARY_KB: usize = 64;
+/// Fewest samples [`WarmConfig::dictionary_samples`] accepts (zstd needs several to train).
+pub const MIN_DICTIONARY_SAMPLES: usize = 10;
+/// Most samples [`WarmConfig::dictionary_samples`] accepts (each is kept in memory).
+pub const MAX_DICTIONARY_SAMPLES: usize = 10_000;
+/// Largest [`WarmConfig::dictionary_kb`].
+pub const MAX_DICTIONARY_KB: usize = 1024;
 
 /// Column family of the per-segment stats records and markers.
 const META_CF: &str = "meta";
@@ -104,6 +153,24 @@ const STATS_VERSION_KEY: &[u8] = b"stats-version";
 const COPY_CHUNK_BYTES: u64 = 8 << 20;
 /// How many times a reader looks an entry up again when its segment file has vanished.
 const READ_ATTEMPTS: usize = 4;
+/// A training sample is at most this many bytes of the start of an object.
+const SAMPLE_BYTES: usize = 64 << 10;
+/// Samples shorter than this are not kept.
+const MIN_SAMPLE_BYTES: usize = 16;
+/// Pixel Data (7FE0,0010) as its tag starts an element in little-endian transfer syntaxes;
+/// a sample stops there.
+const PIXEL_DATA_TAG: [u8; 4] = [0xE0, 0x7F, 0x10, 0x00];
+/// Content classes that get a dictionary, at most (bounds the memory held by samples).
+const MAX_CLASSES: usize = 64;
+/// Longest content class that gets a dictionary.
+const MAX_CLASS_LEN: usize = 64;
+/// Key prefix of the dictionary records in the `meta` column family.
+const DICT_PREFIX: &[u8] = b"dict/";
+/// Format version of a dictionary record.
+const DICT_RECORD_VERSION: u8 = 1;
+/// A trained dictionary is kept only if it makes the held-out samples at least this much
+/// smaller than plain zstd does.
+const MIN_DICTIONARY_GAIN: f64 = 0.1;
 
 /// Options of a warm tier.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +186,14 @@ pub struct WarmConfig {
     /// tier is opened inside a tokio runtime (with its time driver), and stops when the
     /// tier is dropped.
     pub compact_interval: Duration,
+    /// Compress objects with a zstd dictionary trained per content class (see the module
+    /// documentation); affects new writes only.
+    pub dictionaries: bool,
+    /// Objects of a class stored (and sampled) before its dictionary is trained;
+    /// [`MIN_DICTIONARY_SAMPLES`]..=[`MAX_DICTIONARY_SAMPLES`].
+    pub dictionary_samples: usize,
+    /// Largest size of a trained dictionary in KiB, 1..=[`MAX_DICTIONARY_KB`].
+    pub dictionary_kb: usize,
 }
 
 impl Default for WarmConfig {
@@ -128,6 +203,9 @@ impl Default for WarmConfig {
             zstd_level: DEFAULT_ZSTD_LEVEL,
             compact_below: DEFAULT_COMPACT_BELOW,
             compact_interval: DEFAULT_COMPACT_INTERVAL,
+            dictionaries: false,
+            dictionary_samples: DEFAULT_DICTIONARY_SAMPLES,
+            dictionary_kb: DEFAULT_DICTIONARY_KB,
         }
     }
 }
@@ -160,6 +238,21 @@ impl WarmConfig {
                 message: format!("must be 0.0 to 1.0, not {}", self.compact_below),
             });
         }
+        if !(MIN_DICTIONARY_SAMPLES..=MAX_DICTIONARY_SAMPLES).contains(&self.dictionary_samples) {
+            return Err(WarmConfigError {
+                key: "dictionary_samples",
+                message: format!(
+                    "must be {MIN_DICTIONARY_SAMPLES} to {MAX_DICTIONARY_SAMPLES}, not {}",
+                    self.dictionary_samples
+                ),
+            });
+        }
+        if !(1..=MAX_DICTIONARY_KB).contains(&self.dictionary_kb) {
+            return Err(WarmConfigError {
+                key: "dictionary_kb",
+                message: format!("must be 1 to {MAX_DICTIONARY_KB}, not {}", self.dictionary_kb),
+            });
+        }
         Ok(())
     }
 }
@@ -177,6 +270,10 @@ pub struct Entry {
     pub size: u64,
     /// BLAKE3 of the object.
     pub checksum: Checksum,
+    /// The dictionary the frame was compressed with (a `dict/<id>` record); `None` for
+    /// plain frames (and every entry written before dictionaries existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dictionary: Option<u64>,
 }
 
 impl Entry {
@@ -239,6 +336,52 @@ pub struct CompactionReport {
     pub segments_skipped: u64,
 }
 
+/// One compression dictionary as [`WarmTier::dictionaries`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DictionaryInfo {
+    /// Its id (entries name it in [`Entry::dictionary`]).
+    pub id: u64,
+    /// The content class it was trained for.
+    pub class: String,
+    /// Its size in bytes (0 when damaged).
+    pub bytes: u64,
+    /// Why its record is unusable, when it is (reads of its objects fail).
+    pub damaged: Option<String>,
+}
+
+/// A trained dictionary, prepared for both directions.
+struct Dictionary {
+    id: u64,
+    class: String,
+    len: usize,
+    cdict: zstd_safe::CDict<'static>,
+    ddict: zstd_safe::DDict<'static>,
+}
+
+/// Dictionary state of one content class.
+#[derive(Default)]
+struct ClassState {
+    /// The dictionary new objects of the class are compressed with.
+    active: Option<Arc<Dictionary>>,
+    /// Training samples (starts of objects) while the class has no dictionary.
+    samples: Vec<Vec<u8>>,
+    /// A put is training the class's dictionary: no more samples meanwhile.
+    training: bool,
+}
+
+/// Every dictionary of the tier, and the sampling state of each class.
+#[derive(Default)]
+struct Dictionaries {
+    /// Usable dictionaries by id.
+    by_id: HashMap<u64, Arc<Dictionary>>,
+    /// Records that failed their check: id → (class if known, why).
+    damaged: BTreeMap<u64, (String, String)>,
+    /// Per content class.
+    classes: HashMap<String, ClassState>,
+    /// The id the next dictionary gets (ids are never reused).
+    next_id: u64,
+}
+
 struct Active {
     id: u64,
     file: fs::File,
@@ -264,6 +407,8 @@ struct Inner {
     db: rocksdb::DB,
     state: parking_lot::Mutex<State>,
     config: WarmConfig,
+    /// Compression dictionaries (taken only briefly, never while the put mutex is held).
+    dicts: parking_lot::Mutex<Dictionaries>,
     /// One compaction at a time.
     compaction: parking_lot::Mutex<()>,
     /// Test hook called at each compaction step; an error aborts the compaction there.
@@ -296,6 +441,68 @@ fn stats_key(id: u64) -> String {
 
 fn deleting_key(id: u64) -> String {
     format!("deleting/{id:016x}")
+}
+
+fn dict_key(id: u64) -> String {
+    format!("dict/{id:016x}")
+}
+
+/// A dictionary record: format version, class length (u16 LE), class, dictionary bytes,
+/// then the BLAKE3 of everything before it.
+fn encode_dict_record(class: &str, dict: &[u8]) -> Vec<u8> {
+    let class = &class.as_bytes()[..class.len().min(MAX_CLASS_LEN)];
+    let mut out = Vec::with_capacity(3 + class.len() + dict.len() + 32);
+    out.push(DICT_RECORD_VERSION);
+    out.extend_from_slice(&(class.len() as u16).to_le_bytes());
+    out.extend_from_slice(class);
+    out.extend_from_slice(dict);
+    let hash = blake3::hash(&out);
+    out.extend_from_slice(hash.as_bytes());
+    out
+}
+
+/// The class a dictionary record names (`?` when it cannot be told), and its dictionary
+/// bytes or why the record is unusable.
+fn decode_dict_record(v: &[u8]) -> (String, Result<&[u8], String>) {
+    let Some(split) = v.len().checked_sub(32) else {
+        return ("?".into(), Err("its record is truncated".into()));
+    };
+    let (body, hash) = v.split_at(split);
+    let parsed = match body {
+        [version, l0, l1, rest @ ..] => {
+            let len = u16::from_le_bytes([*l0, *l1]) as usize;
+            (len <= rest.len()).then(|| (*version, rest.split_at(len)))
+        }
+        _ => None,
+    };
+    let Some((version, (class, dict))) = parsed else {
+        return ("?".into(), Err("its record is truncated".into()));
+    };
+    let class = String::from_utf8_lossy(class).into_owned();
+    if blake3::hash(body).as_bytes() != hash {
+        return (class, Err("its record fails its checksum".into()));
+    }
+    if version != DICT_RECORD_VERSION {
+        return (class, Err(format!("its record has the unknown format version {version}")));
+    }
+    (class, Ok(dict))
+}
+
+/// Prepares dictionary bytes for compression (at `level`) and decompression.
+fn prepare_dictionary(id: u64, class: String, bytes: &[u8], level: i32) -> Result<Dictionary, String> {
+    let cdict = zstd_safe::CDict::try_create(bytes, level).ok_or("zstd cannot load it for compression")?;
+    let ddict = zstd_safe::DDict::try_create(bytes).ok_or("zstd cannot load it for decompression")?;
+    Ok(Dictionary { id, class, len: bytes.len(), cdict, ddict })
+}
+
+/// The part of an object kept as a training sample: its start up to the Pixel Data element
+/// (the header, which objects of one modality share), at most [`SAMPLE_BYTES`]; `None` when
+/// that is too short to be worth keeping.
+fn sample_of(data: &[u8]) -> Option<&[u8]> {
+    let head = &data[..data.len().min(SAMPLE_BYTES)];
+    let end = head.windows(PIXEL_DATA_TAG.len()).position(|w| w == PIXEL_DATA_TAG).unwrap_or(head.len());
+    let sample = &head[..end];
+    (sample.len() >= MIN_SAMPLE_BYTES).then_some(sample)
 }
 
 /// Segment files on disk: id → length.
@@ -356,12 +563,14 @@ impl WarmTier {
             db,
             state: parking_lot::Mutex::new(State { active: Active { id, file, len }, stats: BTreeMap::new() }),
             config,
+            dicts: parking_lot::Mutex::new(Dictionaries::default()),
             compaction: parking_lot::Mutex::new(()),
             hook: parking_lot::Mutex::new(None),
             read_hook: parking_lot::Mutex::new(None),
             _stop: stop,
         };
         inner.recover(on_disk)?;
+        inner.load_dictionaries()?;
         inner.sync_segment_dir()?;
         let inner = Arc::new(inner);
         if !inner.config.compact_interval.is_zero() {
@@ -385,6 +594,26 @@ impl WarmTier {
     pub fn location_of(&self, key: &ObjectKey) -> Option<(PathBuf, u64, u64)> {
         let e = self.inner.entry(key.as_str().as_bytes()).ok()??;
         Some((segment_path(&self.inner.root, e.segment), e.offset, e.stored_len))
+    }
+
+    /// The dictionary an object's frame was compressed with (`None` for a plain frame or a
+    /// missing object).
+    pub fn dictionary_of(&self, key: &ObjectKey) -> Option<u64> {
+        self.inner.entry(key.as_str().as_bytes()).ok()??.dictionary
+    }
+
+    /// Every compression dictionary in the index (usable or damaged), by id.
+    pub fn dictionaries(&self) -> Vec<DictionaryInfo> {
+        let dicts = self.inner.dicts.lock();
+        let mut out: BTreeMap<u64, DictionaryInfo> = dicts
+            .by_id
+            .values()
+            .map(|d| (d.id, DictionaryInfo { id: d.id, class: d.class.clone(), bytes: d.len as u64, damaged: None }))
+            .collect();
+        for (id, (class, why)) in &dicts.damaged {
+            out.insert(*id, DictionaryInfo { id: *id, class: class.clone(), bytes: 0, damaged: Some(why.clone()) });
+        }
+        out.into_values().collect()
     }
 
     /// Every segment with its stats, by id; the last one is the active segment.
@@ -509,6 +738,19 @@ enum Copied {
     All,
     /// An object failed verification or could not be read: leave the segment alone.
     Damaged(String),
+}
+
+/// Why a stored frame did not decompress to its object.
+enum FrameError {
+    /// The frame is damaged (or decompresses to the wrong length).
+    Damaged,
+    /// The dictionary the frame needs is damaged or missing.
+    Dictionary {
+        /// Its id.
+        id: u64,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 /// A copy made by compaction: key, old entry, new entry.
@@ -765,6 +1007,7 @@ impl Inner {
         size: u64,
         checksum: Checksum,
         overwrite: bool,
+        dictionary: Option<u64>,
     ) -> Result<(), TierError> {
         let mut guard = self.state.lock();
         let state = &mut *guard;
@@ -782,7 +1025,8 @@ impl Inner {
         };
         self.make_room(&mut state.active, stored.len() as u64)?;
         let offset = self.write_active(&mut state.active, stored, true, key.as_str())?;
-        let entry = Entry { segment: state.active.id, offset, stored_len: stored.len() as u64, size, checksum };
+        let entry =
+            Entry { segment: state.active.id, offset, stored_len: stored.len() as u64, size, checksum, dictionary };
         let mut edit = StatsEdit::default();
         if let Some(p) = &previous {
             edit.update(&state.stats, p.segment, |s| s.release(p));
@@ -854,12 +1098,202 @@ impl Inner {
     fn read_frame(&self, key: &ObjectKey, file: &fs::File, e: &Entry) -> Result<Vec<u8>, TierError> {
         let mut raw = vec![0u8; e.stored_len as usize];
         file.read_exact_at(&mut raw, e.offset).map_err(|err| self.io(format!("reading {key}"), err))?;
-        match zstd::bulk::decompress(&raw, e.size as usize) {
-            Ok(data) if data.len() as u64 == e.size => Ok(data),
-            _ => {
+        match self.decompress(&raw, e) {
+            Ok(data) => Ok(data),
+            Err(FrameError::Damaged) => {
                 Err(TierError::ChecksumMismatch { key: key.clone(), expected: e.checksum, actual: Checksum::of(&raw) })
             }
+            Err(FrameError::Dictionary { id, why }) => Err(TierError::Other(format!(
+                "tier {}: cannot decompress {key}: the compression dictionary {id} it needs {why}",
+                self.name
+            ))),
         }
+    }
+
+    /// Decompresses a frame (with the dictionary its entry names) and checks its length.
+    fn decompress(&self, raw: &[u8], e: &Entry) -> Result<Vec<u8>, FrameError> {
+        let data = match e.dictionary {
+            None => zstd::bulk::decompress(raw, e.size as usize).map_err(|_| FrameError::Damaged)?,
+            Some(id) => {
+                let dict = self.dictionary(id).map_err(|why| FrameError::Dictionary { id, why })?;
+                let mut dctx = zstd_safe::DCtx::try_create()
+                    .ok_or_else(|| FrameError::Dictionary { id, why: "cannot get a zstd context".into() })?;
+                let mut out = Vec::with_capacity(e.size as usize);
+                dctx.decompress_using_ddict(&mut out, raw, &dict.ddict).map_err(|_| FrameError::Damaged)?;
+                out
+            }
+        };
+        if data.len() as u64 != e.size {
+            return Err(FrameError::Damaged);
+        }
+        Ok(data)
+    }
+
+    /// Compresses an object, with a dictionary when given.
+    fn compress(&self, key: &ObjectKey, data: &[u8], dict: Option<&Dictionary>) -> Result<Vec<u8>, TierError> {
+        let Some(dict) = dict else {
+            return zstd::bulk::compress(data, self.config.zstd_level)
+                .map_err(|e| self.io(format!("compressing {key}"), e));
+        };
+        let failed = |why: &str| {
+            TierError::Other(format!("tier {}: compressing {key} with dictionary {} failed: {why}", self.name, dict.id))
+        };
+        let mut cctx = zstd_safe::CCtx::try_create().ok_or_else(|| failed("cannot get a zstd context"))?;
+        let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
+        cctx.compress_using_cdict(&mut out, data, &dict.cdict)
+            .map_err(|code| failed(zstd_safe::get_error_name(code)))?;
+        Ok(out)
+    }
+
+    /// A usable dictionary by id, or what is wrong with it.
+    fn dictionary(&self, id: u64) -> Result<Arc<Dictionary>, String> {
+        let dicts = self.dicts.lock();
+        if let Some(d) = dicts.by_id.get(&id) {
+            return Ok(d.clone());
+        }
+        Err(match dicts.damaged.get(&id) {
+            Some((_, why)) => format!("is damaged ({why})"),
+            None => "is missing from the index".into(),
+        })
+    }
+
+    /// The content class a put gets a dictionary for: `None` when dictionaries are off or
+    /// the hint is missing, empty or too long.
+    fn class_of<'a>(&self, hint: Option<&'a str>) -> Option<&'a str> {
+        if !self.config.dictionaries {
+            return None;
+        }
+        let class = hint?.trim();
+        (!class.is_empty() && class.len() <= MAX_CLASS_LEN).then_some(class)
+    }
+
+    /// The dictionary new objects of a class are compressed with, if it has one yet.
+    fn active_dictionary(&self, class: &str) -> Option<Arc<Dictionary>> {
+        self.dicts.lock().classes.get(class)?.active.clone()
+    }
+
+    /// Keeps the start of a stored object as a training sample of its class; returns the
+    /// samples when they are enough to train (the caller then trains: see [`Inner::train`]).
+    fn take_sample(&self, class: &str, data: &[u8]) -> Option<Vec<Vec<u8>>> {
+        let sample = sample_of(data)?;
+        let mut dicts = self.dicts.lock();
+        if !dicts.classes.contains_key(class) && dicts.classes.len() >= MAX_CLASSES {
+            return None;
+        }
+        let state = dicts.classes.entry(class.to_string()).or_default();
+        if state.active.is_some() || state.training {
+            return None;
+        }
+        state.samples.push(sample.to_vec());
+        if state.samples.len() < self.config.dictionary_samples {
+            return None;
+        }
+        state.training = true;
+        Some(std::mem::take(&mut state.samples))
+    }
+
+    /// Trains a class's dictionary, persists it (synced) and only then makes it the class's
+    /// active one; a failure is logged and sampling starts over.
+    fn train(&self, class: &str, samples: Vec<Vec<u8>>) {
+        let started = std::time::Instant::now();
+        let outcome = self.train_and_store(class, &samples);
+        let mut dicts = self.dicts.lock();
+        match outcome {
+            Ok(dict) => {
+                tracing::info!(tier = %self.name, class, dictionary = dict.id, bytes = dict.len,
+                    samples = samples.len(), ms = started.elapsed().as_millis() as u64, "trained a compression dictionary");
+                dicts.by_id.insert(dict.id, dict.clone());
+                let state = dicts.classes.entry(class.to_string()).or_default();
+                state.active = Some(dict);
+                state.training = false;
+                state.samples = Vec::new();
+            }
+            Err(why) => {
+                tracing::warn!(tier = %self.name, class, samples = samples.len(), reason = %why,
+                    "no compression dictionary for this class yet: sampling again");
+                if let Some(state) = dicts.classes.get_mut(class) {
+                    state.training = false;
+                }
+            }
+        }
+    }
+
+    /// Trains on three samples in four and keeps the dictionary only if it shrinks the
+    /// fourth ones by [`MIN_DICTIONARY_GAIN`] against plain zstd; then stores it (synced).
+    fn train_and_store(&self, class: &str, samples: &[Vec<u8>]) -> Result<Arc<Dictionary>, String> {
+        let level = self.config.zstd_level;
+        let (mut training, mut held_out) = (Vec::new(), Vec::new());
+        for (i, s) in samples.iter().enumerate() {
+            if (i + 1).is_multiple_of(4) {
+                held_out.push(s.as_slice())
+            } else {
+                training.push(s.as_slice())
+            }
+        }
+        let bytes = zstd::dict::from_samples(&training, self.config.dictionary_kb << 10)
+            .map_err(|e| format!("training failed: {e}"))?;
+        // The id is only taken for a dictionary worth keeping.
+        let dict = prepare_dictionary(0, class.to_string(), &bytes, level)?;
+        let (mut plain, mut with) = (0usize, 0usize);
+        let mut cctx = zstd_safe::CCtx::try_create().ok_or("cannot get a zstd context")?;
+        for s in &held_out {
+            plain += zstd::bulk::compress(s, level).map_err(|e| format!("compressing a sample failed: {e}"))?.len();
+            let mut out = Vec::with_capacity(zstd_safe::compress_bound(s.len()));
+            cctx.compress_using_cdict(&mut out, s, &dict.cdict)
+                .map_err(|code| format!("compressing a sample failed: {}", zstd_safe::get_error_name(code)))?;
+            with += out.len();
+        }
+        if (with as f64) > (1.0 - MIN_DICTIONARY_GAIN) * plain as f64 {
+            return Err(format!(
+                "the dictionary does not help: {} held-out samples take {with} bytes with it, {plain} without",
+                held_out.len()
+            ));
+        }
+        let id = {
+            let mut dicts = self.dicts.lock();
+            let id = dicts.next_id.max(1);
+            dicts.next_id = id.saturating_add(1);
+            id
+        };
+        let dict = Dictionary { id, ..dict };
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(self.meta().map_err(|e| e.to_string())?, dict_key(id), encode_dict_record(class, &bytes));
+        self.write_synced(batch).map_err(|e| format!("storing it failed: {e}"))?;
+        Ok(Arc::new(dict))
+    }
+
+    /// Loads and checks every dictionary record; the newest usable one of each class becomes
+    /// its active dictionary.
+    fn load_dictionaries(&self) -> Result<(), TierError> {
+        let meta = self.meta()?;
+        let mut dicts = Dictionaries { next_id: 1, ..Dictionaries::default() };
+        let mode = rocksdb::IteratorMode::From(DICT_PREFIX, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(meta, mode) {
+            let (k, v) = item.map_err(|e| self.db_err("index scan", e))?;
+            let Some(hex) = k.strip_prefix(DICT_PREFIX) else { break };
+            let Some(id) = std::str::from_utf8(hex).ok().and_then(|h| u64::from_str_radix(h, 16).ok()) else {
+                tracing::warn!(tier = %self.name, key = %String::from_utf8_lossy(&k), "ignoring a malformed dictionary key");
+                continue;
+            };
+            dicts.next_id = dicts.next_id.max(id.saturating_add(1));
+            let (class, bytes) = decode_dict_record(&v);
+            let level = self.config.zstd_level;
+            match bytes.and_then(|b| prepare_dictionary(id, class.clone(), b, level)) {
+                Ok(dict) => {
+                    let dict = Arc::new(dict);
+                    // Keys sort by id: a later dictionary of the class replaces an earlier one.
+                    dicts.classes.entry(class).or_default().active = Some(dict.clone());
+                    dicts.by_id.insert(id, dict);
+                }
+                Err(why) => {
+                    tracing::error!(tier = %self.name, dictionary = id, class = %class, reason = %why,
+                        "a compression dictionary is damaged: the objects compressed with it cannot be read");
+                    dicts.damaged.insert(id, (class, why));
+                }
+            }
+        }
+        *self.dicts.lock() = dicts;
+        Ok(())
     }
 
     fn compact_once(&self) -> Result<CompactionReport, TierError> {
@@ -992,9 +1426,12 @@ impl Inner {
             if let Err(err) = file.read_exact_at(&mut raw, e.offset) {
                 return Ok(Copied::Damaged(format!("cannot read {name}: {err}")));
             }
-            match zstd::bulk::decompress(&raw, e.size as usize) {
-                Ok(data) if data.len() as u64 == e.size && Checksum::of(&data) == e.checksum => {}
-                _ => return Ok(Copied::Damaged(format!("{name} fails verification"))),
+            match self.decompress(&raw, &e) {
+                Ok(data) if Checksum::of(&data) == e.checksum => {}
+                Ok(_) | Err(FrameError::Damaged) => return Ok(Copied::Damaged(format!("{name} fails verification"))),
+                Err(FrameError::Dictionary { id, why }) => {
+                    return Ok(Copied::Damaged(format!("{name} cannot be verified: its dictionary {id} {why}")))
+                }
             }
             chunk_bytes += raw.len() as u64;
             chunk.push((key, e, raw));
@@ -1071,9 +1508,16 @@ impl Tier for WarmTier {
                     return Err(TierError::ChecksumMismatch { key, expected, actual: checksum });
                 }
             }
-            let stored = zstd::bulk::compress(&data, inner.config.zstd_level)
-                .map_err(|e| inner.io(format!("compressing {key}"), e))?;
-            inner.append(&key, &stored, data.len() as u64, checksum, opts.overwrite)?;
+            let class = inner.class_of(opts.content_class.as_deref());
+            let dict = class.and_then(|c| inner.active_dictionary(c));
+            let stored = inner.compress(&key, &data, dict.as_deref())?;
+            inner.append(&key, &stored, data.len() as u64, checksum, opts.overwrite, dict.as_ref().map(|d| d.id))?;
+            // Objects stored without a dictionary are samples towards their class's one.
+            if let (Some(class), None) = (class, &dict) {
+                if let Some(samples) = inner.take_sample(class, &data) {
+                    inner.train(class, samples);
+                }
+            }
             Ok(ObjectMeta { key, size: data.len() as u64, checksum })
         })
         .await

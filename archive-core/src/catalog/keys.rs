@@ -15,6 +15,7 @@
 //! | `jobs` | job id (u64 big endian) | [`Job`](crate::lifecycle::job::Job) JSON |
 //! | `deletions` | deletion id (u64 big endian) | [`Deletion`](crate::deletion::Deletion) JSON |
 //! | `holds` | hold id (u64 big endian) | [`LegalHold`](crate::hold::LegalHold) JSON |
+//! | `links` | link id (u64 big endian) | [`PatientLink`](crate::patient_link::PatientLink) JSON |
 //! | `meta` | name | JSON |
 //!
 //! Hierarchical keys make "series of a study" and "instances of a series" prefix scans.
@@ -37,6 +38,7 @@ pub const COLUMN_FAMILIES: &[&str] = &[
     CF_JOBS,
     CF_DELETIONS,
     CF_HOLDS,
+    CF_LINKS,
 ];
 /// Patients.
 pub const CF_PATIENTS: &str = "patients";
@@ -64,6 +66,8 @@ pub const CF_JOBS: &str = "jobs";
 pub const CF_DELETIONS: &str = "deletions";
 /// Legal holds.
 pub const CF_HOLDS: &str = "holds";
+/// Patient identity links.
+pub const CF_LINKS: &str = "links";
 /// Catalog metadata: schema version, stats.
 pub const CF_META: &str = "meta";
 

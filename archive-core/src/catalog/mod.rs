@@ -158,6 +158,17 @@ pub struct VerifiedCopy {
     pub key: ObjectKey,
 }
 
+/// A study re-filed under another patient identity.
+#[derive(Debug, Clone)]
+pub struct StudyMove {
+    /// The study.
+    pub study: StudyUid,
+    /// The identity it goes to.
+    pub to: PatientKey,
+    /// The patient-level attributes it takes.
+    pub patient_attrs: AttrMap,
+}
+
 /// One batch of a purge: instances of a purging deletion to remove from the catalog.
 #[derive(Debug, Clone)]
 pub struct PurgeRequest {
@@ -304,6 +315,19 @@ pub trait Catalog: Send + Sync {
         hold: Option<crate::hold::LegalHold>,
         event: crate::audit::AuditEvent,
     ) -> Result<(), CatalogError>;
+    /// Re-files studies under other patient identities (counts, indexes and patient records
+    /// follow) and saves the link record, with its audit record, in one synced batch.
+    async fn relink(
+        &self,
+        moves: Vec<StudyMove>,
+        link: crate::patient_link::PatientLink,
+        event: crate::audit::AuditEvent,
+    ) -> Result<(), CatalogError>;
+    /// Every patient link, oldest first.
+    fn links(&self) -> Result<Vec<crate::patient_link::PatientLink>, CatalogError>;
+    /// The patient attributes retrieved objects of a study take because of a standing link.
+    fn patient_rewrite(&self, study: &StudyUid) -> Option<(crate::patient_link::LinkId, AttrMap)>;
+
     /// Every legal hold standing.
     fn holds(&self) -> Result<Vec<crate::hold::LegalHold>, CatalogError>;
 

@@ -43,6 +43,8 @@ pub struct RocksCatalog {
     writer: WriterHandle,
     /// Active deletions by study, for hiding them from queries and retrieves without a read.
     hidden: parking_lot::RwLock<HashMap<String, Vec<Deletion>>>,
+    /// Standing patient links by study: the patient attributes its retrieved objects take.
+    linked: parking_lot::RwLock<HashMap<String, (crate::patient_link::LinkId, crate::attribute::AttrMap)>>,
 }
 
 impl std::fmt::Debug for RocksCatalog {
@@ -83,11 +85,27 @@ impl RocksCatalog {
         check_schema(&db)?;
         let state = WriterState::load(&db)?;
         let writer = WriterHandle::spawn(db.clone(), state, opts);
-        let cat = Self { db, writer, hidden: Default::default() };
+        let cat = Self { db, writer, hidden: Default::default(), linked: Default::default() };
         for d in cat.deletions()? {
             cat.note_deletion(&d);
         }
+        cat.reload_links()?;
         Ok(cat)
+    }
+
+    /// Rebuilds the study → rewrite map from the standing links (later links win).
+    fn reload_links(&self) -> Result<(), CatalogError> {
+        let mut map = HashMap::new();
+        for link in self.links()? {
+            if !link.is_active() {
+                continue;
+            }
+            for s in &link.studies {
+                map.insert(s.study.as_str().to_string(), (link.id, link.to_attrs.clone()));
+            }
+        }
+        *self.linked.write() = map;
+        Ok(())
     }
 
     /// Keeps the hidden-set in step with a saved deletion.
@@ -621,6 +639,24 @@ impl Catalog for RocksCatalog {
 
     async fn put_hold(&self, id: HoldId, hold: Option<LegalHold>, event: AuditEvent) -> Result<(), CatalogError> {
         self.writer.put_hold(id, hold, event).await
+    }
+
+    async fn relink(
+        &self,
+        moves: Vec<super::StudyMove>,
+        link: crate::patient_link::PatientLink,
+        event: AuditEvent,
+    ) -> Result<(), CatalogError> {
+        self.writer.relink(moves, link, event).await?;
+        self.reload_links()
+    }
+
+    fn links(&self) -> Result<Vec<crate::patient_link::PatientLink>, CatalogError> {
+        self.scan_prefix(super::keys::CF_LINKS, b"")
+    }
+
+    fn patient_rewrite(&self, study: &StudyUid) -> Option<(crate::patient_link::LinkId, crate::attribute::AttrMap)> {
+        self.linked.read().get(study.as_str()).cloned()
     }
 
     fn holds(&self) -> Result<Vec<LegalHold>, CatalogError> {

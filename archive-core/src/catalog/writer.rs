@@ -9,10 +9,10 @@
 use super::keys::{
     self, IndexId, CF_AUDIT, CF_IDX, CF_INSTANCES, CF_INSTANCE_BY_UID, CF_INTENTS, CF_META, CF_METADATA,
 };
-use super::keys::{CF_DELETIONS, CF_HOLDS, CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
+use super::keys::{CF_DELETIONS, CF_HOLDS, CF_LINKS, CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
 use super::rocks::{cf, decode, RocksCatalogOptions};
 use super::{CatalogError, CatalogStats, ConflictPolicy, InsertOutcome, InstanceRelocation, NewInstance, Relocation};
-use super::{PurgeRequest, VerifiedCopy};
+use super::{PurgeRequest, StudyMove, VerifiedCopy};
 use crate::attribute::Attribute;
 use crate::audit::{genesis_hash, AuditAction, AuditEvent, AuditObject, AuditOutcome, AuditRecord};
 use crate::checksum::Checksum;
@@ -22,6 +22,7 @@ use crate::matching::{normalize_date, normalize_pn};
 use crate::model::{
     InstanceRecord, Location, PatientKey, PatientRecord, Placement, SeriesRecord, StudyRecord, RECORD_VERSION,
 };
+use crate::patient_link::PatientLink;
 use crate::uid::StudyUid;
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
@@ -41,6 +42,7 @@ enum Command {
     Purge(Box<PurgeRequest>, oneshot::Sender<Result<Purged, CatalogError>>),
     PutHold(Box<(HoldId, Option<LegalHold>, AuditEvent)>, oneshot::Sender<Result<(), CatalogError>>),
     Verified(Box<(Vec<VerifiedCopy>, OffsetDateTime)>, oneshot::Sender<Result<(), CatalogError>>),
+    Relink(Box<(Vec<StudyMove>, PatientLink, AuditEvent)>, oneshot::Sender<Result<(), CatalogError>>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -154,6 +156,15 @@ impl WriterHandle {
         self.call(|tx| Command::Verified(Box::new((copies, at)), tx)).await
     }
 
+    pub(crate) async fn relink(
+        &self,
+        moves: Vec<StudyMove>,
+        link: PatientLink,
+        event: AuditEvent,
+    ) -> Result<(), CatalogError> {
+        self.call(|tx| Command::Relink(Box::new((moves, link, event)), tx)).await
+    }
+
     pub(crate) async fn flush(&self) -> Result<(), CatalogError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Flush(tx))?;
@@ -210,6 +221,7 @@ enum Pending {
     Purge(Box<PurgeRequest>, oneshot::Sender<Result<Purged, CatalogError>>),
     PutHold(Box<(HoldId, Option<LegalHold>, AuditEvent)>, oneshot::Sender<Result<(), CatalogError>>),
     Verified(Box<(Vec<VerifiedCopy>, OffsetDateTime)>, oneshot::Sender<Result<(), CatalogError>>),
+    Relink(Box<(Vec<StudyMove>, PatientLink, AuditEvent)>, oneshot::Sender<Result<(), CatalogError>>),
 }
 
 impl Pending {
@@ -241,6 +253,10 @@ impl Pending {
                 let (copies, at) = &**b;
                 batch.mark_verified(copies, *at).map(|()| Answer::Done)
             }
+            Pending::Relink(b, _) => {
+                let (moves, link, ev) = &**b;
+                batch.relink(moves, link, ev.clone()).map(|()| Answer::Done)
+            }
         }
     }
 
@@ -261,7 +277,11 @@ impl Pending {
                     _ => Err(CatalogError::Storage("mismatched answer".into())),
                 }));
             }
-            Pending::Access(_, _, tx) | Pending::Audit(_, tx) | Pending::PutHold(_, tx) | Pending::Verified(_, tx) => {
+            Pending::Access(_, _, tx)
+            | Pending::Audit(_, tx)
+            | Pending::PutHold(_, tx)
+            | Pending::Verified(_, tx)
+            | Pending::Relink(_, tx) => {
                 let _ = tx.send(unit(answer));
             }
             Pending::SaveDeletion(_, tx) => {
@@ -293,6 +313,7 @@ fn commit_group(db: &DB, state: &mut WriterState, opts: &RocksCatalogOptions, co
             Command::Purge(r, reply) => pending.push(Pending::Purge(r, reply)),
             Command::PutHold(h, reply) => pending.push(Pending::PutHold(h, reply)),
             Command::Verified(v, reply) => pending.push(Pending::Verified(v, reply)),
+            Command::Relink(r, reply) => pending.push(Pending::Relink(r, reply)),
             Command::Flush(reply) => flushes.push(reply),
         }
     }
@@ -898,6 +919,52 @@ impl<'a> Batch<'a> {
         }
         self.wb.put_cf(cf(self.db, CF_DELETIONS), key, encode(&d));
         Ok((d, removed))
+    }
+
+    /// Re-files studies under other patient identities and saves the link record.
+    fn relink(&mut self, moves: &[StudyMove], link: &PatientLink, event: AuditEvent) -> Result<(), CatalogError> {
+        for m in moves {
+            let uid = m.study.as_str().to_string();
+            let Some(mut study) = self.studies.get(self.db, CF_STUDIES, &uid, uid.as_bytes())? else { continue };
+            let from = study.patient.clone();
+            if from != m.to {
+                if let Some(mut p) = self.patients.get(self.db, CF_PATIENTS, &from, &from.encode())? {
+                    p.study_count = p.study_count.saturating_sub(1);
+                    p.series_count = p.series_count.saturating_sub(study.series_count);
+                    p.instance_count = p.instance_count.saturating_sub(study.instance_count);
+                    if p.study_count == 0 {
+                        self.patients.set(from.clone(), None);
+                        self.state.stats.patients = self.state.stats.patients.saturating_sub(1);
+                    } else {
+                        self.patients.set(from.clone(), Some(p));
+                    }
+                }
+                let mut target = match self.patients.get(self.db, CF_PATIENTS, &m.to, &m.to.encode())? {
+                    Some(p) => p,
+                    None => {
+                        self.state.stats.patients += 1;
+                        PatientRecord {
+                            v: RECORD_VERSION,
+                            key: m.to.clone(),
+                            attrs: m.patient_attrs.clone(),
+                            study_count: 0,
+                            series_count: 0,
+                            instance_count: 0,
+                        }
+                    }
+                };
+                target.study_count += 1;
+                target.series_count += study.series_count;
+                target.instance_count += study.instance_count;
+                self.patients.set(m.to.clone(), Some(target));
+            }
+            study.patient = m.to.clone();
+            study.attrs = crate::patient_link::with_patient(&study.attrs, &m.patient_attrs);
+            self.studies.set(uid, Some(study));
+        }
+        self.wb.put_cf(cf(self.db, CF_LINKS), link.id.0.to_be_bytes(), encode(link));
+        self.audit(event);
+        Ok(())
     }
 
     /// Sets `verified_at` of copies read back intact.

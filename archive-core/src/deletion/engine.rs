@@ -7,14 +7,19 @@ use crate::catalog::{Catalog, CatalogError, PurgeRequest, WriteIntent};
 use crate::hold::{HoldId, HoldScope, LegalHold};
 use crate::metrics::Metrics;
 use crate::model::StudyRecord;
+use crate::tier::{Tier, TierName};
 use crate::tiers::TierSet;
 use crate::uid::{SopInstanceUid, StudyUid};
 use futures::StreamExt;
 use parking_lot::Mutex;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
+
+/// Most keys handed to one [`Tier::delete_many`](crate::tier::Tier::delete_many) by a purge
+/// (the S3 DeleteObjects limit).
+pub const DELETE_CHUNK: usize = 1000;
 
 /// How deletions run.
 #[derive(Debug, Clone)]
@@ -23,7 +28,8 @@ pub struct DeletionSettings {
     pub grace: Duration,
     /// Instances removed per catalog commit.
     pub purge_batch: usize,
-    /// Tier deletes in flight at once.
+    /// Batched tier deletes ([`Tier::delete_many`](crate::tier::Tier::delete_many) calls of up
+    /// to [`DELETE_CHUNK`] keys) in flight at once.
     pub delete_concurrency: usize,
 }
 
@@ -584,34 +590,55 @@ impl Deleter {
 
     /// Deletes the copies of removed instances and clears their intents; returns how many
     /// failed (their intents stay for recovery).
+    ///
+    /// The copies are grouped by tier and deleted with one [`Tier::delete_many`] per chunk of
+    /// [`DELETE_CHUNK`] keys (an S3 tier then rewrites or deletes each bundle once), up to
+    /// `delete_concurrency` chunks at once. A chunk whose delete fails keeps all its intents.
+    ///
+    /// [`Tier::delete_many`]: crate::tier::Tier::delete_many
     async fn delete_copies(&self, removed: &[crate::model::InstanceRecord]) -> u64 {
-        let copies: Vec<WriteIntent> = removed
-            .iter()
-            .flat_map(|r| {
-                r.locations.iter().map(|l| WriteIntent {
+        let mut by_tier: BTreeMap<TierName, Vec<WriteIntent>> = BTreeMap::new();
+        for r in removed {
+            for l in &r.locations {
+                by_tier.entry(l.tier.clone()).or_default().push(WriteIntent {
                     tier: l.tier.clone(),
                     key: l.key.clone(),
                     sop_instance: r.uid.clone(),
-                })
-            })
-            .collect();
-        let results = futures::stream::iter(copies)
-            .map(|intent| async move {
-                let Some(tier) = self.inner.tiers.get(&intent.tier) else {
-                    tracing::warn!(tier = %intent.tier, key = %intent.key, "copy on an unconfigured tier left for recovery");
-                    return false;
-                };
-                match tier.delete(&intent.key).await {
-                    Ok(()) => self.inner.catalog.end_write(&intent).is_ok(),
-                    Err(e) => {
-                        tracing::warn!(tier = %intent.tier, key = %intent.key, error = %e, "copy delete failed; recovery retries it");
-                        false
-                    }
-                }
-            })
+                });
+            }
+        }
+        let mut deferred = 0u64;
+        let mut chunks = Vec::new();
+        for (name, intents) in by_tier {
+            let Some(tier) = self.inner.tiers.get(&name) else {
+                tracing::warn!(tier = %name, copies = intents.len(), "copies on an unconfigured tier left for recovery");
+                deferred += intents.len() as u64;
+                continue;
+            };
+            for chunk in intents.chunks(DELETE_CHUNK) {
+                chunks.push(self.delete_chunk(tier.clone(), chunk.to_vec()));
+            }
+        }
+        let failed: u64 = futures::stream::iter(chunks)
             .buffer_unordered(self.inner.settings.delete_concurrency.max(1))
-            .collect::<Vec<bool>>()
-            .await;
-        results.iter().filter(|ok| !**ok).count() as u64
+            .collect::<Vec<u64>>()
+            .await
+            .into_iter()
+            .sum();
+        deferred + failed
+    }
+
+    /// Deletes copies on one tier with one `delete_many` and clears their intents; returns
+    /// how many are left for recovery.
+    async fn delete_chunk(&self, tier: Arc<dyn Tier>, intents: Vec<WriteIntent>) -> u64 {
+        let keys = intents.iter().map(|i| i.key.clone()).collect();
+        match tier.delete_many(keys).await {
+            Ok(()) => intents.iter().filter(|i| self.inner.catalog.end_write(i).is_err()).count() as u64,
+            Err(e) => {
+                tracing::warn!(tier = %tier.name(), copies = intents.len(), error = %e,
+                    "copy deletes failed; recovery retries them");
+                intents.len() as u64
+            }
+        }
     }
 }

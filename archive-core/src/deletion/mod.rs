@@ -9,7 +9,9 @@
 //!    deletion is saved as purging and hidden; its instances leave the catalog in batches, each
 //!    batch one synced commit that turns their copies into write intents, grows the certificate
 //!    and appends an audit record with their checksums. Then the copies are deleted from their
-//!    tiers and the intents cleared. Ingest and queries go on between batches.
+//!    tiers, grouped by tier with one `delete_many` per 1000 keys (one rewrite per S3 bundle),
+//!    and the intents of the copies deleted are cleared. Ingest and queries go on between
+//!    batches.
 //! 3. **Purged**: a completion audit record; the certificate (instances, sizes, checksums, tiers,
 //!    audit records) stays in the catalog after the data is gone.
 //!
@@ -21,7 +23,7 @@ mod engine;
 mod model;
 pub mod rejection;
 
-pub use engine::{Deleter, DeletionError, DeletionRequest, DeletionSettings};
+pub use engine::{Deleter, DeletionError, DeletionRequest, DeletionSettings, DELETE_CHUNK};
 pub use model::{
     Certificate, CertifiedInstance, Deletion, DeletionCause, DeletionId, DeletionState, DELETION_RECORD_VERSION,
 };

@@ -2,14 +2,22 @@
 //!
 //! [`copy_instance`] copies one instance with one [`Tier::put`]; [`copy_batch`] copies
 //! several with one [`Tier::put_many`], for tiers that pack a batch into one stored unit
-//! (see [`TierCapabilities::batch_bytes`](crate::tier::TierCapabilities::batch_bytes)).
+//! (see [`TierCapabilities::batch_bytes`](crate::tier::TierCapabilities::batch_bytes)), and
+//! reads the batch back with one [`Tier::verify_many`] (one GET per S3 bundle). Either way,
+//! on a tier that serves reads a copy is trusted only once its bytes were read back from the
+//! target and matched its checksum.
 //!
 //! The copies are not yet named by the catalog when these return: the caller commits them
 //! with a [`Relocation`](crate::catalog::Relocation), which removes the intents in the same
 //! batch. On any failure the target objects are deleted and their intents cleared; a crash
 //! in between leaves the intents, and recovery deletes the unreferenced objects on start.
+//!
+//! Every put carries the instance's series Modality as its
+//! [`content_class`](crate::tier::PutOpts::content_class) (looked up once per series through
+//! [`ContentClasses`]), so that a target tier can pick a compression dictionary per modality.
 
 use super::throttle::Throttle;
+use crate::attribute::Attribute;
 use crate::catalog::{Catalog, CatalogError, WriteIntent};
 use crate::checksum::Checksum;
 use crate::model::{InstanceRecord, Location};
@@ -17,7 +25,9 @@ use crate::tier::{
     Availability, ByteStream, GetOpts, GetResult, ObjectKey, PutOpts, RecallStatus, Tier, TierError, TierName,
 };
 use crate::tiers::TierSet;
+use crate::uid::SeriesUid;
 use futures::StreamExt;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -109,6 +119,34 @@ pub async fn open_recalling(
     }
 }
 
+/// The content class of instances (their series' Modality), read from the catalog once per
+/// series and kept for the life of the value (one migration job).
+#[derive(Debug, Default)]
+pub struct ContentClasses {
+    by_series: parking_lot::Mutex<HashMap<SeriesUid, Option<String>>>,
+}
+
+impl ContentClasses {
+    /// The Modality of the instance's series; `None` when the series has none or the catalog
+    /// cannot be read (a failed read is not remembered: the next instance tries again).
+    pub fn of(&self, catalog: &dyn Catalog, record: &InstanceRecord) -> Option<String> {
+        if let Some(class) = self.by_series.lock().get(&record.series) {
+            return class.clone();
+        }
+        let class = match catalog.series(&record.series) {
+            Ok(series) => series
+                .and_then(|s| s.attrs.get(Attribute::Modality).map(|m| m.trim().to_string()))
+                .filter(|m| !m.is_empty()),
+            Err(e) => {
+                tracing::debug!(series = %record.series, error = %e, "no content class: the series could not be read");
+                return None;
+            }
+        };
+        self.by_series.lock().insert(record.series.clone(), class.clone());
+        class
+    }
+}
+
 /// What a copy needs from the engine.
 #[derive(Clone, Copy)]
 pub struct CopyContext<'a> {
@@ -120,6 +158,8 @@ pub struct CopyContext<'a> {
     pub throttle: &'a Throttle,
     /// How long to wait for a cold tier to make the source readable.
     pub recall_wait: Duration,
+    /// Content classes of the job's instances (set on each put).
+    pub classes: &'a ContentClasses,
 }
 
 /// Copies an instance's object from `source` to `target` and verifies the target copy.
@@ -132,7 +172,7 @@ pub async fn copy_instance(
     target: &Arc<dyn Tier>,
     on_waiting: impl FnMut(),
 ) -> Result<Location, CopyError> {
-    let CopyContext { catalog, tiers, throttle, recall_wait } = *ctx;
+    let CopyContext { catalog, tiers, throttle, recall_wait, classes } = *ctx;
     let source_tier = tiers.get(&source.tier).ok_or_else(|| CopyError::UnknownTier(source.tier.clone()))?;
     let intent = WriteIntent { tier: target.name().clone(), key: source.key.clone(), sop_instance: record.uid.clone() };
     // The source may need a recall before anything is written to the target.
@@ -147,7 +187,11 @@ pub async fn copy_instance(
     catalog.begin_write(&intent)?;
     crate::failpoint::hit("migrate.after_intent");
     let result = async {
-        let opts = PutOpts { expected_checksum: Some(record.checksum), overwrite: true };
+        let opts = PutOpts {
+            expected_checksum: Some(record.checksum),
+            overwrite: true,
+            content_class: classes.of(catalog, record),
+        };
         target.put(&source.key, throttle.limit(got.body), opts).await?;
         crate::failpoint::hit("migrate.after_copy");
         verify_copy(target, &source.key, record).await?;
@@ -220,7 +264,7 @@ pub async fn copy_batch(
     target: &Arc<dyn Tier>,
     mut on_waiting: impl FnMut(),
 ) -> Result<Vec<Result<Location, CopyError>>, CopyError> {
-    let CopyContext { catalog, tiers, throttle, recall_wait } = *ctx;
+    let CopyContext { catalog, tiers, throttle, recall_wait, classes } = *ctx;
     let mut sources = Vec::with_capacity(items.len());
     for (_, source) in items {
         let tier = tiers.get(&source.tier).ok_or_else(|| CopyError::UnknownTier(source.tier.clone()))?;
@@ -249,7 +293,12 @@ pub async fn copy_batch(
         .zip(sources)
         .map(|((record, source), tier)| {
             let body = throttle.limit(lazy_source(tier, source.key.clone(), record.checksum));
-            (source.key.clone(), body, PutOpts { expected_checksum: Some(record.checksum), overwrite: true })
+            let opts = PutOpts {
+                expected_checksum: Some(record.checksum),
+                overwrite: true,
+                content_class: classes.of(catalog, record),
+            };
+            (source.key.clone(), body, opts)
         })
         .collect();
     if let Err(e) = target.put_many(puts).await {
@@ -259,19 +308,59 @@ pub async fn copy_batch(
         return Err(e.into());
     }
     crate::failpoint::hit("migrate.after_copy");
+    let checks = match verify_copies(target, items).await {
+        Ok(checks) => checks,
+        Err(e) => {
+            discard_all(catalog, target, &intents).await;
+            return Err(e.into());
+        }
+    };
     let mut answers = Vec::with_capacity(items.len());
-    for ((record, source), intent) in items.iter().zip(&intents) {
-        match verify_copy(target, &source.key, record).await {
+    let mut failed = Vec::new();
+    for (((_, source), intent), check) in items.iter().zip(&intents).zip(checks) {
+        match check {
             Ok(()) => answers.push(Ok(Location {
                 tier: target.name().clone(),
                 key: source.key.clone(),
                 verified_at: OffsetDateTime::now_utc(),
             })),
             Err(e) => {
-                discard(catalog, target, intent).await;
+                failed.push(intent.clone());
                 answers.push(Err(e.into()));
             }
         }
+    }
+    discard_all(catalog, target, &failed).await;
+    Ok(answers)
+}
+
+/// Reads fresh copies back, as [`verify_copy`] does for one: on tiers that serve reads with
+/// one [`Tier::verify_many`] (each copy's bytes read from the store and hashed; a bundling
+/// tier reads each stored unit once), on tiers that need a recall before reads with one
+/// `head` per copy.
+///
+/// `Ok` holds one answer per item, in order; `Err` means the read-back failed as a whole
+/// (e.g. transiently) and no copy may be trusted.
+pub async fn verify_copies(
+    tier: &Arc<dyn Tier>,
+    items: &[(&InstanceRecord, &Location)],
+) -> Result<Vec<Result<(), TierError>>, TierError> {
+    if tier.capabilities().needs_recall {
+        let mut answers = Vec::with_capacity(items.len());
+        for (record, source) in items {
+            answers.push(verify_copy(tier, &source.key, record).await);
+        }
+        return Ok(answers);
+    }
+    let checks = items.iter().map(|(record, source)| (source.key.clone(), record.checksum)).collect();
+    let answers = tier.verify_many(checks).await?;
+    if answers.len() != items.len() {
+        return Err(TierError::Other(format!(
+            "tier {} answered {} of {} read-backs",
+            tier.name(),
+            answers.len(),
+            items.len()
+        )));
     }
     Ok(answers)
 }
@@ -304,6 +393,28 @@ pub async fn verify_copy(tier: &Arc<dyn Tier>, key: &ObjectKey, record: &Instanc
         )));
     }
     Ok(())
+}
+
+/// Deletes objects of one tier with one [`Tier::delete_many`] and clears their intents; when
+/// the delete fails, every intent stays for recovery.
+pub async fn discard_all(catalog: &dyn Catalog, tier: &Arc<dyn Tier>, intents: &[WriteIntent]) {
+    if intents.is_empty() {
+        return;
+    }
+    let keys = intents.iter().map(|i| i.key.clone()).collect();
+    match tier.delete_many(keys).await {
+        Ok(()) => {
+            for intent in intents {
+                if let Err(e) = catalog.end_write(intent) {
+                    tracing::warn!(error = %e, key = %intent.key, "clearing a write intent failed; recovery will");
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(tier = %tier.name(), objects = intents.len(), error = %e,
+                "deleting unreferenced copies failed; recovery will retry");
+        }
+    }
 }
 
 /// Deletes an object the catalog does not name and clears its intent; on failure the intent

@@ -11,7 +11,9 @@
 //! unreadable source fails only itself. Other targets get one put per instance, committed
 //! [`LifecycleSettings::commit_batch`] instances at a time.
 
-use super::copy::{copy_batch, copy_instance, discard, is_online, source_of, CopyContext, CopyError};
+use super::copy::{
+    copy_batch, copy_instance, discard, discard_all, is_online, source_of, ContentClasses, CopyContext, CopyError,
+};
 use super::job::{Job, JobId, JobKind, JobState, JOB_VERSION};
 use super::throttle::Throttle;
 use crate::audit::AuditAction;
@@ -436,6 +438,8 @@ impl Lifecycle {
     /// while the job runs are taken in a later pass.
     async fn run_passes(&self, job: &Job) -> Result<(), LifecycleError> {
         let mut seen: HashSet<String> = HashSet::new();
+        // Each series' Modality, read once for the whole job.
+        let classes = ContentClasses::default();
         for _pass in 0..8 {
             let records = self.inner.catalog.instances_of_study(&job.study)?;
             let total = records.len() as u64;
@@ -461,16 +465,16 @@ impl Lifecycle {
                     let (copies, rest): (Vec<_>, Vec<_>) =
                         work.into_iter().partition(|(_, p)| matches!(p, Plan::Copy(_)));
                     for chunk in rest.chunks(self.inner.settings.commit_batch.max(1)) {
-                        self.run_chunk(job, chunk).await?;
+                        self.run_chunk(job, chunk, &classes).await?;
                     }
                     let sizes = copies.iter().map(|(r, _)| r.size);
                     for range in batch_ranges(sizes, max_bytes, self.inner.settings.batch_objects) {
-                        self.run_batch(job, &copies[range]).await?;
+                        self.run_batch(job, &copies[range], &classes).await?;
                     }
                 }
                 None => {
                     for chunk in work.chunks(self.inner.settings.commit_batch.max(1)) {
-                        self.run_chunk(job, chunk).await?;
+                        self.run_chunk(job, chunk, &classes).await?;
                     }
                 }
             }
@@ -500,7 +504,12 @@ impl Lifecycle {
 
     /// Copies a chunk of instances one put each, commits their new copies in one batch, then
     /// deletes the copies the batch dropped.
-    async fn run_chunk(&self, job: &Job, chunk: &[(InstanceRecord, Plan)]) -> Result<(), LifecycleError> {
+    async fn run_chunk(
+        &self,
+        job: &Job,
+        chunk: &[(InstanceRecord, Plan)],
+        classes: &ContentClasses,
+    ) -> Result<(), LifecycleError> {
         let target = self.target(job)?;
         let mut items = Vec::new();
         let mut made: Vec<WriteIntent> = Vec::new();
@@ -513,7 +522,7 @@ impl Lifecycle {
                     add: Vec::new(),
                     remove: vec![(source.tier.clone(), source.key.clone())],
                 }),
-                Plan::Copy(source) => match self.copy_with_retries(job, record, source, &target).await {
+                Plan::Copy(source) => match self.copy_with_retries(job, record, source, &target, classes).await {
                     Ok(loc) => items.push(self.copied(job, record, source, loc, &mut made)),
                     Err(e) => self.copy_failed(job, record, &e),
                 },
@@ -524,7 +533,12 @@ impl Lifecycle {
 
     /// Copies a batch of instances (all `Plan::Copy`) with one `put_many`, commits the new
     /// copies in one catalog batch, then deletes the copies the batch dropped.
-    async fn run_batch(&self, job: &Job, batch: &[(InstanceRecord, Plan)]) -> Result<(), LifecycleError> {
+    async fn run_batch(
+        &self,
+        job: &Job,
+        batch: &[(InstanceRecord, Plan)],
+        classes: &ContentClasses,
+    ) -> Result<(), LifecycleError> {
         let target = self.target(job)?;
         let pairs: Vec<(&InstanceRecord, &Location)> = batch
             .iter()
@@ -538,7 +552,7 @@ impl Lifecycle {
         }
         let mut items = Vec::with_capacity(pairs.len());
         let mut made: Vec<WriteIntent> = Vec::with_capacity(pairs.len());
-        match self.copy_batch_with_retries(job, &pairs, &target).await {
+        match self.copy_batch_with_retries(job, &pairs, &target, classes).await {
             Ok(answers) => {
                 for ((record, source), answer) in pairs.iter().zip(answers) {
                     let answer = match answer {
@@ -547,7 +561,7 @@ impl Lifecycle {
                         Err(e) => {
                             tracing::info!(job = %job.id, instance = %record.uid, error = %e,
                                 "a batched copy failed its verification; copying it alone");
-                            self.copy_with_retries(job, record, source, &target).await
+                            self.copy_with_retries(job, record, source, &target, classes).await
                         }
                     };
                     match answer {
@@ -562,7 +576,7 @@ impl Lifecycle {
                 tracing::warn!(job = %job.id, instances = pairs.len(), error = %e,
                     "a batched copy failed; copying its instances one by one");
                 for (record, source) in &pairs {
-                    match self.copy_with_retries(job, record, source, &target).await {
+                    match self.copy_with_retries(job, record, source, &target, classes).await {
                         Ok(loc) => items.push(self.copied(job, record, source, loc, &mut made)),
                         Err(e) => self.copy_failed(job, record, &e),
                     }
@@ -646,43 +660,53 @@ impl Lifecycle {
             }
         };
         crate::failpoint::hit("migrate.after_commit");
+        // Dropped sources, per tier, and new copies the catalog refused: each deleted with one
+        // `delete_many` per tier (one index rewrite per S3 bundle instead of one per object).
+        let mut dropped: BTreeMap<TierName, Vec<WriteIntent>> = BTreeMap::new();
+        let mut refused: Vec<WriteIntent> = Vec::new();
+        let mut done = 0u64;
+        let mut failures: Vec<String> = Vec::new();
         for (item, answer) in relocation.items.iter().zip(answers) {
             match answer {
                 Ok(_) => {
                     for (tier, key) in &item.remove {
-                        let intent = WriteIntent {
+                        dropped.entry(tier.clone()).or_default().push(WriteIntent {
                             tier: tier.clone(),
                             key: key.clone(),
                             sop_instance: item.sop_instance.clone(),
-                        };
-                        if let Some(t) = tiers.get(tier) {
-                            discard(self.inner.catalog.as_ref(), t, &intent).await;
-                        }
+                        });
                     }
-                    self.update(job.id, false, |j| j.instances_done += 1);
+                    done += 1;
                 }
                 Err(e) => {
                     // The new copy is not named by the catalog: remove it.
-                    for loc in &item.add {
-                        let intent = WriteIntent {
-                            tier: loc.tier.clone(),
-                            key: loc.key.clone(),
-                            sop_instance: item.sop_instance.clone(),
-                        };
-                        discard(self.inner.catalog.as_ref(), target, &intent).await;
-                    }
+                    refused.extend(item.add.iter().map(|loc| WriteIntent {
+                        tier: loc.tier.clone(),
+                        key: loc.key.clone(),
+                        sop_instance: item.sop_instance.clone(),
+                    }));
                     if matches!(e, CatalogError::InstanceGone(_)) {
-                        self.update(job.id, false, |j| j.instances_done += 1);
+                        done += 1;
                     } else {
                         tracing::warn!(job = %job.id, instance = %item.sop_instance, error = %e, "relocation refused");
-                        self.update(job.id, false, |j| {
-                            j.instances_failed += 1;
-                            j.last_error = Some(e.to_string());
-                        });
+                        failures.push(e.to_string());
                     }
                 }
             }
         }
+        for (tier, intents) in &dropped {
+            if let Some(t) = tiers.get(tier) {
+                discard_all(self.inner.catalog.as_ref(), t, intents).await;
+            }
+        }
+        discard_all(self.inner.catalog.as_ref(), target, &refused).await;
+        self.update(job.id, false, |j| {
+            j.instances_done += done;
+            j.instances_failed += failures.len() as u64;
+            if let Some(last) = failures.last() {
+                j.last_error = Some(last.clone());
+            }
+        });
         self.update(job.id, true, |_| {});
         crate::failpoint::hit("migrate.after_source_delete");
         Ok(())
@@ -694,6 +718,7 @@ impl Lifecycle {
         record: &InstanceRecord,
         source: &Location,
         target: &Arc<dyn Tier>,
+        classes: &ContentClasses,
     ) -> Result<Location, CopyError> {
         let mut delay = Duration::from_millis(500);
         let mut attempt = 1;
@@ -708,6 +733,7 @@ impl Lifecycle {
                 tiers: &self.inner.tiers,
                 throttle: &self.inner.throttle,
                 recall_wait: self.inner.settings.recall_wait,
+                classes,
             };
             let result = copy_instance(&ctx, record, source, target, waiting).await;
             self.update(job.id, false, |j| j.state = JobState::Running);
@@ -730,6 +756,7 @@ impl Lifecycle {
         job: &Job,
         pairs: &[(&InstanceRecord, &Location)],
         target: &Arc<dyn Tier>,
+        classes: &ContentClasses,
     ) -> Result<Vec<Result<Location, CopyError>>, CopyError> {
         let mut delay = Duration::from_millis(500);
         let mut attempt = 1;
@@ -744,6 +771,7 @@ impl Lifecycle {
                 tiers: &self.inner.tiers,
                 throttle: &self.inner.throttle,
                 recall_wait: self.inner.settings.recall_wait,
+                classes,
             };
             let result = copy_batch(&ctx, pairs, target, waiting).await;
             self.update(job.id, false, |j| j.state = JobState::Running);

@@ -7,7 +7,9 @@
 //!    back from the target (or, on tiers that need a recall before reads, checked by size and
 //!    the checksum the store verified on upload). On a target that takes batches
 //!    (`batch_bytes`), the intents of a whole batch are written first, then the batch is
-//!    copied with one `put_many` and each copy read back; steps 3 and 4 follow per batch.
+//!    copied with one `put_many` and read back with one `verify_many` (the tier reads each
+//!    stored unit once, hashing every copy in it); steps 3 and 4 follow per batch, and the
+//!    sources a batch drops are deleted with one `delete_many` per tier.
 //! 3. One catalog batch names the new copy, drops the source copy (a move), turns the dropped
 //!    copy into a write intent, removes the target's intent, and appends the audit record. The
 //!    batch is refused, changing nothing, when the instance would keep fewer verified copies

@@ -2,7 +2,7 @@
 //!
 //! Call [`run_all`] on a fresh tier instance from a `#[tokio::test]`, and
 //! [`check_corruption_detected`] with a function that damages a stored object behind the
-//! tier's back. Each check panics with a message naming the tier and what went wrong.
+//! tier's back (it checks that `get` and `verify_many` both catch the damage). Each check panics with a message naming the tier and what went wrong.
 //!
 //! Every check works under its own key prefix (`conformance/<check>/`) and first deletes
 //! whatever a previous run left there, so all checks can share one tier instance and the
@@ -31,6 +31,8 @@ pub async fn run_all(tier: &dyn Tier) {
     check_ranged_reads(tier).await;
     check_not_found(tier).await;
     check_delete(tier).await;
+    check_delete_many(tier).await;
+    check_verify_many(tier).await;
     check_list(tier).await;
     check_concurrent_puts(tier).await;
 }
@@ -187,6 +189,103 @@ pub async fn check_delete(tier: &dyn Tier) {
     assert_object(tier, &key, &second).await;
 }
 
+/// `delete_many` deletes exactly the keys named (written together with `put_many` or one by
+/// one), tolerates missing and repeated keys, leaves the other objects intact, and can be
+/// called again with the same keys; an empty call succeeds.
+pub async fn check_delete_many(tier: &dyn Tier) {
+    let prefix = fresh_prefix(tier, "delete-many").await;
+    let batch: Vec<(ObjectKey, Bytes)> = (0..6u64)
+        .map(|i| (key(&prefix, &format!("batch/{i}.dcm")), test_bytes(3000 + i as usize * 101, 40 + i)))
+        .collect();
+    put_many_ok(tier, &batch).await;
+    let single: Vec<(ObjectKey, Bytes)> =
+        (0..2u64).map(|i| (key(&prefix, &format!("single/{i}.dcm")), test_bytes(900 + i as usize, 50 + i))).collect();
+    for (key, data) in &single {
+        put_ok(tier, key, data, PutOpts::default()).await;
+    }
+    expect_ok(tier, "delete_many of no keys", tier.delete_many(Vec::new()).await);
+
+    // Part of the batch, one single object, a missing key and a repeated key.
+    let first: Vec<ObjectKey> = vec![
+        batch[1].0.clone(),
+        batch[4].0.clone(),
+        single[0].0.clone(),
+        key(&prefix, "never/written"),
+        batch[1].0.clone(),
+    ];
+    expect_ok(tier, "delete_many of some keys", tier.delete_many(first.clone()).await);
+    for (key, data) in batch.iter().chain(&single) {
+        if first.contains(key) {
+            assert_absent(tier, key).await;
+        } else {
+            assert_object(tier, key, data).await;
+        }
+    }
+    expect_ok(tier, "delete_many repeated", tier.delete_many(first).await);
+
+    // The rest: every object of the batch and of the prefix is gone.
+    let all: Vec<ObjectKey> = batch.iter().chain(&single).map(|(k, _)| k.clone()).collect();
+    expect_ok(tier, "delete_many of the remaining keys", tier.delete_many(all.clone()).await);
+    for key in &all {
+        assert_absent(tier, key).await;
+    }
+    assert_list(tier, &prefix, Vec::new()).await;
+    // The keys can be written again.
+    put_many_ok(tier, &batch[..2]).await;
+    for (key, data) in &batch[..2] {
+        assert_object(tier, key, data).await;
+    }
+}
+
+/// `verify_many` answers each item in order: `Ok` for objects whose bytes hash to the given
+/// checksum (several objects written together, and an empty one), `ChecksumMismatch` for a
+/// wrong checksum and `NotFound` for a missing key; an empty call gives no answers.
+pub async fn check_verify_many(tier: &dyn Tier) {
+    let prefix = fresh_prefix(tier, "verify-many").await;
+    let mut batch: Vec<(ObjectKey, Bytes)> = (0..5u64)
+        .map(|i| (key(&prefix, &format!("batch/{i}.dcm")), test_bytes(70_000 + i as usize * 313, 60 + i)))
+        .collect();
+    batch.push((key(&prefix, "batch/empty.dcm"), Bytes::new()));
+    put_many_ok(tier, &batch).await;
+    let single = (key(&prefix, "single.dcm"), test_bytes(12_345, 70));
+    put_ok(tier, &single.0, &single.1, PutOpts::default()).await;
+
+    let answers = expect_ok(tier, "verify_many of nothing", tier.verify_many(Vec::new()).await);
+    assert!(answers.is_empty(), "[conformance] tier {}: verify_many of nothing answered {answers:?}", tier.name());
+
+    let wrong = Checksum::of(b"not these bytes");
+    let missing = key(&prefix, "never/written");
+    let mut items: Vec<(ObjectKey, Checksum)> =
+        batch.iter().chain([&single]).map(|(k, d)| (k.clone(), Checksum::of(d))).collect();
+    items.insert(2, (batch[3].0.clone(), wrong));
+    items.push((missing.clone(), Checksum::of(b"")));
+    // Out of order and repeated.
+    items.push((batch[0].0.clone(), Checksum::of(&batch[0].1)));
+    let answers = expect_ok(tier, "verify_many", tier.verify_many(items.clone()).await);
+    assert_eq!(
+        answers.len(),
+        items.len(),
+        "[conformance] tier {}: verify_many gave {} answers for {} items",
+        tier.name(),
+        answers.len(),
+        items.len()
+    );
+    for ((key, expected), answer) in items.iter().zip(answers) {
+        let what = format!("verify_many of {key} against {expected}");
+        if *key == missing {
+            let err = expect_err(tier, &what, answer);
+            assert_kind(tier, &what, &err, matches!(err, TierError::NotFound(ref k) if k == key));
+        } else if *expected == wrong {
+            let err = expect_err(tier, &what, answer);
+            let is_mismatch =
+                matches!(err, TierError::ChecksumMismatch { key: ref k, expected: e, .. } if k == key && e == wrong);
+            assert_kind(tier, &what, &err, is_mismatch);
+        } else {
+            expect_ok(tier, &what, answer);
+        }
+    }
+}
+
 /// `list` filters by string prefix (not only whole segments), sorts by key, reports
 /// size and checksum, and leaves out deleted objects.
 pub async fn check_list(tier: &dyn Tier) {
@@ -279,6 +378,15 @@ pub async fn check_corruption_detected(tier: &dyn Tier, corrupt: impl FnOnce(&Ob
     let res = expect_ok(tier, &format!("get of corrupted {key}"), tier.get(&key, GetOpts::default()).await);
     let what = format!("full get of corrupted {key}");
     let err = expect_err(tier, &what, collect_stream(res.body).await);
+    let is_mismatch = matches!(err, TierError::ChecksumMismatch { key: ref k, expected, actual }
+        if *k == key && expected == meta.checksum && actual != meta.checksum);
+    assert_kind(tier, &what, &err, is_mismatch);
+    let what = format!("verify_many of corrupted {key}");
+    let answers = expect_ok(tier, &what, tier.verify_many(vec![(key.clone(), meta.checksum)]).await);
+    let err = match answers.into_iter().next() {
+        Some(answer) => expect_err(tier, &what, answer),
+        None => panic!("[conformance] tier {}: {what} gave no answer", tier.name()),
+    };
     let is_mismatch = matches!(err, TierError::ChecksumMismatch { key: ref k, expected, actual }
         if *k == key && expected == meta.checksum && actual != meta.checksum);
     assert_kind(tier, &what, &err, is_mismatch);
@@ -394,6 +502,17 @@ async fn put_ok(tier: &dyn Tier, key: &ObjectKey, data: &Bytes, opts: PutOpts) -
     let meta = expect_ok(tier, &format!("put of {key}"), tier.put(key, chunked(data, 64 * 1024), opts).await);
     assert_meta(tier, &format!("put of {key}"), &meta, key, data);
     meta
+}
+
+/// Puts objects with one `put_many` and checks the returned metas.
+async fn put_many_ok(tier: &dyn Tier, objects: &[(ObjectKey, Bytes)]) {
+    let items = objects.iter().map(|(k, d)| (k.clone(), chunked(d, 16 * 1024), PutOpts::default())).collect();
+    let what = format!("put_many of {} objects", objects.len());
+    let metas = expect_ok(tier, &what, tier.put_many(items).await);
+    assert_eq!(metas.len(), objects.len(), "[conformance] tier {}: {what} returned {} metas", tier.name(), metas.len());
+    for ((key, data), meta) in objects.iter().zip(&metas) {
+        assert_meta(tier, &what, meta, key, data);
+    }
 }
 
 /// Deletes a key, panicking on failure.

@@ -287,6 +287,9 @@ pub struct PutOpts {
     pub expected_checksum: Option<Checksum>,
     /// Replace an existing object instead of failing with `AlreadyExists`.
     pub overwrite: bool,
+    /// A hint of what the object is, e.g. the DICOM Modality (`CT`, `SR`...); tiers may use
+    /// it to pick a compression dictionary. It never changes the bytes stored or read back.
+    pub content_class: Option<String>,
 }
 
 /// Options of [`Tier::get`].
@@ -377,6 +380,44 @@ pub trait Tier: Send + Sync + fmt::Debug {
     /// - Durable on return.
     async fn delete(&self, key: &ObjectKey) -> Result<(), TierError>;
 
+    /// Deletes several objects.
+    ///
+    /// # Behavior
+    /// - Like [`Tier::delete`] for each key: missing keys (and keys named twice) succeed, and
+    ///   every object deleted is durably gone on return.
+    /// - `Err` when some delete failed; others may be gone already. Calling again with the
+    ///   same keys is safe (deletes are idempotent).
+    /// - The default runs [`Tier::delete`] for each key, up to 16 at a time, and reports the
+    ///   first failure after trying them all. Tiers that pack objects into stored units (S3
+    ///   bundles) override it to rewrite each unit once and remove whole units in one request.
+    async fn delete_many(&self, keys: Vec<ObjectKey>) -> Result<(), TierError> {
+        let results: Vec<Result<(), TierError>> = futures::stream::iter(keys)
+            .map(|key| async move { self.delete(&key).await })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
+    }
+
+    /// Reads objects back from the store and checks that their bytes hash to the given
+    /// checksums (the read-back that makes a fresh copy trusted).
+    ///
+    /// # Behavior
+    /// - One answer per item, in order: `Ok(())` only when the object's bytes were read from
+    ///   the store and hash to the checksum; otherwise that item's error (`NotFound`,
+    ///   `ChecksumMismatch`, `NeedsRecall` on tiers whose objects need a recall first...).
+    /// - `Err` when the call failed as a whole (say a transient failure: asking again may work).
+    /// - The default reads each object in full with [`Tier::get`], which verifies as it
+    ///   streams. Tiers that pack objects override it to read each stored unit once (one
+    ///   S3 GET per bundle instead of one per object).
+    async fn verify_many(&self, items: Vec<(ObjectKey, Checksum)>) -> Result<Vec<Result<(), TierError>>, TierError> {
+        let mut answers = Vec::with_capacity(items.len());
+        for (key, expected) in items {
+            answers.push(verify_by_get(self, &key, expected).await);
+        }
+        Ok(answers)
+    }
+
     /// Makes an object readable on a tier that needs recalls (archive storage classes).
     ///
     /// # Behavior
@@ -410,6 +451,21 @@ pub trait TierExt: Tier {
     }
 }
 impl<T: Tier + ?Sized> TierExt for T {}
+
+/// Reads an object in full and checks it against `expected`: the checksum the tier keeps
+/// must be `expected`, and the bytes (verified by the tier's `get` as they stream) must hash
+/// to it. The per-object check of [`Tier::verify_many`]'s default.
+pub async fn verify_by_get<T: Tier + ?Sized>(tier: &T, key: &ObjectKey, expected: Checksum) -> Result<(), TierError> {
+    let got = tier.get(key, GetOpts::default()).await?;
+    if got.meta.checksum != expected {
+        return Err(TierError::ChecksumMismatch { key: key.clone(), expected, actual: got.meta.checksum });
+    }
+    let mut body = got.body;
+    while let Some(chunk) = body.next().await {
+        chunk?;
+    }
+    Ok(())
+}
 
 /// A body stream of one buffer.
 pub fn bytes_stream(bytes: Bytes) -> ByteStream {

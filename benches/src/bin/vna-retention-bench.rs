@@ -137,7 +137,7 @@ fn policy_evaluation(n: u64) {
     }
     let build_only = started.elapsed();
     let hwm = rss_kib("VmHWM:");
-    println!("## policy evaluation over {n} studies (7 rules, 2 floors, 100 legal holds)");
+    println!("### policy evaluation over {n} studies (7 rules, 2 floors, 100 legal holds)");
     println!("| what | result |\n|---|---|");
     println!("| decisions/s (facts built + evaluated + simulated) | {:.0} |", n as f64 / elapsed.as_secs_f64());
     println!(
@@ -177,7 +177,7 @@ fn audit_event(n: u64) -> AuditEvent {
 async fn audit_rate(dir: &std::path::Path) {
     let catalog =
         Arc::new(RocksCatalog::open(&dir.join("audit-catalog"), RocksCatalogOptions::default()).expect("catalog"));
-    println!("\n## audit append rate (synced WAL, hash-chained)");
+    println!("\n### audit append rate (synced WAL, hash-chained)");
     println!("| writers | records | records/s |\n|---|---|---|");
     for writers in [1usize, 16, 64] {
         let records = if writers == 1 { 2_000 } else { 20_000 };
@@ -292,7 +292,7 @@ async fn ingest_during_deletion(dir: &std::path::Path, instances: u32) {
     query.limit = Some(10);
     let _ = archive.query(&query);
     let query_ms = q.elapsed().as_secs_f64() * 1000.0;
-    println!("\n## ingest latency while a {n}-instance study is purged");
+    println!("\n### ingest latency while a {n}-instance study is purged");
     println!("loaded {n} instances in {:.1} s; purge of all {n} (catalog batches of 500 + hot-tier deletes) took {:.2} s ({:.0} instances/s); a study query right after: {query_ms:.1} ms", load.as_secs_f64(), purge.as_secs_f64(), n as f64 / purge.as_secs_f64());
     println!("| 300 sequential ingests | p50 ms | p95 ms | p99 ms | max ms |\n|---|---|---|---|---|");
     for (name, l) in [("before the deletion", &baseline), ("during the purge", &during)] {

@@ -1,11 +1,14 @@
 //! Storage tier benchmarks (issue 6): warm-tier put/get throughput, ranged-read latency and
 //! zstd compression ratio at levels 1, 3 and 9 on synthetic CT and MR instances (the hot tier
 //! beside it for comparison), compression of pydicom's real test files by transfer syntax,
-//! and lifecycle migration throughput of one study hot → warm, hot → S3, warm → S3 and
-//! S3 → hot through `Archive::lifecycle()`. The S3 tier runs against a local `moto_server`
-//! started by the benchmark when it is on PATH (those rows are skipped otherwise).
+//! the warm tier's per-modality zstd dictionaries against plain zstd on small objects (tiny
+//! synthetic instances, pydicom's uncompressed files) and on CT slices, and lifecycle
+//! migration throughput of one study hot → warm, hot → S3, warm → S3 and S3 → hot through
+//! `Archive::lifecycle()`. The S3 tier runs against a local `moto_server` started by the
+//! benchmark when it is on PATH (those rows are skipped otherwise).
 //!
-//! `cargo run --release -p vna-benches --bin vna-tier-bench -- [--ct N] [--mr N] [--study N] [--ranged N]`
+//! `cargo run --release -p vna-benches --bin vna-tier-bench -- [--ct N] [--mr N] [--study N] [--ranged N]
+//! [--dict N] [--dict-ct N] [--only-dict]`
 //! Set `VNA_BENCH_DIR` to put the data on a specific disk.
 
 use archive_core::config::VnaConfig;
@@ -335,6 +338,180 @@ async fn real_files(dir: &Path) {
     }
 }
 
+/// One object of a dictionary comparison: key, bytes, content class.
+type Classed = (ObjectKey, Bytes, String);
+
+/// What one warm tier did with a set of classed objects.
+struct DictRun {
+    /// Stored (compressed) length of each object.
+    stored: Vec<u64>,
+    /// Whether each object was compressed with a dictionary.
+    with_dict: Vec<bool>,
+    /// CPU time (user + system, whole process) of the puts that did not train a dictionary:
+    /// compression, hashing, index work; the wall time is the disk's fsync rate.
+    put_cpu: Duration,
+    /// Wall time of each put that trained a dictionary (training included).
+    training: Vec<Duration>,
+    /// Bytes of the trained dictionaries.
+    dict_bytes: u64,
+    /// Wall time of a full read of every object (page cache).
+    get: Duration,
+}
+
+/// User + system CPU time of the whole process so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Puts every object (one writer, content class set) into a fresh warm tier, then reads all
+/// back.
+async fn dict_run(root: PathBuf, objs: &[Classed], dictionaries: bool, samples: usize) -> DictRun {
+    let config = WarmConfig {
+        compact_interval: Duration::ZERO,
+        dictionaries,
+        dictionary_samples: samples,
+        ..WarmConfig::default()
+    };
+    let warm = WarmTier::open_config(name("warm"), root.clone(), config).expect("warm tier");
+    let mut run = DictRun {
+        stored: Vec::new(),
+        with_dict: Vec::new(),
+        put_cpu: Duration::ZERO,
+        training: Vec::new(),
+        dict_bytes: 0,
+        get: Duration::ZERO,
+    };
+    let mut trained = 0;
+    for (key, bytes, class) in objs {
+        let opts = PutOpts { content_class: Some(class.clone()), ..PutOpts::default() };
+        let (started, cpu) = (Instant::now(), cpu_time());
+        warm.put_bytes(key, bytes.clone(), opts).await.expect("put");
+        let (took, cpu) = (started.elapsed(), cpu_time().saturating_sub(cpu));
+        let dicts = warm.dictionaries().len();
+        if dicts > trained {
+            trained = dicts;
+            run.training.push(took);
+        } else {
+            run.put_cpu += cpu;
+        }
+        run.stored.push(warm.location_of(key).expect("stored").2);
+        run.with_dict.push(warm.dictionary_of(key).is_some());
+    }
+    run.dict_bytes = warm.dictionaries().iter().map(|d| d.bytes).sum();
+    let started = Instant::now();
+    for (key, bytes, _) in objs {
+        assert_eq!(warm.get_bytes(key).await.expect("get").len(), bytes.len());
+    }
+    run.get = started.elapsed();
+    drop(warm);
+    let _ = std::fs::remove_dir_all(&root);
+    run
+}
+
+/// One row of the dictionary comparison: the same objects into a warm tier without and with
+/// dictionaries (zstd 3 both).
+async fn dict_row(dir: &Path, what: &str, objs: &[Classed], samples: usize) {
+    if objs.is_empty() {
+        println!("| {what} | skipped: no objects | | | | | | | | |");
+        return;
+    }
+    let plain = dict_run(dir.join("dict-plain"), objs, false, samples).await;
+    let dict = dict_run(dir.join("dict-on"), objs, true, samples).await;
+    let n = objs.len();
+    let mut classes: Vec<&str> = objs.iter().map(|o| o.2.as_str()).collect();
+    classes.sort();
+    classes.dedup();
+    let size: u64 = objs.iter().map(|o| o.1.len() as u64).sum();
+    // The objects the dictionary served, against the same objects stored plain.
+    let served: Vec<usize> = (0..n).filter(|&i| dict.with_dict[i]).collect();
+    let orig_served: u64 = served.iter().map(|&i| objs[i].1.len() as u64).sum();
+    let plain_served: u64 = served.iter().map(|&i| plain.stored[i]).sum();
+    let dict_served: u64 = served.iter().map(|&i| dict.stored[i]).sum();
+    let ratio = |orig: u64, stored: u64| orig as f64 / stored.max(1) as f64;
+    let per = |d: Duration, k: usize| d.as_secs_f64() * 1e6 / k.max(1) as f64;
+    let training = if dict.training.is_empty() {
+        "none trained".to_string()
+    } else {
+        let ms: Vec<String> = dict.training.iter().map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0)).collect();
+        ms.join(", ")
+    };
+    println!(
+        "| {what} | {n} ({} classes) | {:.1} | {} | {:.1} | {:.2} → {:.2} | {:.2} → {:.2} | {:.0} → {:.0} | {training} | {:.0} / {:.0} |",
+        classes.len(),
+        size as f64 / n as f64 / 1e3,
+        served.len(),
+        dict.dict_bytes as f64 / 1e3,
+        ratio(orig_served, plain_served),
+        ratio(orig_served, dict_served),
+        ratio(size, plain.stored.iter().sum()),
+        ratio(size, dict.stored.iter().sum::<u64>() + dict.dict_bytes),
+        per(plain.put_cpu, n),
+        per(dict.put_cpu, n - dict.training.len()),
+        per(plain.get, n),
+        per(dict.get, n),
+    );
+}
+
+/// Modality of a Part-10 file, read up to its pixel data.
+fn modality_of(path: &Path) -> Option<String> {
+    let obj =
+        dicom_object::OpenFileOptions::new().read_until(dicom_dictionary_std::tags::PIXEL_DATA).open_file(path).ok()?;
+    let m = obj.element(dicom_dictionary_std::tags::MODALITY).ok()?.to_str().ok()?.trim().to_string();
+    (!m.is_empty()).then_some(m)
+}
+
+/// pydicom's uncompressed test files of at most 1 MB, each with its Modality as class.
+fn pydicom_small() -> Vec<Classed> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/pydicom_manifest.py");
+    let Ok(out) = std::process::Command::new("python3").arg(&script).output() else { return Vec::new() };
+    let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else { return Vec::new() };
+    let mut files = Vec::new();
+    for (i, f) in manifest.as_array().map(Vec::as_slice).unwrap_or_default().iter().enumerate() {
+        let (Some(path), Some(ts)) = (f["path"].as_str(), f["transfer_syntax"].as_str()) else { continue };
+        if family(ts) != "uncompressed (implicit/explicit VR)" {
+            continue;
+        }
+        let path = Path::new(path);
+        let (Ok(bytes), Some(class)) = (std::fs::read(path), modality_of(path)) else { continue };
+        if bytes.len() <= 1_000_000 {
+            files.push((ObjectKey::new(format!("real/{i}")).expect("key"), Bytes::from(bytes), class));
+        }
+    }
+    files
+}
+
+fn classed_study(spec: &StudySpec, seed: u64) -> Vec<Classed> {
+    objects(spec, seed).into_iter().map(|(k, b)| (k, b, spec.modality.to_string())).collect()
+}
+
+async fn dictionaries(dir: &Path, tiny: u32, ct: u32) {
+    println!("\n## Warm tier: per-modality zstd dictionaries against plain zstd (level 3)\n");
+    println!(
+        "| data | objects | KB/object | objects compressed with a dictionary | dictionary KB | ratio of those objects, plain → dictionary | ratio of all objects (dictionaries counted), plain → dictionary | put CPU µs/object plain → dictionary | training put ms | full get µs/object plain / dictionary |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut both = classed_study(&StudySpec::tiny("CT", 4, tiny / 8), 41);
+    both.extend(classed_study(&StudySpec::tiny("MR", 4, tiny / 8), 42));
+    dict_row(dir, "synthetic CT + MR, 8×8 pixels, samples 200", &both, 200).await;
+    dict_row(dir, "synthetic CT + MR, 8×8 pixels, samples 50", &both, 50).await;
+    let mut real = pydicom_small();
+    dict_row(dir, "pydicom uncompressed files ≤ 1 MB, class = Modality, samples 10", &real, 10).await;
+    for file in &mut real {
+        file.2 = "any".into();
+    }
+    dict_row(dir, "pydicom uncompressed files ≤ 1 MB, one class for all, samples 10", &real, 10).await;
+    dict_row(dir, "pydicom uncompressed files ≤ 1 MB, one class for all, samples 50", &real, 50).await;
+    if ct > 0 {
+        dict_row(dir, "synthetic CT 512×512×16, samples 50", &classed_study(&StudySpec::ct(ct), 43), 50).await;
+    }
+}
+
 /// A `moto_server` (S3-compatible) on a free loopback port, killed on drop.
 struct Moto {
     child: std::process::Child,
@@ -489,11 +666,11 @@ async fn migrations(dir: &Path, instances: u32) -> anyhow::Result<()> {
     let warm_stored: u64 = warm.segments().iter().map(|s| s.bytes).sum();
     if let Some((b, b_bytes)) = studies.get(1) {
         let (job, took) = migrate(&archive, b, None, "cold", n).await?;
-        row("hot → S3 (one bundle via put_many, ranged read-back)", &job, took, *b_bytes);
+        row("hot → S3 (one bundle via put_many, read back with one GET via verify_many)", &job, took, *b_bytes);
         let (job, took) = migrate(&archive, a, Some("warm"), "cold", n).await?;
-        row("warm → S3 (one bundle via put_many, ranged read-back)", &job, took, *a_bytes);
+        row("warm → S3 (one bundle via put_many, read back with one GET via verify_many)", &job, took, *a_bytes);
         let (job, took) = migrate(&archive, b, Some("cold"), "hot", n).await?;
-        row("S3 → hot (ranged GET per instance, fsynced files)", &job, took, *b_bytes);
+        row("S3 → hot (ranged GET per instance, fsynced files, delete_many per commit)", &job, took, *b_bytes);
     }
     println!(
         "\nWarm tier after hot → warm: {:.1} MB in segments for {:.1} MB of objects (ratio {:.2}).",
@@ -546,6 +723,12 @@ async fn s3_requests(dir: &Path, port: u16, instances: u32) -> anyhow::Result<()
         }
     };
     let in_bundle = timed_gets(sample.clone()).await;
+    // The read-back of a migration batch: every instance of the bundle with one verify_many.
+    let checks = objs.iter().map(|(k, b)| (k.clone(), archive_core::checksum::Checksum::of(b))).collect();
+    let started = Instant::now();
+    let verified = s3.verify_many(checks).await?;
+    let verify_all = started.elapsed();
+    anyhow::ensure!(verified.iter().all(Result::is_ok), "verify_many of the bundle failed");
     let single = objects(&StudySpec::ct(20), 32);
     let mut put_lat = Vec::new();
     for (k, b) in &single {
@@ -573,6 +756,12 @@ async fn s3_requests(dir: &Path, port: u16, instances: u32) -> anyhow::Result<()
         percentile(&in_bundle, 0.99)
     );
     println!(
+        "| verify_many of all {} instances of that bundle (one GET, BLAKE3 of each) | {:.2} s, {:.0} MB/s |",
+        objs.len(),
+        verify_all.as_secs_f64(),
+        mb(bytes) / verify_all.as_secs_f64()
+    );
+    println!(
         "| put of one instance as its own {:.2} MB bundle (PutObject + index object), p50 / p99 of {} | {:.1} / {:.1} ms |",
         mb(one),
         single.len(),
@@ -584,6 +773,30 @@ async fn s3_requests(dir: &Path, port: u16, instances: u32) -> anyhow::Result<()
         single.len(),
         percentile(&alone, 0.5),
         percentile(&alone, 0.99)
+    );
+    // Deletes: half of the big bundle (one index rewrite), then the rest together with the
+    // single-instance bundles (one DeleteObjects).
+    let half: Vec<ObjectKey> = objs.iter().step_by(2).map(|(k, _)| k.clone()).collect();
+    let half_len = half.len();
+    let started = Instant::now();
+    s3.delete_many(half).await?;
+    let delete_half = started.elapsed();
+    let rest: Vec<ObjectKey> = objs.iter().skip(1).step_by(2).chain(&single).map(|(k, _)| k.clone()).collect();
+    let rest_len = rest.len();
+    let started = Instant::now();
+    s3.delete_many(rest).await?;
+    let delete_rest = started.elapsed();
+    println!(
+        "| delete_many of {} instances of the bundle (one index rewrite) | {:.1} ms |",
+        half_len,
+        delete_half.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| delete_many of its other {} and the {} single-instance bundles ({} bundles emptied: one DeleteObjects) | {:.1} ms |",
+        rest_len - single.len(),
+        single.len(),
+        single.len() + 1,
+        delete_rest.as_secs_f64() * 1000.0
     );
     Ok(())
 }
@@ -601,15 +814,23 @@ fn main() -> anyhow::Result<()> {
     let mr = arg("--mr", 400) as u32;
     let study = arg("--study", 200) as u32;
     let reads = arg("--ranged", 500) as usize;
+    let dict = arg("--dict", 2000) as u32;
+    let dict_ct = arg("--dict-ct", 150) as u32;
+    let only_dict = args.iter().any(|a| a == "--only-dict");
     let dir = match std::env::var_os("VNA_BENCH_DIR") {
         Some(d) => tempfile::tempdir_in(d)?,
         None => tempfile::tempdir()?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let started = Instant::now();
-    rt.block_on(tier_throughput(dir.path(), ct, mr, reads));
-    rt.block_on(real_files(dir.path()));
-    rt.block_on(migrations(dir.path(), study))?;
+    if !only_dict {
+        rt.block_on(tier_throughput(dir.path(), ct, mr, reads));
+        rt.block_on(real_files(dir.path()));
+    }
+    rt.block_on(dictionaries(dir.path(), dict, dict_ct));
+    if !only_dict {
+        rt.block_on(migrations(dir.path(), study))?;
+    }
     println!("\nTotal run time: {:.0} s.", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -12,7 +12,9 @@ pub mod error;
 mod lifecycle_api;
 pub mod media;
 pub mod metrics;
+mod migration_api;
 pub mod multipart;
+mod patients_api;
 pub mod qido;
 mod retention_api;
 mod routes;
@@ -80,6 +82,8 @@ pub struct AppState {
     pub metrics: HttpMetrics,
     /// The retention policy in force (absent: the policy routes answer 503).
     pub policy: Option<policy::scheduler::PolicyEngine>,
+    /// Pulls from legacy archives (absent: the migration routes answer 503).
+    pub migrations: Option<pull::Migrations>,
 }
 
 impl AppState {
@@ -129,9 +133,19 @@ pub fn router_with_policy(
     settings: HttpSettings,
     policy: Option<policy::scheduler::PolicyEngine>,
 ) -> Router {
+    router_with_services(archive, settings, policy, None)
+}
+
+/// [`router_with_policy`] with the migration service behind `/api/migrations`.
+pub fn router_with_services(
+    archive: Archive,
+    settings: HttpSettings,
+    policy: Option<policy::scheduler::PolicyEngine>,
+    migrations: Option<pull::Migrations>,
+) -> Router {
     let metrics = HttpMetrics::register(archive.metrics().registry());
     let cors = cors_layer(&settings.cors_allowed_origins);
-    let state = AppState { archive, settings: Arc::new(settings), metrics, policy };
+    let state = AppState { archive, settings: Arc::new(settings), metrics, policy, migrations };
     let base = state.settings.base_path.clone();
     let mut app = Router::new()
         .nest(&base, routes::dicomweb())

@@ -3,7 +3,10 @@
 use crate::error::ApiError;
 use crate::qido::{search, Scope};
 use crate::wado::Target;
-use crate::{admin, instance_uid, lifecycle_api, retention_api, series_uid, stow, study_uid, wado, wado_uri, AppState};
+use crate::{
+    admin, instance_uid, lifecycle_api, migration_api, patients_api, retention_api, series_uid, stow, study_uid, wado,
+    wado_uri, AppState,
+};
 use archive_core::attribute::Level;
 use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
@@ -161,6 +164,43 @@ pub fn outside_base() -> Router<AppState> {
             }),
         )
         .merge(retention_routes())
+        .merge(migration_routes())
+}
+
+/// Pulls from legacy archives (bearer tokens required).
+fn migration_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/migrations",
+            get(|State(s), peer: Peer, h: HeaderMap| async move { migration_api::list(s, peer_of(peer), h).await })
+                .post(|State(s), peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
+                    migration_api::start(s, peer_of(peer), h, body).await
+                }),
+        )
+        .route(
+            "/api/migrations/{id}",
+            get(|State(s), p: Params, peer: Peer, h: HeaderMap| async move {
+                migration_api::get(s, p.get("id").to_string(), peer_of(peer), h).await
+            }),
+        )
+        .route(
+            "/api/migrations/{id}/studies",
+            get(|State(s), p: Params, peer: Peer, h: HeaderMap| async move {
+                migration_api::studies(s, p.get("id").to_string(), peer_of(peer), h).await
+            }),
+        )
+        .route(
+            "/api/migrations/{id}/report",
+            get(|State(s), p: Params, peer: Peer, h: HeaderMap| async move {
+                migration_api::report(s, p.get("id").to_string(), peer_of(peer), h).await
+            }),
+        )
+        .route(
+            "/api/migrations/{id}/cancel",
+            post(|State(s), p: Params, peer: Peer, h: HeaderMap| async move {
+                migration_api::cancel(s, p.get("id").to_string(), peer_of(peer), h).await
+            }),
+        )
 }
 
 fn peer_of(p: Peer) -> String {
@@ -247,6 +287,22 @@ fn retention_routes() -> Router<AppState> {
         .route(
             "/api/audit",
             get(|State(s), RawQuery(q), peer: Peer, h: HeaderMap| async move { retention_api::audit(s, q, peer_of(peer), h).await }),
+        )
+        .route(
+            "/api/patients/link",
+            post(|State(s), peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
+                patients_api::link(s, peer_of(peer), h, body).await
+            }),
+        )
+        .route(
+            "/api/patient-links",
+            get(|State(s), peer: Peer, h: HeaderMap| async move { patients_api::links(s, peer_of(peer), h).await }),
+        )
+        .route(
+            "/api/patient-links/{id}/undo",
+            post(|State(s), p: Params, peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
+                patients_api::undo(s, p.get("id").to_string(), peer_of(peer), h, body).await
+            }),
         )
         .route(
             "/api/audit/verify",

@@ -168,15 +168,15 @@ pub struct ExportArgs {
     pub output: Option<PathBuf>,
 }
 
-struct Api {
-    base: String,
+pub(crate) struct Api {
+    pub(crate) base: String,
     token: Option<String>,
-    client: Client,
-    json: bool,
+    pub(crate) client: Client,
+    pub(crate) json: bool,
 }
 
 impl Api {
-    fn new(config: &VnaConfig, args: &ServerArgs) -> anyhow::Result<Self> {
+    pub(crate) fn new(config: &VnaConfig, args: &ServerArgs) -> anyhow::Result<Self> {
         let base = match &args.server {
             Some(s) => s.trim_end_matches('/').to_string(),
             None => {
@@ -192,7 +192,7 @@ impl Api {
         Ok(Self { base, token: args.token.clone(), client, json: args.json })
     }
 
-    fn req(&self, rb: RequestBuilder) -> anyhow::Result<Response> {
+    pub(crate) fn req(&self, rb: RequestBuilder) -> anyhow::Result<Response> {
         let rb = match &self.token {
             Some(t) => rb.bearer_auth(t),
             None => rb,
@@ -211,16 +211,16 @@ impl Api {
         Ok(rsp)
     }
 
-    fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) fn get(&self, path: &str) -> anyhow::Result<Value> {
         Ok(self.req(self.client.get(format!("{}{path}", self.base)))?.json()?)
     }
 
-    fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+    pub(crate) fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         let rb = self.client.post(format!("{}{path}", self.base)).json(&body);
         Ok(self.req(rb)?.json()?)
     }
 
-    fn print_or(&self, v: &Value, summary: impl FnOnce(&Value)) {
+    pub(crate) fn print_or(&self, v: &Value, summary: impl FnOnce(&Value)) {
         if self.json {
             println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
         } else {
@@ -235,7 +235,7 @@ fn tier_names(config: &VnaConfig) -> Vec<String> {
     names
 }
 
-fn encode(v: &str) -> String {
+pub(crate) fn encode(v: &str) -> String {
     serde_urlencoded::to_string([("v", v)]).unwrap_or_default().trim_start_matches("v=").to_string()
 }
 
@@ -316,7 +316,7 @@ pub fn policy(config: &VnaConfig, server: &ServerArgs, cmd: PolicyCommand) -> an
     Ok(ExitCode::SUCCESS)
 }
 
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
     let mut i = 0;
@@ -655,6 +655,83 @@ pub fn tier(config: &VnaConfig, server: &ServerArgs, cmd: TierCommand) -> anyhow
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vna patient ...`
+#[derive(Debug, Subcommand)]
+pub enum PatientCommand {
+    /// Re-file every study of one patient identity under another (e.g. after a registration
+    /// error); reversible with `unlink`. Identities are written ID or ID^^^ISSUER.
+    Link {
+        /// The identity whose studies move.
+        #[arg(long)]
+        from: String,
+        /// The identity they move to.
+        #[arg(long)]
+        to: String,
+        /// Why (recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Undo a link.
+    Unlink {
+        /// Link id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// List the links.
+    Links,
+}
+
+fn identity(raw: &str) -> Value {
+    let (id, issuer) = raw.split_once("^^^").unwrap_or((raw, ""));
+    json!({ "patient_id": id, "issuer": issuer })
+}
+
+/// Runs `vna patient ...`.
+pub fn patient(config: &VnaConfig, server: &ServerArgs, cmd: PatientCommand) -> anyhow::Result<ExitCode> {
+    let api = Api::new(config, server)?;
+    match cmd {
+        PatientCommand::Link { from, to, reason } => {
+            let v = api.post(
+                "/api/patients/link",
+                json!({ "from": identity(&from), "to": identity(&to), "reason": reason }),
+            )?;
+            api.print_or(&v, |v| {
+                println!(
+                    "link {}: {} studies of {from} re-filed under {to}",
+                    v["id"],
+                    v["studies"].as_array().map_or(0, |a| a.len())
+                )
+            });
+        }
+        PatientCommand::Unlink { id, reason } => {
+            let v = api.post(&format!("/api/patient-links/{}/undo", encode(&id)), json!({ "reason": reason }))?;
+            api.print_or(&v, |v| println!("link {} undone", v["id"]));
+        }
+        PatientCommand::Links => {
+            let v = api.get("/api/patient-links")?;
+            api.print_or(&v, |v| {
+                for l in v["links"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {}^^^{} -> {}^^^{}  {} studies  by {}: {}{}",
+                        l["id"],
+                        l["from"]["patient_id"].as_str().unwrap_or(""),
+                        l["from"]["issuer"].as_str().unwrap_or(""),
+                        l["to"]["patient_id"].as_str().unwrap_or(""),
+                        l["to"]["issuer"].as_str().unwrap_or(""),
+                        l["studies"].as_array().map_or(0, |a| a.len()),
+                        l["linked_by"].as_str().unwrap_or(""),
+                        l["reason"].as_str().unwrap_or(""),
+                        l["undone"].as_str().map(|u| format!(" (undone: {u})")).unwrap_or_default()
+                    );
+                }
+            });
         }
     }
     Ok(ExitCode::SUCCESS)

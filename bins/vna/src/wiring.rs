@@ -27,6 +27,9 @@ pub async fn open_archive(config: VnaConfig) -> anyhow::Result<(Archive, Recover
         zstd_level: config.warm.zstd_level,
         compact_below: config.warm.compact_below,
         compact_interval: Duration::from_secs(config.warm.compact_interval_secs),
+        dictionaries: config.warm.dictionaries,
+        dictionary_samples: config.warm.dictionary_samples,
+        dictionary_kb: config.warm.dictionary_kb,
     };
     let warm = WarmTier::open_config(TierName::new(WARM)?, warm_path.clone(), warm_config)
         .with_context(|| format!("opening the warm tier at {}", warm_path.display()))?;

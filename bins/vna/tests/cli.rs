@@ -60,7 +60,9 @@ fn warm_options_are_checked_and_crash_points_are_not_overrides() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path());
     let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str("[warm]\nzstd_level = 9\ncompact_below = 0.3\ncompact_interval_secs = 60\n");
+    text.push_str(
+        "[warm]\nzstd_level = 9\ncompact_below = 0.3\ncompact_interval_secs = 60\ndictionaries = true\ndictionary_samples = 50\n",
+    );
     std::fs::write(&path, &text).unwrap();
     // VNA_CONFIG and VNA_FAILPOINTS are read elsewhere, not refused as unknown keys.
     let out = vna(&path)
@@ -71,13 +73,24 @@ fn warm_options_are_checked_and_crash_points_are_not_overrides() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let shown = String::from_utf8_lossy(&out.stdout);
-    for line in ["zstd_level = 9", "compact_below = 0.3", "compact_interval_secs = 60"] {
+    for line in [
+        "zstd_level = 9",
+        "compact_below = 0.3",
+        "compact_interval_secs = 60",
+        "dictionaries = true",
+        "dictionary_samples = 50",
+        "dictionary_kb = 64",
+    ] {
         assert!(shown.contains(line), "{line} missing: {shown}");
     }
     let out = vna(&path).args(["config", "check"]).env("VNA_WARM__ZSTD_LEVEL", "25").output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("warm.zstd_level"), "{err}");
+    let out = vna(&path).args(["config", "check"]).env("VNA_WARM__DICTIONARY_SAMPLES", "5").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warm.dictionary_samples"), "{err}");
 }
 
 #[test]
