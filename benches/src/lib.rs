@@ -3,5 +3,6 @@
 #![warn(missing_docs)]
 
 pub mod dataset;
+pub mod dimse_load;
 pub mod find;
 pub mod limits;

@@ -310,16 +310,25 @@ impl PolicyEngine {
         Ok(sim.finish())
     }
 
+    /// A new pass report and the legal holds the pass checks (the report holds the error when
+    /// the holds cannot be read).
+    fn start_report(&self) -> Result<(PassReport, Vec<archive_core::hold::LegalHold>), PassReport> {
+        let mut report = PassReport { started_at: Some(OffsetDateTime::now_utc()), ..Default::default() };
+        match self.inner.archive.catalog().holds() {
+            Ok(h) => Ok((report, h)),
+            Err(e) => {
+                report.errors.push(e.to_string());
+                Err(report)
+            }
+        }
+    }
+
     /// Evaluates every study now and applies the decisions.
     pub async fn run_pass(&self) -> PassReport {
         let _one = self.inner.pass_lock.lock().await;
-        let mut report = PassReport { started_at: Some(OffsetDateTime::now_utc()), ..Default::default() };
-        let holds = match self.inner.archive.catalog().holds() {
-            Ok(h) => h,
-            Err(e) => {
-                report.errors.push(e.to_string());
-                return report;
-            }
+        let (mut report, holds) = match self.start_report() {
+            Ok(x) => x,
+            Err(report) => return report,
         };
         // Page by page, so that a pass over millions of studies holds one page of UIDs.
         let mut after: Option<StudyUid> = None;
@@ -358,13 +367,9 @@ impl PolicyEngine {
     /// Evaluates some studies now and applies the decisions (after ingest).
     pub async fn run_for(&self, studies: &[StudyUid]) -> PassReport {
         let _one = self.inner.pass_lock.lock().await;
-        let mut report = PassReport { started_at: Some(OffsetDateTime::now_utc()), ..Default::default() };
-        let holds = match self.inner.archive.catalog().holds() {
-            Ok(h) => h,
-            Err(e) => {
-                report.errors.push(e.to_string());
-                return report;
-            }
+        let (mut report, holds) = match self.start_report() {
+            Ok(x) => x,
+            Err(report) => return report,
         };
         for uid in studies {
             self.apply_one(uid, &holds, &mut report).await;

@@ -474,13 +474,7 @@ impl<'a> Batch<'a> {
             // The replaced copies become write intents in the same batch: ingest deletes them
             // and clears the intents, or recovery does after a crash.
             for loc in &existing.locations {
-                let intent = super::WriteIntent {
-                    tier: loc.tier.clone(),
-                    key: loc.key.clone(),
-                    sop_instance: existing.uid.clone(),
-                };
-                let key = keys::join(&[loc.tier.as_str().as_bytes(), loc.key.as_str().as_bytes()]);
-                self.wb.put_cf(cf(self.db, CF_INTENTS), key, encode(&intent));
+                self.intend_delete(loc, &existing.uid);
             }
             outcome = InsertOutcome::Replaced { previous: Box::new(existing) };
         }
@@ -488,6 +482,14 @@ impl<'a> Batch<'a> {
         self.remove_intent(&new.instance);
         self.audit_stored(&new, &outcome);
         Ok(outcome)
+    }
+
+    /// Turns a copy the batch stops naming into a write intent, in the same batch: the caller
+    /// deletes the object and clears the intent, or recovery does after a crash.
+    fn intend_delete(&mut self, loc: &Location, sop: &crate::uid::SopInstanceUid) {
+        let intent = super::WriteIntent { tier: loc.tier.clone(), key: loc.key.clone(), sop_instance: sop.clone() };
+        let key = keys::join(&[loc.tier.as_str().as_bytes(), loc.key.as_str().as_bytes()]);
+        self.wb.put_cf(cf(self.db, CF_INTENTS), key, encode(&intent));
     }
 
     fn remove_intent(&mut self, inst: &InstanceRecord) {
@@ -779,10 +781,7 @@ impl<'a> Batch<'a> {
                 usage.objects = usage.objects.saturating_sub(1);
                 usage.bytes = usage.bytes.saturating_sub(existing.size);
             }
-            let intent =
-                super::WriteIntent { tier: l.tier.clone(), key: l.key.clone(), sop_instance: existing.uid.clone() };
-            let key = keys::join(&[l.tier.as_str().as_bytes(), l.key.as_str().as_bytes()]);
-            self.wb.put_cf(cf(self.db, CF_INTENTS), key, encode(&intent));
+            self.intend_delete(l, &existing.uid);
         }
         for l in updated.locations.iter().filter(|l| !has_location(&existing, l)) {
             let usage = self.state.stats.tiers.entry(l.tier.as_str().to_string()).or_default();
@@ -868,13 +867,7 @@ impl<'a> Batch<'a> {
             }
             self.remove_instance(&existing)?;
             for loc in &existing.locations {
-                let intent = super::WriteIntent {
-                    tier: loc.tier.clone(),
-                    key: loc.key.clone(),
-                    sop_instance: existing.uid.clone(),
-                };
-                let k = keys::join(&[loc.tier.as_str().as_bytes(), loc.key.as_str().as_bytes()]);
-                self.wb.put_cf(cf(self.db, CF_INTENTS), k, encode(&intent));
+                self.intend_delete(loc, &existing.uid);
             }
             removed.push(existing);
         }

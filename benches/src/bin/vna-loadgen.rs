@@ -6,11 +6,19 @@
 //! vna-loadgen qido --url BASE [--clients 4] [--requests 2000]
 //! vna-loadgen wado --url BASE [--clients 4] [--studies 20]
 //! vna-loadgen find --dicom HOST:PORT --aec AE [--clients 4] [--requests 2000]
+//! vna-loadgen store --dicom HOST:PORT --aec AE [--clients 4] [--ct 200] [--tiny 0] [--cr 0] [--dx 0] [--us 0]
+//! vna-loadgen move --dicom HOST:PORT --aec AE [--clients 1] [--studies 20] [--move-ae LOADGEN] [--move-listen 127.0.0.1:11113]
+//! vna-loadgen get --dicom HOST:PORT --aec AE [--clients 1] [--studies 20]
 //! vna-loadgen limits --dir DIR [--quick 1]
 //! ```
 //! `BASE` is the DICOMweb root, e.g. `http://127.0.0.1:8080/dicom-web`. `--json FILE` writes
 //! the figures as JSON as well. Data sets come from the deterministic generator: the same
-//! seed gives the same studies, so two archives get the same load.
+//! seed gives the same studies, so two archives get the same load. `--cr N`/`--dx N` add N
+//! single-image studies of 3000×2500×16 bit, `--us N` N multi-frame ultrasound studies of
+//! `--us-frames` (30) frames of 640×480 RGB (`--us-rgb 0`: MONOCHROME2).
+//!
+//! For `move`, the archive must know the loadgen's C-STORE SCP as a move destination:
+//! `--move-ae` at `--move-listen` (vna: `[[dicom.remote_aes]]`; Orthanc: `DicomModalities`).
 
 use anyhow::{bail, Context};
 use futures::StreamExt;
@@ -36,11 +44,18 @@ struct Options {
     aec: String,
     dir: String,
     quick: bool,
+    cr: u32,
+    dx: u32,
+    us: u32,
+    us_frames: u32,
+    us_rgb: bool,
+    move_ae: String,
+    move_listen: String,
 }
 
 fn parse() -> anyhow::Result<(String, Options)> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: vna-loadgen stow|qido|wado|find|limits --url BASE | --dicom HOST:PORT --aec AE | --dir DIR [--clients N] [--batch N] [--ct N] [--tiny N] [--seed N] [--requests N] [--studies N] [--json FILE]";
+    let usage = "usage: vna-loadgen stow|qido|wado|find|store|move|get|limits --url BASE | --dicom HOST:PORT --aec AE | --dir DIR [--clients N] [--batch N] [--ct N] [--tiny N] [--cr N] [--dx N] [--us N] [--us-frames N] [--us-rgb 0|1] [--seed N] [--requests N] [--studies N] [--move-ae AE] [--move-listen HOST:PORT] [--json FILE]";
     let cmd = args.next().context(usage)?;
     let mut o = Options {
         url: String::new(),
@@ -56,6 +71,13 @@ fn parse() -> anyhow::Result<(String, Options)> {
         aec: "VNA".into(),
         dir: String::new(),
         quick: false,
+        cr: 0,
+        dx: 0,
+        us: 0,
+        us_frames: 30,
+        us_rgb: true,
+        move_ae: "LOADGEN".into(),
+        move_listen: "127.0.0.1:11113".into(),
     };
     while let Some(flag) = args.next() {
         let v = args.next().with_context(|| format!("{flag} needs a value"))?;
@@ -73,16 +95,24 @@ fn parse() -> anyhow::Result<(String, Options)> {
             "--aec" => o.aec = v,
             "--dir" => o.dir = v,
             "--quick" => o.quick = v != "0",
+            "--cr" => o.cr = v.parse()?,
+            "--dx" => o.dx = v.parse()?,
+            "--us" => o.us = v.parse()?,
+            "--us-frames" => o.us_frames = v.parse()?,
+            "--us-rgb" => o.us_rgb = v != "0",
+            "--move-ae" => o.move_ae = v,
+            "--move-listen" => o.move_listen = v,
             other => bail!("unknown option {other}\n{usage}"),
         }
     }
     if o.dir.is_empty() && cmd == "limits" {
         bail!("--dir DIR (on the disk under test) is required\n{usage}");
     }
-    if o.url.is_empty() && cmd != "find" && cmd != "limits" {
+    let dimse = matches!(cmd.as_str(), "find" | "store" | "move" | "get");
+    if o.url.is_empty() && !dimse && cmd != "limits" {
         bail!("--url is required\n{usage}");
     }
-    if o.dicom.is_empty() && cmd == "find" {
+    if o.dicom.is_empty() && dimse {
         bail!("--dicom HOST:PORT is required\n{usage}");
     }
     Ok((cmd, o))
@@ -110,23 +140,41 @@ fn progress(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// The generated instances: `ct` CT images (512x512x16) in studies of 50, and `tiny`
-/// small instances in studies of 2 series x 5 spread over many patients.
+/// The generated instances: `ct` CT images (512x512x16) in studies of 50, `tiny`
+/// small instances in studies of 2 series x 5 spread over many patients, `cr`/`dx` single
+/// large radiographs and `us` multi-frame ultrasound studies.
 fn dataset(o: &Options) -> Vec<SyntheticInstance> {
+    dataset_with_classes(o).into_iter().map(|(_, i)| i).collect()
+}
+
+/// [`dataset`] with the storage SOP class of each instance.
+fn dataset_with_classes(o: &Options) -> Vec<(&'static str, SyntheticInstance)> {
     let mut g = DatasetGenerator::new(o.seed);
     let mut out = Vec::new();
+    let mut add = |g: &mut DatasetGenerator, spec: &StudySpec, take: usize| {
+        out.extend(g.study(spec).into_iter().take(take).map(|i| (spec.sop_class(), i)));
+    };
     let mut left = o.ct;
     while left > 0 {
         let n = left.min(50);
-        out.extend(g.study(&StudySpec::ct(n)));
+        add(&mut g, &StudySpec::ct(n), n as usize);
         left -= n;
     }
     let mut left = o.tiny;
     while left > 0 {
         let n = left.min(10);
         let modality = if left.is_multiple_of(20) { "MR" } else { "CT" };
-        out.extend(g.study(&StudySpec::tiny(modality, 2, n.div_ceil(2))).into_iter().take(n as usize));
+        add(&mut g, &StudySpec::tiny(modality, 2, n.div_ceil(2)), n as usize);
         left -= n;
+    }
+    for _ in 0..o.cr {
+        add(&mut g, &StudySpec::cr(), 1);
+    }
+    for _ in 0..o.dx {
+        add(&mut g, &StudySpec::dx(), 1);
+    }
+    for _ in 0..o.us {
+        add(&mut g, &StudySpec::us(o.us_frames, o.us_rgb), 1);
     }
     out
 }

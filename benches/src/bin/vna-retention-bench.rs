@@ -241,6 +241,7 @@ async fn ingest_during_deletion(dir: &std::path::Path, instances: u32) {
         instances_per_series: instances / 10,
         rows: 64,
         columns: 64,
+        ..StudySpec::ct(0)
     });
     let study = StudyUid::new(&big[0].study).expect("uid");
     let objects: Vec<Bytes> = big.into_iter().map(|i| Bytes::from(i.bytes)).collect();

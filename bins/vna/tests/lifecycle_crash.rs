@@ -23,27 +23,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use vna_benches::dataset::{DatasetGenerator, StudySpec, SyntheticInstance};
 
-const BOUNDARY: &str = "vna-lifecycle-crash-boundary";
-
 fn client() -> Client {
     Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
 fn stow(c: &Client, base: &str, instances: &[SyntheticInstance]) {
-    let mut body = Vec::new();
-    for i in instances {
-        body.extend_from_slice(format!("--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes());
-        body.extend_from_slice(&i.bytes);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    let rsp = c
-        .post(format!("{base}/dicom-web/studies"))
-        .header("Content-Type", format!("multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}"))
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(rsp.status(), StatusCode::OK, "{}", rsp.text().unwrap());
+    let parts: Vec<&[u8]> = instances.iter().map(|i| i.bytes.as_slice()).collect();
+    common::stow_parts(c, base, &parts);
 }
 
 /// The parts of a multipart answer (the bodies only).

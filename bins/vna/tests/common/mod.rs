@@ -227,3 +227,22 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// Stores objects over STOW-RS in one multipart request and expects 200.
+pub fn stow_parts<B: AsRef<[u8]>>(c: &reqwest::blocking::Client, base: &str, parts: &[B]) {
+    const BOUNDARY: &str = "vna-test-boundary-7d2f";
+    let mut body = Vec::new();
+    for p in parts {
+        body.extend_from_slice(format!("--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes());
+        body.extend_from_slice(p.as_ref());
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    let rsp = c
+        .post(format!("{base}/dicom-web/studies"))
+        .header("Content-Type", format!("multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}"))
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(rsp.status(), reqwest::StatusCode::OK, "{}", rsp.text().unwrap());
+}

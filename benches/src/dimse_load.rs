@@ -1,0 +1,321 @@
+//! DIMSE clients for the load generator: C-STORE SCU over one association, a minimal
+//! C-STORE SCP (the C-MOVE destination the loadgen listens as), and C-MOVE / C-GET of whole
+//! studies with the Study Root information model. Everything speaks Explicit VR Little Endian.
+
+use crate::dataset::{EXPLICIT_VR_LE, GENERATED_STORAGE_CLASSES};
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use dicom_ul::association::{AsyncClientAssociation, AsyncServerAssociation};
+use dicom_ul::pdu::{PDataValue, PDataValueType};
+use dicom_ul::Pdu;
+use dimse::command::{CGetRq, CMoveRq, CStoreRq, CStoreRsp, Message, Priority};
+use dimse::pdv::MessageAssembler;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Study Root Query/Retrieve Information Model – MOVE.
+pub const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
+/// Study Root Query/Retrieve Information Model – GET.
+pub const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
+/// The PDU size the loadgen offers to receive.
+const OUR_MAX_PDU: u32 = 65536;
+const MAX_DATASET: usize = 1 << 30;
+
+/// The data set of a Part-10 file (the bytes after the file meta group).
+pub fn dataset_of(part10: &[u8]) -> anyhow::Result<&[u8]> {
+    anyhow::ensure!(part10.len() >= 144 && &part10[128..132] == b"DICM", "not a Part-10 file");
+    let group_len = u32::from_le_bytes(part10[140..144].try_into()?) as usize;
+    part10.get(144 + group_len..).ok_or_else(|| anyhow::anyhow!("truncated file meta"))
+}
+
+/// The PDUs of one message: command and data set in one PDU when they fit, else one PDU
+/// per fragment.
+fn pdus(pc: u8, command: &[u8], data: Option<&[u8]>, max_pdu: u32) -> Vec<Pdu> {
+    let mut pdvs = Vec::new();
+    let parts = [(true, Some(command)), (false, data)];
+    for (is_command, bytes) in parts {
+        let Some(bytes) = bytes else { continue };
+        for f in dimse::pdv::fragments(pc, is_command, bytes, max_pdu) {
+            let value_type = if f.is_command { PDataValueType::Command } else { PDataValueType::Data };
+            pdvs.push(PDataValue { presentation_context_id: pc, value_type, is_last: f.is_last, data: f.data.to_vec() });
+        }
+    }
+    let total: usize = pdvs.iter().map(|p| p.data.len() + 6).sum();
+    if total + 6 <= max_pdu as usize {
+        vec![Pdu::PData { data: pdvs }]
+    } else {
+        pdvs.into_iter().map(|p| Pdu::PData { data: vec![p] }).collect()
+    }
+}
+
+fn store_rsp(rq: &CStoreRq) -> Vec<u8> {
+    Message::from(CStoreRsp {
+        message_id_being_responded_to: rq.message_id,
+        affected_sop_class: Some(rq.affected_sop_class.clone()),
+        affected_sop_instance: Some(rq.affected_sop_instance.clone()),
+        status: 0,
+        error_comment: None,
+    })
+    .encode()
+}
+
+/// One association for C-STORE of the generated storage classes.
+pub struct StoreClient {
+    assoc: AsyncClientAssociation<TcpStream>,
+    max_pdu: u32,
+    message_id: u16,
+}
+
+impl StoreClient {
+    /// Opens an association from `calling` to `called` at `addr`, proposing every storage
+    /// class the generator produces in Explicit VR Little Endian.
+    pub async fn connect(addr: &str, calling: &str, called: &str) -> anyhow::Result<Self> {
+        let mut options = dicom_ul::ClientAssociationOptions::new()
+            .calling_ae_title(calling)
+            .called_ae_title(called)
+            .max_pdu_length(OUR_MAX_PDU)
+            .read_timeout(Duration::from_secs(300));
+        for class in GENERATED_STORAGE_CLASSES {
+            options = options.with_presentation_context(*class, vec![EXPLICIT_VR_LE]);
+        }
+        let mut assoc = options.establish_async(addr).await?;
+        assoc.inner_stream().set_nodelay(true)?;
+        let max_pdu = assoc.acceptor_max_pdu_length();
+        let max_pdu = if max_pdu == 0 { 1 << 20 } else { max_pdu };
+        Ok(Self { assoc, max_pdu, message_id: 0 })
+    }
+
+    /// Stores one Part-10 file (Explicit VR LE); returns the status and the time to the response.
+    pub async fn store(&mut self, sop_class: &str, sop_instance: &str, part10: &[u8]) -> anyhow::Result<(u16, Duration)> {
+        let pc = self
+            .assoc
+            .presentation_contexts()
+            .iter()
+            .find(|c| c.abstract_syntax == sop_class)
+            .map(|c| c.id)
+            .ok_or_else(|| anyhow::anyhow!("the archive accepted no context for {sop_class}"))?;
+        self.message_id = self.message_id.wrapping_add(1);
+        let rq = CStoreRq {
+            message_id: self.message_id,
+            affected_sop_class: sop_class.into(),
+            affected_sop_instance: sop_instance.into(),
+            priority: Priority::Medium,
+            move_originator_ae: None,
+            move_originator_message_id: None,
+        };
+        let started = Instant::now();
+        for pdu in pdus(pc, &Message::from(rq).encode(), Some(dataset_of(part10)?), self.max_pdu) {
+            self.assoc.send(&pdu).await?;
+        }
+        let mut assembler = MessageAssembler::new(1 << 20);
+        loop {
+            let Pdu::PData { data } = self.assoc.receive().await? else {
+                anyhow::bail!("unexpected PDU during C-STORE");
+            };
+            for v in data {
+                let is_command = v.value_type == PDataValueType::Command;
+                if let Some(m) = assembler.push_parts(v.presentation_context_id, is_command, v.is_last, &v.data)? {
+                    let status = Message::decode(&m.command)?.status().unwrap_or(0xC000);
+                    return Ok((status, started.elapsed()));
+                }
+            }
+        }
+    }
+
+    /// Releases the association.
+    pub async fn release(self) {
+        let _ = self.assoc.release().await;
+    }
+}
+
+/// What the loadgen's own C-STORE SCP received.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Instances received.
+    pub instances: AtomicU64,
+    /// Data set bytes received.
+    pub bytes: AtomicU64,
+}
+
+/// Listens on `listener` as a C-STORE SCP accepting any storage class and answering
+/// success to every C-STORE (the C-MOVE destination), counting into `received`.
+pub fn spawn_store_scp(listener: tokio::net::TcpListener, ae_title: String, received: Arc<Received>) {
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (ae, received) = (ae_title.clone(), received.clone());
+            tokio::spawn(async move {
+                let _ = socket.set_nodelay(true);
+                let options = dicom_ul::ServerAssociationOptions::new()
+                    .accept_any()
+                    .ae_title(ae)
+                    .promiscuous(true)
+                    .max_pdu_length(OUR_MAX_PDU)
+                    .read_timeout(Duration::from_secs(300));
+                let Ok(mut assoc) = options.establish_async(socket).await else { return };
+                let max_pdu = assoc.acceptor_max_pdu_length();
+                let _ = serve_stores(&mut assoc, max_pdu, &received).await;
+            });
+        }
+    });
+}
+
+async fn serve_stores(
+    assoc: &mut AsyncServerAssociation<TcpStream>,
+    max_pdu: u32,
+    received: &Received,
+) -> anyhow::Result<()> {
+    let mut assembler = MessageAssembler::new(MAX_DATASET);
+    loop {
+        match assoc.receive().await? {
+            Pdu::PData { data } => {
+                for v in data {
+                    let is_command = v.value_type == PDataValueType::Command;
+                    let pc = v.presentation_context_id;
+                    let Some(m) = assembler.push_parts(pc, is_command, v.is_last, &v.data)? else { continue };
+                    if let Message::CStoreRq(rq) = Message::decode(&m.command)? {
+                        received.instances.fetch_add(1, Ordering::Relaxed);
+                        received.bytes.fetch_add(m.dataset.map(|d| d.len() as u64).unwrap_or(0), Ordering::Relaxed);
+                        for pdu in pdus(pc, &store_rsp(&rq), None, max_pdu) {
+                            assoc.send(&pdu).await?;
+                        }
+                    }
+                }
+            }
+            Pdu::ReleaseRQ => {
+                assoc.send(&Pdu::ReleaseRP).await?;
+                return Ok(());
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The outcome of one study retrieval.
+#[derive(Debug, Clone, Copy)]
+pub struct Retrieved {
+    /// Completed sub-operations reported in the final response.
+    pub completed: u64,
+    /// Failed sub-operations reported in the final response.
+    pub failed: u64,
+    /// Instances received on the association (C-GET only).
+    pub instances: u64,
+    /// Data set bytes received on the association (C-GET only).
+    pub bytes: u64,
+    /// Time from the request to the final response.
+    pub elapsed: Duration,
+}
+
+/// One association for C-MOVE or C-GET of studies.
+pub struct RetrieveClient {
+    assoc: AsyncClientAssociation<TcpStream>,
+    max_pdu: u32,
+    message_id: u16,
+    get: bool,
+}
+
+impl RetrieveClient {
+    /// Opens an association for C-MOVE (`get` false) or C-GET (`get` true: also proposes every
+    /// generated storage class with the SCP role, to receive the C-STOREs on the association).
+    pub async fn connect(addr: &str, calling: &str, called: &str, get: bool) -> anyhow::Result<Self> {
+        let model = if get { STUDY_ROOT_GET } else { STUDY_ROOT_MOVE };
+        let mut options = dicom_ul::ClientAssociationOptions::new()
+            .calling_ae_title(calling)
+            .called_ae_title(called)
+            .max_pdu_length(OUR_MAX_PDU)
+            .read_timeout(Duration::from_secs(600))
+            .with_presentation_context(model, vec![EXPLICIT_VR_LE]);
+        if get {
+            for class in GENERATED_STORAGE_CLASSES {
+                options = options
+                    .with_presentation_context(*class, vec![EXPLICIT_VR_LE])
+                    .with_role_selection(*class, false, true);
+            }
+        }
+        let mut assoc = options.establish_async(addr).await?;
+        assoc.inner_stream().set_nodelay(true)?;
+        let max_pdu = assoc.acceptor_max_pdu_length();
+        let max_pdu = if max_pdu == 0 { 1 << 20 } else { max_pdu };
+        Ok(Self { assoc, max_pdu, message_id: 0, get })
+    }
+
+    /// Retrieves one study: C-MOVE to `destination`, or C-GET (then `destination` is unused).
+    pub async fn retrieve(&mut self, study: &str, destination: &str) -> anyhow::Result<Retrieved> {
+        let model = if self.get { STUDY_ROOT_GET } else { STUDY_ROOT_MOVE };
+        let pc = self
+            .assoc
+            .presentation_contexts()
+            .iter()
+            .find(|c| c.abstract_syntax == model)
+            .map(|c| c.id)
+            .ok_or_else(|| anyhow::anyhow!("the archive accepted no context for {model}"))?;
+        let ts = TransferSyntaxRegistry.get(EXPLICIT_VR_LE).expect("registered");
+        let mut identifier = InMemDicomObject::new_empty();
+        identifier.put(DataElement::new(Tag(0x0008, 0x0052), VR::CS, PrimitiveValue::from("STUDY")));
+        identifier.put(DataElement::new(Tag(0x0020, 0x000D), VR::UI, PrimitiveValue::from(study)));
+        let mut data = Vec::new();
+        identifier.write_dataset_with_ts(&mut data, ts)?;
+        self.message_id = self.message_id.wrapping_add(1);
+        let command = if self.get {
+            Message::from(CGetRq { message_id: self.message_id, affected_sop_class: model.into(), priority: Priority::Medium })
+                .encode()
+        } else {
+            Message::from(CMoveRq {
+                message_id: self.message_id,
+                affected_sop_class: model.into(),
+                priority: Priority::Medium,
+                move_destination: destination.into(),
+            })
+            .encode()
+        };
+        let started = Instant::now();
+        for pdu in pdus(pc, &command, Some(&data), self.max_pdu) {
+            self.assoc.send(&pdu).await?;
+        }
+        let mut assembler = MessageAssembler::new(MAX_DATASET);
+        let (mut instances, mut bytes) = (0u64, 0u64);
+        loop {
+            let Pdu::PData { data } = self.assoc.receive().await? else {
+                anyhow::bail!("unexpected PDU during the retrieve");
+            };
+            for v in data {
+                let is_command = v.value_type == PDataValueType::Command;
+                let vpc = v.presentation_context_id;
+                let Some(m) = assembler.push_parts(vpc, is_command, v.is_last, &v.data)? else { continue };
+                let msg = Message::decode(&m.command)?;
+                if let Message::CStoreRq(rq) = &msg {
+                    instances += 1;
+                    bytes += m.dataset.as_ref().map(|d| d.len() as u64).unwrap_or(0);
+                    for pdu in pdus(vpc, &store_rsp(rq), None, self.max_pdu) {
+                        self.assoc.send(&pdu).await?;
+                    }
+                    continue;
+                }
+                let status = msg.status().unwrap_or(0xC000);
+                match dimse::status::kind(status) {
+                    dimse::status::StatusKind::Pending => {}
+                    dimse::status::StatusKind::Success | dimse::status::StatusKind::Warning => {
+                        let cs = dimse::command::CommandSet::decode(&m.command)?;
+                        let n = |e: u16| cs.us(e).ok().flatten().unwrap_or(0) as u64;
+                        return Ok(Retrieved {
+                            completed: n(0x1021),
+                            failed: n(0x1022),
+                            instances,
+                            bytes,
+                            elapsed: started.elapsed(),
+                        });
+                    }
+                    _ => anyhow::bail!("the retrieve of study {study} ended with status {status:04X}"),
+                }
+            }
+        }
+    }
+
+    /// Releases the association.
+    pub async fn release(self) {
+        let _ = self.assoc.release().await;
+    }
+}
