@@ -98,7 +98,8 @@ impl Archive {
             metrics.clone(),
         );
         let ingest = Ingest::new(dyn_catalog.clone(), tiers.clone(), disk, config.ingest.on_conflict, metrics.clone())
-            .with_rejections(deleter.clone())
+            .with_rejections(deleter.clone(), config.retention.rejection_notes_from.clone())
+            .with_sop_locks(deleter.sop_locks())
             .with_profiles(crate::coerce::SourceProfiles::compile(&config.sources)?);
         let retrieve = Retrieve::new(dyn_catalog.clone(), tiers.clone(), metrics.clone());
         let settings = LifecycleSettings::from_config(&config.lifecycle)?;

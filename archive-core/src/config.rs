@@ -209,6 +209,9 @@ pub struct RetentionConfig {
     pub purge_batch: usize,
     /// Tier deletes a purge keeps in flight.
     pub delete_concurrency: usize,
+    /// Senders whose IHE IOCM rejection notes are applied: calling AE titles, `STOW-RS` for
+    /// DICOMweb, or `*` for anyone. Notes from others are stored but change nothing (audited).
+    pub rejection_notes_from: Vec<String>,
 }
 impl Default for RetentionConfig {
     fn default() -> Self {
@@ -220,6 +223,7 @@ impl Default for RetentionConfig {
             max_deletions_per_pass: 1000,
             purge_batch: 500,
             delete_concurrency: 16,
+            rejection_notes_from: Vec::new(),
         }
     }
 }

@@ -160,27 +160,29 @@ pub struct Ingest {
     rate: Arc<crate::rate::RateWindow>,
     /// Studies that received a new instance (for the policy engine's after-ingest evaluation).
     stored: tokio::sync::broadcast::Sender<StudyUid>,
-    /// Where IOCM rejection notes send the instances they reject.
-    rejections: Option<crate::deletion::Deleter>,
+    /// Where IOCM rejection notes send the instances they reject, and whose notes count.
+    rejections: Option<(crate::deletion::Deleter, Vec<String>)>,
     /// Source profiles (issuer stamping and coercion) by sender.
     profiles: Arc<crate::coerce::SourceProfiles>,
 }
 
-/// Per-SOP-Instance-UID async locks; an entry lives only while someone holds or waits for it.
+/// Per-SOP-Instance-UID async locks shared by ingest and the deletion engine: a purge deletes a
+/// copy only while holding its instance's lock, after checking that no record names it again.
 #[derive(Default)]
-struct SopLocks {
+pub struct SopLocks {
     map: parking_lot::Mutex<std::collections::HashMap<SopInstanceUid, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Holds the lock of one SOP Instance UID; releases and forgets it on drop.
-struct SopGuard<'a> {
+pub struct SopGuard<'a> {
     locks: &'a SopLocks,
     uid: SopInstanceUid,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl SopLocks {
-    async fn lock(&self, uid: &SopInstanceUid) -> SopGuard<'_> {
+    /// Waits for and takes the lock of one SOP Instance UID.
+    pub async fn lock(&self, uid: &SopInstanceUid) -> SopGuard<'_> {
         let mutex = self.map.lock().entry(uid.clone()).or_default().clone();
         let guard = mutex.lock_owned().await;
         SopGuard { locks: self, uid: uid.clone(), guard: Some(guard) }
@@ -242,10 +244,18 @@ impl Ingest {
         self
     }
 
+    /// Shares per-SOP locks with another service (the deletion engine).
+    pub fn with_sop_locks(mut self, locks: Arc<SopLocks>) -> Self {
+        self.sop_locks = locks;
+        self
+    }
+
     /// Makes stored IHE IOCM rejection notes (Key Object Selections titled with a rejection
     /// code) hide the instances they reference and schedule their deletion.
-    pub fn with_rejections(mut self, deleter: crate::deletion::Deleter) -> Self {
-        self.rejections = Some(deleter);
+    /// Only notes from `allowed` senders (calling AE titles, `STOW-RS`, or `*`) are applied;
+    /// others are stored and audited as refused.
+    pub fn with_rejections(mut self, deleter: crate::deletion::Deleter, allowed: Vec<String>) -> Self {
+        self.rejections = Some((deleter, allowed));
         self
     }
 
@@ -253,8 +263,35 @@ impl Ingest {
     /// are hidden at once and deleted after the grace period. Refusals (a legal hold) are
     /// audited by the deletion engine and logged here; the note itself stays stored.
     async fn apply_rejection(&self, note_uid: &SopInstanceUid, metadata: &str, source: &Source) {
-        let Some(deleter) = &self.rejections else { return };
+        let Some((deleter, allowed)) = &self.rejections else { return };
         let Some(note) = crate::deletion::rejection::rejection_note(metadata) else { return };
+        let actor = source.actor.trim();
+        if !allowed.iter().any(|a| a.trim() == "*" || a.trim() == actor) {
+            tracing::warn!(note = %note_uid, sender = %actor, "rejection note from a sender not in [retention] rejection_notes_from; not applied");
+            let event = crate::audit::AuditEvent {
+                time: OffsetDateTime::now_utc(),
+                action: crate::audit::AuditAction::DeletionRefused,
+                actor: source.actor.clone(),
+                actor_address: source.address.clone(),
+                objects: note
+                    .references
+                    .iter()
+                    .map(|r| crate::audit::AuditObject {
+                        patient: String::new(),
+                        study: r.study.clone(),
+                        sop_instance: Some(r.sop_instance.clone()),
+                        checksum: None,
+                    })
+                    .collect(),
+                reason: Some(note.title.clone()),
+                outcome: crate::audit::AuditOutcome::MinorFailure,
+                detail: Some(format!("rejection note {note_uid} from {actor}, who may not reject instances")),
+            };
+            if let Err(e) = self.catalog.append_audit(event).await {
+                tracing::error!(error = %e, "auditing a refused rejection note failed");
+            }
+            return;
+        }
         let mut by_study: std::collections::BTreeMap<String, Vec<SopInstanceUid>> = Default::default();
         for r in &note.references {
             let Ok(uid) = SopInstanceUid::new(&r.sop_instance) else { continue };

@@ -125,11 +125,11 @@ pub fn parse_da(value: &str) -> Option<Date> {
 /// Parses a DICOM AS value (`045Y`, `006M`, `003W`, `010D`) into whole years.
 pub fn parse_age_string(value: &str) -> Option<u32> {
     let v = value.trim();
-    if v.len() != 4 {
+    if v.len() != 4 || !v.is_ascii() {
         return None;
     }
-    let n: u32 = v[0..3].parse().ok()?;
-    match &v[3..] {
+    let n: u32 = v.get(0..3)?.parse().ok()?;
+    match v.get(3..)? {
         "Y" | "y" => Some(n),
         "M" | "m" => Some(n / 12),
         "W" | "w" => Some(n / 52),
@@ -173,5 +173,7 @@ mod tests {
         assert_eq!(parse_age_string("045Y"), Some(45));
         assert_eq!(parse_age_string("018M"), Some(1));
         assert_eq!(parse_age_string("45Y"), None);
+        assert_eq!(parse_age_string("12é"), None, "a multi-byte character never panics");
+        assert_eq!(parse_age_string("1\u{ff}Y"), None);
     }
 }

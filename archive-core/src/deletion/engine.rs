@@ -121,6 +121,8 @@ struct Inner {
     last_id: Mutex<u64>,
     wake: tokio::sync::Notify,
     changed: tokio::sync::watch::Sender<u64>,
+    /// Ingest's per-instance locks (a purge deletes a copy only under its instance's lock).
+    sop_locks: Arc<crate::ingest::SopLocks>,
 }
 
 /// Marks, undoes and purges deletions; keeps legal holds.
@@ -158,8 +160,14 @@ impl Deleter {
                 last_id: Mutex::new(0),
                 wake: tokio::sync::Notify::new(),
                 changed,
+                sop_locks: Arc::default(),
             }),
         }
+    }
+
+    /// The per-instance locks ingest takes, to share with it (see [`crate::ingest::Ingest::with_sop_locks`]).
+    pub fn sop_locks(&self) -> Arc<crate::ingest::SopLocks> {
+        self.inner.sop_locks.clone()
     }
 
     /// The settings.
@@ -631,8 +639,40 @@ impl Deleter {
     /// Deletes copies on one tier with one `delete_many` and clears their intents; returns
     /// how many are left for recovery.
     async fn delete_chunk(&self, tier: Arc<dyn Tier>, intents: Vec<WriteIntent>) -> u64 {
+        // The same instance may have arrived again since its record was removed: ingest would
+        // find this very object (its key is made of the UIDs and the checksum) and name it in a
+        // new record. Under each instance's ingest lock, a copy a record names again is kept.
+        let locks = self.inner.sop_locks.clone();
+        let mut sops: Vec<&crate::uid::SopInstanceUid> = intents.iter().map(|i| &i.sop_instance).collect();
+        sops.sort();
+        sops.dedup();
+        let mut guards = Vec::with_capacity(sops.len());
+        for sop in sops {
+            guards.push(locks.lock(sop).await);
+        }
+        let mut intents_to_delete = Vec::with_capacity(intents.len());
+        for i in intents {
+            let named_again = match self.inner.catalog.instance(&i.sop_instance) {
+                Ok(Some(rec)) => rec.locations.iter().any(|l| l.tier == i.tier && l.key == i.key),
+                Ok(None) => false,
+                // Unsure: keep the copy and its intent for recovery, which checks again.
+                Err(_) => true,
+            };
+            if named_again {
+                tracing::info!(sop_instance = %i.sop_instance, key = %i.key, "copy named again by a new arrival; kept");
+                let _ = self.inner.catalog.end_write(&i);
+            } else {
+                intents_to_delete.push(i);
+            }
+        }
+        let intents = intents_to_delete;
+        if intents.is_empty() {
+            return 0;
+        }
         let keys = intents.iter().map(|i| i.key.clone()).collect();
-        match tier.delete_many(keys).await {
+        let result = tier.delete_many(keys).await;
+        drop(guards);
+        match result {
             Ok(()) => intents.iter().filter(|i| self.inner.catalog.end_write(i).is_err()).count() as u64,
             Err(e) => {
                 tracing::warn!(tier = %tier.name(), copies = intents.len(), error = %e,

@@ -492,7 +492,7 @@ fn iocm_rejection_notes_over_c_store_and_stow_hide_and_delete_the_rejected_insta
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         dir.path(),
-        "\n[retention]\nevaluate_interval_minutes = 0\nevaluate_after_ingest_secs = 0\ngrace_minutes = 0\n",
+        "\n[retention]\nevaluate_interval_minutes = 0\nevaluate_after_ingest_secs = 0\ngrace_minutes = 0\nrejection_notes_from = [\"MODALITY1\", \"STOW-RS\"]\n",
     );
     let base = server.http();
     let c = client();
@@ -546,6 +546,24 @@ fn iocm_rejection_notes_over_c_store_and_stow_hide_and_delete_the_rejected_insta
     let (_, audit) =
         api(&c, reqwest::Method::GET, format!("{base}/api/audit?action=instances_rejected"), Some(AUDITOR_TOKEN), None);
     assert_eq!(audit["records"].as_array().unwrap().len(), 2);
+
+    // A note from a sender that may not reject is stored, changes nothing, and is audited.
+    let target = gen.study(&StudySpec::tiny("CT", 1, 2));
+    stow(&c, &base, &target);
+    let intruder = gen.rejection_note("113001", "Rejected for Quality Reasons", &target);
+    let path = dir.path().join("intruder.dcm");
+    std::fs::write(&path, &intruder.bytes).unwrap();
+    let out = common::dcmtk("storescu")
+        .args(["-aet", "INTRUDER", "-aec", "VNA", "127.0.0.1", &server.dicom_port.to_string()])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, refused) =
+        api(&c, reqwest::Method::GET, format!("{base}/api/audit?action=deletion_refused"), Some(AUDITOR_TOKEN), None);
+    assert_eq!(refused["records"].as_array().unwrap().len(), 1, "{refused}");
+    assert_eq!(refused["records"][0]["event"]["actor"], "INTRUDER");
+    assert_eq!(qido_instances(&c, &base, &target[0].study).len(), 3, "both instances and the note are visible");
     assert!(server.stop().success());
 }
 
