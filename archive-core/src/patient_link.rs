@@ -160,6 +160,10 @@ fn studies_of(
     Ok(page.rows.into_iter().filter_map(|r| r.study).filter(|s| s.patient == *patient).collect())
 }
 
+/// Serializes links and undos, so that an undo's check for later links and the links it
+/// races with see one order.
+static LINKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Re-files every study of `from` under `to`, audited; returns the link.
 pub async fn link(
     catalog: &dyn crate::catalog::Catalog,
@@ -172,6 +176,7 @@ pub async fn link(
     if reason.trim().is_empty() {
         return Err(LinkError::Invalid("linking patients needs a reason".into()));
     }
+    let _one = LINKING.lock().await;
     if from == to {
         return Err(LinkError::SameIdentity(label(&from)));
     }
@@ -250,6 +255,7 @@ pub async fn unlink(
     if reason.trim().is_empty() {
         return Err(LinkError::Invalid("undoing a link needs a reason".into()));
     }
+    let _one = LINKING.lock().await;
     let links = catalog.links()?;
     let mut link = links.iter().find(|l| l.id == id).cloned().ok_or(LinkError::NotFound(id))?;
     if !link.is_active() {

@@ -21,6 +21,9 @@ use time::OffsetDateTime;
 /// (the S3 DeleteObjects limit).
 pub const DELETE_CHUNK: usize = 1000;
 
+/// The longest grace period a deletion may have (ten years).
+pub const MAX_GRACE: Duration = Duration::from_secs(10 * 366 * 86_400);
+
 /// How deletions run.
 #[derive(Debug, Clone)]
 pub struct DeletionSettings {
@@ -123,6 +126,8 @@ struct Inner {
     changed: tokio::sync::watch::Sender<u64>,
     /// Ingest's per-instance locks (a purge deletes a copy only under its instance's lock).
     sop_locks: Arc<crate::ingest::SopLocks>,
+    /// Purges already reported as stopped by a hold (audited once, not at every pass).
+    held_reported: Mutex<HashSet<DeletionId>>,
 }
 
 /// Marks, undoes and purges deletions; keeps legal holds.
@@ -161,6 +166,7 @@ impl Deleter {
                 wake: tokio::sync::Notify::new(),
                 changed,
                 sop_locks: Arc::default(),
+                held_reported: Mutex::default(),
             }),
         }
     }
@@ -243,6 +249,13 @@ impl Deleter {
         }
         let now = OffsetDateTime::now_utc();
         let grace = req.grace.unwrap_or(self.inner.settings.grace);
+        if grace > MAX_GRACE {
+            return Err(DeletionError::Invalid(format!(
+                "a grace period of {} days is longer than the {} days allowed",
+                grace.as_secs() / 86_400,
+                MAX_GRACE.as_secs() / 86_400
+            )));
+        }
         let d = Deletion {
             v: DELETION_RECORD_VERSION,
             id: DeletionId(self.next_id()),
@@ -333,6 +346,15 @@ impl Deleter {
         Ok(saved)
     }
 
+    /// The first hold covering a deletion's study, by the identity recorded when it was marked
+    /// or by the study's current identity (a patient link may have re-filed it since).
+    fn covering_hold<'a>(&self, holds: &'a [LegalHold], d: &Deletion) -> Option<&'a LegalHold> {
+        crate::hold::first_covering(holds, &d.study, &d.patient, d.accession.as_deref()).or_else(|| {
+            let now = self.inner.catalog.study(&d.study).ok().flatten()?;
+            crate::hold::first_covering(holds, &d.study, &now.patient, accession_of(&now).as_deref())
+        })
+    }
+
     /// Sets a legal hold; marked deletions it covers are cancelled.
     pub async fn set_hold(
         &self,
@@ -367,7 +389,9 @@ impl Deleter {
         self.inner.catalog.put_hold(hold.id, Some(hold.clone()), event).await?;
         for d in self.inner.catalog.deletions()? {
             let running = self.inner.running.lock().contains(&d.id);
-            if d.state == DeletionState::Marked && !running && hold.covers(&d.study, &d.patient, d.accession.as_deref())
+            if d.state == DeletionState::Marked
+                && !running
+                && self.covering_hold(std::slice::from_ref(&hold), &d).is_some()
             {
                 self.cancel(d, by, from, &format!("legal hold {} set: {reason}", hold.id)).await?;
             }
@@ -519,7 +543,7 @@ impl Deleter {
                 return Ok(());
             }
             let holds = cat.holds()?;
-            if let Some(h) = crate::hold::first_covering(&holds, &d.study, &d.patient, d.accession.as_deref()) {
+            if let Some(h) = self.covering_hold(&holds, &d) {
                 let reason = format!("legal hold {} on {}: {}", h.id, h.scope, h.reason);
                 self.cancel(d, "policy", "", &reason).await?;
                 return Ok(());
@@ -541,6 +565,38 @@ impl Deleter {
             if batch.is_empty() {
                 break;
             }
+            // A hold set while the purge runs stops it before the next batch; the rest of the
+            // study stays (hidden) until the hold is released and the purge resumes.
+            let holds = cat.holds()?;
+            if let Some(h) = self.covering_hold(&holds, &d) {
+                if self.inner.held_reported.lock().insert(d.id) {
+                    let event = AuditEvent {
+                        time: OffsetDateTime::now_utc(),
+                        action: AuditAction::DeletionRefused,
+                        actor: d.requested_by.clone(),
+                        actor_address: d.requested_from.clone(),
+                        objects: vec![AuditObject {
+                            patient: format!("{}^^^{}", d.patient.patient_id, d.patient.issuer),
+                            study: d.study.to_string(),
+                            sop_instance: None,
+                            checksum: None,
+                        }],
+                        reason: Some(d.reason.clone()),
+                        outcome: AuditOutcome::MinorFailure,
+                        detail: Some(format!(
+                            "purge of deletion {} stopped by legal hold {} on {} after {} instances",
+                            d.id,
+                            h.id,
+                            h.scope,
+                            d.certificate.instances.len()
+                        )),
+                    };
+                    cat.append_audit(event).await?;
+                }
+                tracing::warn!(deletion = %d.id, hold = %h.id, "purge stopped by a legal hold");
+                return Ok(());
+            }
+            self.inner.held_reported.lock().remove(&d.id);
             let (saved, removed) = cat
                 .purge(PurgeRequest {
                     deletion: d.id,

@@ -129,7 +129,7 @@ pub async fn delete_study(
             requested_from: caller.address,
             reason: b.reason,
             cause: DeletionCause::Request,
-            grace: b.grace_minutes.map(|m| std::time::Duration::from_secs(m * 60)),
+            grace: b.grace_minutes.map(|m| std::time::Duration::from_secs(m.saturating_mul(60))),
             hide_immediately: false,
         })
         .await?;

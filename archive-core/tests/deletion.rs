@@ -1,0 +1,140 @@
+//! The deletion engine against holds that arrive late: a hold set while a purge is under way
+//! stops it before its next batch (and it resumes once released), and a hold on the identity a
+//! study was linked to since it was marked still cancels its deletion.
+
+use archive_core::catalog::rocks::{RocksCatalog, RocksCatalogOptions};
+use archive_core::catalog::Catalog;
+use archive_core::deletion::{Deleter, DeletionCause, DeletionRequest, DeletionSettings, DeletionState};
+use archive_core::disk::DiskGuard;
+use archive_core::hold::HoldScope;
+use archive_core::ingest::{Ingest, IngestInput};
+use archive_core::metrics::Metrics;
+use archive_core::model::{PatientKey, Source};
+use archive_core::tier::memory::MemoryTier;
+use archive_core::tier::{Tier, TierName};
+use archive_core::tiers::TierSet;
+use archive_core::uid::StudyUid;
+use bytes::Bytes;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn object(study: &str, n: u32, patient: &str) -> Bytes {
+    let mut obj = InMemDicomObject::new_empty();
+    let put =
+        |o: &mut InMemDicomObject, t: Tag, vr: VR, v: &str| o.put(DataElement::new(t, vr, PrimitiveValue::from(v)));
+    put(&mut obj, tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.7");
+    put(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &format!("{study}.9.{n}"));
+    put(&mut obj, tags::STUDY_INSTANCE_UID, VR::UI, study);
+    put(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, &format!("{study}.8"));
+    put(&mut obj, tags::PATIENT_ID, VR::LO, patient);
+    put(&mut obj, tags::ACCESSION_NUMBER, VR::SH, "ACC9");
+    let file = obj.with_meta(FileMetaTableBuilder::new().transfer_syntax("1.2.840.10008.1.2.1")).unwrap();
+    let mut out = Vec::new();
+    file.write_all(&mut out).unwrap();
+    Bytes::from(out)
+}
+
+struct Fixture {
+    catalog: Arc<dyn Catalog>,
+    deleter: Deleter,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture(studies: &[(&str, &str)]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog: Arc<dyn Catalog> =
+        Arc::new(RocksCatalog::open(&dir.path().join("c"), RocksCatalogOptions::default()).unwrap());
+    let hot = Arc::new(MemoryTier::new(TierName::new("hot").unwrap()));
+    let tiers = Arc::new(TierSet::new(vec![hot as Arc<dyn Tier>], TierName::new("hot").unwrap()).unwrap());
+    let settings = DeletionSettings { grace: Duration::ZERO, purge_batch: 2, delete_concurrency: 4 };
+    let deleter = Deleter::new(catalog.clone(), tiers.clone(), settings, Metrics::new());
+    let ingest = Ingest::new(catalog.clone(), tiers, DiskGuard::new(), Default::default(), Metrics::new())
+        .with_sop_locks(deleter.sop_locks());
+    for (study, patient) in studies {
+        for n in 0..5 {
+            let src = Source { actor: "TEST".into(), address: String::new() };
+            ingest.ingest(IngestInput::Part10(object(study, n, patient)), src).await.unwrap();
+        }
+    }
+    Fixture { catalog, deleter, _dir: dir }
+}
+
+fn request(study: &str, grace: Duration) -> DeletionRequest {
+    DeletionRequest {
+        study: StudyUid::new(study).unwrap(),
+        instances: None,
+        requested_by: "admin".into(),
+        requested_from: String::new(),
+        reason: "test".into(),
+        cause: DeletionCause::Request,
+        grace: Some(grace),
+        hide_immediately: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_set_during_a_purge_stops_it_until_released() {
+    let f = fixture(&[("1.2.3.1", "P1")]).await;
+    // A deletion whose purge was under way when the process stopped.
+    let marked = f.deleter.request(request("1.2.3.1", Duration::from_secs(3600))).await.unwrap();
+    let mut purging = marked.clone();
+    purging.state = DeletionState::Purging;
+    f.catalog.save_deletion(purging, None).await.unwrap();
+    let hold = f
+        .deleter
+        .set_hold(HoldScope::Accession { accession: "ACC9".into() }, "litigation", "counsel", "")
+        .await
+        .unwrap();
+    assert_eq!(f.deleter.run_due().unwrap(), 1);
+    let d = f.deleter.wait(marked.id, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(d.state, DeletionState::Purging, "stopped, not purged");
+    assert_eq!(f.catalog.instances_of_study(&StudyUid::new("1.2.3.1").unwrap()).unwrap().len(), 5);
+    let refused = f
+        .catalog
+        .audit_records(1)
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .filter(|r| r.event.action == archive_core::audit::AuditAction::DeletionRefused)
+        .count();
+    assert_eq!(refused, 1);
+    // Released: the next pass finishes it.
+    f.deleter.release_hold(hold.id, "counsel", "", "case closed").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(f.deleter.run_due().unwrap(), 1);
+    let d = f.deleter.wait(marked.id, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(d.state, DeletionState::Purged);
+    assert_eq!(d.certificate.instances.len(), 5);
+    assert!(f.catalog.study(&StudyUid::new("1.2.3.1").unwrap()).unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_on_the_identity_a_study_was_linked_to_cancels_its_deletion() {
+    let f = fixture(&[("1.2.3.2", "OLD"), ("1.2.3.3", "NEW")]).await;
+    let d = f.deleter.request(request("1.2.3.2", Duration::from_secs(3600))).await.unwrap();
+    archive_core::patient_link::link(
+        f.catalog.as_ref(),
+        PatientKey::new("", "OLD"),
+        PatientKey::new("", "NEW"),
+        "admin",
+        "",
+        "merge",
+    )
+    .await
+    .unwrap();
+    f.deleter
+        .set_hold(HoldScope::Patient { patient: PatientKey::new("", "NEW") }, "litigation", "counsel", "")
+        .await
+        .unwrap();
+    assert_eq!(f.deleter.deletion(d.id).unwrap().state, DeletionState::Cancelled);
+}
+
+#[tokio::test]
+async fn an_absurd_grace_period_is_refused() {
+    let f = fixture(&[("1.2.3.4", "P")]).await;
+    let e = f.deleter.request(request("1.2.3.4", Duration::from_secs(u64::MAX / 2))).await.unwrap_err();
+    assert!(e.to_string().contains("grace period"), "{e}");
+}
