@@ -70,6 +70,8 @@ pub struct PassReport {
     pub deletions: u64,
     /// Decisions not applied (another job on the study, a hold since, the per-pass cap).
     pub skipped: u64,
+    /// Marked rule deletions undone because the rules in force no longer delete their study.
+    pub undone: u64,
     /// Decisions per deciding rule.
     pub by_rule: BTreeMap<String, u64>,
     /// The first errors met.
@@ -259,6 +261,7 @@ impl PolicyEngine {
         let new = Arc::new(new);
         *self.inner.rules.write() = new.clone();
         tracing::info!(digest = %new.digest, rules = new.rules.len(), "rules in force");
+        self.revalidate_marked().await;
         Ok(new)
     }
 
@@ -310,6 +313,38 @@ impl PolicyEngine {
         Ok(sim.finish())
     }
 
+    /// Re-decides every marked deletion a rule caused, under the rules in force now: one the
+    /// rules (a new floor, a changed rule, newer facts) would no longer delete is undone, audited.
+    /// Returns how many were undone.
+    pub async fn revalidate_marked(&self) -> usize {
+        let archive = &self.inner.archive;
+        let Ok(deletions) = archive.deleter().deletions() else { return 0 };
+        let Ok(holds) = archive.catalog().holds() else { return 0 };
+        let rules = self.rules();
+        let now = OffsetDateTime::now_utc();
+        let mut undone = 0;
+        for d in deletions {
+            if d.state != archive_core::deletion::DeletionState::Marked
+                || !matches!(d.cause, DeletionCause::Rule { .. })
+            {
+                continue;
+            }
+            let Ok(Some(facts)) = self.facts(&d.study) else { continue };
+            let decision = evaluate(&rules, &facts, &holds, now);
+            if decision.outcome == Outcome::Delete {
+                continue;
+            }
+            let why = format!("the rules in force ({}) no longer delete it: {}", rules.digest, decision.summary);
+            match archive.deleter().undo(d.id, "policy", "", &why).await {
+                Ok(_) => undone += 1,
+                Err(e) => {
+                    tracing::warn!(deletion = %d.id, error = %e, "could not undo a deletion the rules no longer want")
+                }
+            }
+        }
+        undone
+    }
+
     /// A new pass report and the legal holds the pass checks (the report holds the error when
     /// the holds cannot be read).
     fn start_report(&self) -> Result<(PassReport, Vec<archive_core::hold::LegalHold>), PassReport> {
@@ -330,6 +365,7 @@ impl PolicyEngine {
             Ok(x) => x,
             Err(report) => return report,
         };
+        report.undone = self.revalidate_marked().await as u64;
         // Page by page, so that a pass over millions of studies holds one page of UIDs.
         let mut after: Option<StudyUid> = None;
         loop {

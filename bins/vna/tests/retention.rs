@@ -685,3 +685,43 @@ fn tier_cli_lists_migrates_with_progress_and_scrubs() {
     assert!(out.status.success() && text.contains("6 copies ok") && text.contains("0 failed"), "{text}");
     assert!(server.stop().success());
 }
+
+#[test]
+fn marked_rule_deletions_are_undone_when_the_rules_no_longer_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"expired\"\nversion = 1\naction = \"delete\"\nwhen = { older_than = \"1y\" }\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        dir.path(),
+        &format!(
+            "\n[retention]\nrules_file = \"{}\"\nevaluate_interval_minutes = 0\nevaluate_after_ingest_secs = 0\ngrace_minutes = 600\n",
+            rules.display()
+        ),
+    );
+    let base = server.http();
+    let c = client();
+    let mut gen = DatasetGenerator::new(42);
+    let studies: Vec<Vec<SyntheticInstance>> = (0..3).map(|_| gen.study(&StudySpec::tiny("CT", 1, 1))).collect();
+    for s in &studies {
+        stow(&c, &base, s);
+    }
+    let (_, pass) = api(&c, reqwest::Method::POST, format!("{base}/api/policy/evaluate"), Some(ADMIN_TOKEN), None);
+    let marked = pass["deletions"].as_u64().unwrap();
+    assert!(marked >= 1, "{pass}");
+    // The delete rule is withdrawn during the grace period: the marked deletions are undone.
+    let keep_all = "[[rule]]\nname = \"keep-all\"\nversion = 1\naction = \"keep\"\n";
+    let rsp = c.put(format!("{base}/api/policy")).bearer_auth(ADMIN_TOKEN).body(keep_all).send().unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+    let (_, list) = api(&c, reqwest::Method::GET, format!("{base}/api/deletions"), Some(AUDITOR_TOKEN), None);
+    let deletions = list["deletions"].as_array().unwrap();
+    assert_eq!(deletions.len() as u64, marked);
+    for d in deletions {
+        assert_eq!(d["state"], "cancelled", "{d}");
+        assert!(d["cancelled"].as_str().unwrap().contains("no longer delete"), "{d}");
+    }
+    assert!(server.stop().success());
+}
