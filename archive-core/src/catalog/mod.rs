@@ -374,6 +374,8 @@ pub trait Catalog: Send + Sync {
 
     /// The audit records in order, from `from_seq` (1 for all).
     fn audit_records(&self, from_seq: u64) -> Result<Vec<Result<AuditRecord, String>>, CatalogError>;
+    /// At most `limit` audit records in order from `from_seq` (for paging through a long trail).
+    fn audit_page(&self, from_seq: u64, limit: usize) -> Result<Vec<Result<AuditRecord, String>>, CatalogError>;
     /// Verifies the audit chain and returns the number of records checked.
     fn verify_audit(&self) -> Result<Result<u64, ChainError>, CatalogError> {
         Ok(crate::audit::verify_chain(self.audit_records(1)?))

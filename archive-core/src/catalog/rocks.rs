@@ -799,6 +799,18 @@ impl Catalog for RocksCatalog {
         Ok(self.get(CF_META, b"stats")?.unwrap_or_default())
     }
 
+    fn audit_page(&self, from_seq: u64, limit: usize) -> Result<Vec<Result<AuditRecord, String>>, CatalogError> {
+        let iter = self
+            .db
+            .iterator_cf(cf(&self.db, CF_AUDIT), IteratorMode::From(&keys::audit_key(from_seq), Direction::Forward));
+        let mut out = Vec::new();
+        for item in iter.take(limit) {
+            let (_, v) = item?;
+            out.push(serde_json::from_slice::<AuditRecord>(&v).map_err(|e| e.to_string()));
+        }
+        Ok(out)
+    }
+
     fn audit_records(&self, from_seq: u64) -> Result<Vec<Result<AuditRecord, String>>, CatalogError> {
         let iter = self
             .db

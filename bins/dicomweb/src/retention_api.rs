@@ -179,7 +179,7 @@ pub async fn certificate(
     let records = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ApiError> {
         let mut out = Vec::new();
         for seq in seqs {
-            if let Some(Ok(r)) = archive.catalog().audit_records(seq)?.into_iter().next() {
+            if let Some(Ok(r)) = archive.catalog().audit_page(seq, 1)?.into_iter().next() {
                 if r.seq == seq {
                     out.push(serde_json::to_value(&r).unwrap_or(Value::Null));
                 }
@@ -427,8 +427,21 @@ pub async fn audit(
     };
     let archive = state.archive.clone();
     let records = tokio::task::spawn_blocking(move || -> Result<Vec<archive_core::audit::AuditRecord>, ApiError> {
-        let all = archive.catalog().audit_records(1)?;
-        Ok(all.into_iter().flatten().filter(|r| filter.matches(r)).take(limit).collect())
+        // Page through the trail; only matching records are kept, up to the limit.
+        let mut out = Vec::new();
+        let mut from = 1u64;
+        loop {
+            let page = archive.catalog().audit_page(from, 10_000)?;
+            let Some(last) = page.iter().rev().find_map(|r| r.as_ref().ok().map(|r| r.seq)) else { break };
+            let n = page.len();
+            out.extend(page.into_iter().flatten().filter(|r| filter.matches(r)));
+            if out.len() >= limit || n < 10_000 {
+                break;
+            }
+            from = last + 1;
+        }
+        out.truncate(limit);
+        Ok(out)
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
