@@ -318,7 +318,7 @@ impl PolicyEngine {
     /// Returns how many were undone.
     pub async fn revalidate_marked(&self) -> usize {
         let archive = &self.inner.archive;
-        let Ok(deletions) = archive.deleter().deletions() else { return 0 };
+        let deletions = archive.catalog().active_deletions();
         let Ok(holds) = archive.catalog().holds() else { return 0 };
         let rules = self.rules();
         let now = OffsetDateTime::now_utc();

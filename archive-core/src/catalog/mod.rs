@@ -303,6 +303,9 @@ pub trait Catalog: Send + Sync {
 
     /// Every deletion, oldest first.
     fn deletions(&self) -> Result<Vec<crate::deletion::Deletion>, CatalogError>;
+    /// The deletions still under way (marked or purging), without their certificates; kept in
+    /// memory, so cheap however long the history of finished deletions grows.
+    fn active_deletions(&self) -> Vec<crate::deletion::Deletion>;
     /// A deletion by id.
     fn deletion(&self, id: crate::deletion::DeletionId) -> Result<Option<crate::deletion::Deletion>, CatalogError>;
     /// Whether a study (or one of its instances) is hidden by a deletion at `now`.

@@ -620,6 +620,12 @@ impl Catalog for RocksCatalog {
         self.scan_prefix(CF_DELETIONS, b"")
     }
 
+    fn active_deletions(&self) -> Vec<Deletion> {
+        let mut out: Vec<Deletion> = self.hidden.read().values().flatten().cloned().collect();
+        out.sort_by_key(|d| d.id);
+        out
+    }
+
     fn deletion(&self, id: DeletionId) -> Result<Option<Deletion>, CatalogError> {
         self.get(CF_DELETIONS, &id.0.to_be_bytes())
     }

@@ -241,8 +241,7 @@ impl Deleter {
             return Err(DeletionError::Held { hold: h.id, scope: h.scope.to_string(), reason: h.reason.clone() });
         }
         if req.instances.is_none() {
-            if let Some(d) =
-                cat.deletions()?.into_iter().find(|d| d.study == req.study && d.is_active() && d.instances.is_none())
+            if let Some(d) = cat.active_deletions().into_iter().find(|d| d.study == req.study && d.instances.is_none())
             {
                 return Err(DeletionError::AlreadyMarked { study: req.study.clone(), id: d.id });
             }
@@ -387,7 +386,7 @@ impl Deleter {
             detail: Some(format!("legal hold {} on {}", hold.id, hold.scope)),
         };
         self.inner.catalog.put_hold(hold.id, Some(hold.clone()), event).await?;
-        for d in self.inner.catalog.deletions()? {
+        for d in self.inner.catalog.active_deletions() {
             let running = self.inner.running.lock().contains(&d.id);
             if d.state == DeletionState::Marked
                 && !running
@@ -479,7 +478,7 @@ impl Deleter {
     pub fn run_due(&self) -> Result<usize, DeletionError> {
         let now = OffsetDateTime::now_utc();
         let mut started = 0;
-        for d in self.inner.catalog.deletions()? {
+        for d in self.inner.catalog.active_deletions() {
             let due = match d.state {
                 DeletionState::Marked => now >= d.hide_at,
                 DeletionState::Purging => true,
@@ -522,7 +521,7 @@ impl Deleter {
 
     fn next_due(&self) -> Option<Duration> {
         let now = OffsetDateTime::now_utc();
-        let deletions = self.inner.catalog.deletions().ok()?;
+        let deletions = self.inner.catalog.active_deletions();
         deletions
             .iter()
             .filter(|d| d.state == DeletionState::Marked)
@@ -533,8 +532,10 @@ impl Deleter {
             .min()
     }
 
-    async fn purge(&self, mut d: Deletion) -> Result<(), DeletionError> {
+    async fn purge(&self, d: Deletion) -> Result<(), DeletionError> {
         let cat = self.inner.catalog.clone();
+        // The whole record (the in-memory list of active deletions carries no certificate).
+        let mut d = cat.deletion(d.id)?.ok_or(DeletionError::NotFound(d.id))?;
         if d.state == DeletionState::Marked {
             let _admin = self.inner.admin.lock().await;
             // Re-read: an undo may have won the race.
