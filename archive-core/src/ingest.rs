@@ -297,7 +297,14 @@ impl Ingest {
             let Ok(uid) = SopInstanceUid::new(&r.sop_instance) else { continue };
             match self.catalog.instance(&uid) {
                 Ok(Some(rec)) if rec.study.as_str() == r.study => {
-                    by_study.entry(r.study.clone()).or_default().push(uid)
+                    let pending = self
+                        .catalog
+                        .active_deletions()
+                        .into_iter()
+                        .any(|d| d.study == rec.study && d.covers_instance(uid.as_str()));
+                    if !pending {
+                        by_study.entry(r.study.clone()).or_default().push(uid)
+                    }
                 }
                 _ => {
                     tracing::warn!(note = %note_uid, sop_instance = %r.sop_instance, "rejection note references an instance the archive does not hold")
@@ -406,6 +413,13 @@ impl Ingest {
         let _guard = self.sop_locks.lock(&parsed.sop_instance).await;
         if let Some(existing) = self.catalog.instance(&parsed.sop_instance).map_err(IngestError::Catalog)? {
             if existing.dataset_checksum == dataset_checksum {
+                // A rejection note sent again applies again (the first may have been cut short
+                // by a crash); instances it already rejected are skipped.
+                if existing.sop_class.as_str() == crate::deletion::rejection::KEY_OBJECT_SELECTION {
+                    if let Some(json) = &metadata {
+                        self.apply_rejection(&existing.uid, json, &source).await;
+                    }
+                }
                 return Ok(receipt(IngestStatus::Duplicate));
             }
         }

@@ -547,6 +547,12 @@ fn iocm_rejection_notes_over_c_store_and_stow_hide_and_delete_the_rejected_insta
         api(&c, reqwest::Method::GET, format!("{base}/api/audit?action=instances_rejected"), Some(AUDITOR_TOKEN), None);
     assert_eq!(audit["records"].as_array().unwrap().len(), 2);
 
+    // The same note sent again (as after a crash cut its first application short) changes
+    // nothing more: its instances are gone or already under way.
+    storescu(&server, dir.path(), std::slice::from_ref(&note_a));
+    let (_, list) = api(&c, reqwest::Method::GET, format!("{base}/api/deletions"), Some(AUDITOR_TOKEN), None);
+    assert_eq!(list["deletions"].as_array().unwrap().len(), 2);
+
     // A note from a sender that may not reject is stored, changes nothing, and is audited.
     let target = gen.study(&StudySpec::tiny("CT", 1, 2));
     stow(&c, &base, &target);
