@@ -29,37 +29,7 @@ PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 export TCP_NODELAY=1
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 400); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done; echo "$1 never answered" >&2; return 1; }
-
-start_vna() {  # dir http_port dicom_port -> pid
-  local dir=$1 http=$2 dicom=$3
-  cat > "$dir/vna.toml" <<TOML
-data_dir = "$dir/data"
-[dicom]
-listen = "127.0.0.1:$dicom"
-[http]
-listen = "127.0.0.1:$http"
-[log]
-level = "warn"
-TOML
-  "$BIN/vna" --config "$dir/vna.toml" serve >"$dir/log" 2>&1 &
-  echo $!
-}
-
-start_orthanc() {  # dir http_port dicom_port -> pid
-  local dir=$1 http=$2 dicom=$3
-  cat > "$dir/orthanc.json" <<JSON
-{ "Name": "bench", "StorageDirectory": "$dir/storage", "IndexDirectory": "$dir/index",
-  "DicomAet": "ORTHANC", "DicomPort": $dicom, "HttpPort": $http, "RemoteAccessAllowed": false,
-  "AuthenticationEnabled": false, "SyncStorageArea": true, "UnknownSopClassAccepted": true,
-  "DicomCheckCalledAet": false, "DicomAlwaysAllowFind": true, "DicomAlwaysAllowEcho": true,
-  "Plugins": [ "$PLUGIN" ],
-  "DicomWeb": { "Enable": true, "Root": "/dicom-web/", "EnableWado": true, "WadoRoot": "/wado" } }
-JSON
-  Orthanc "$dir/orthanc.json" >"$dir/log" 2>&1 &
-  echo $!
-}
+source benches/lib.sh
 
 RESULTS=$WORK/results
 mkdir -p "$RESULTS"

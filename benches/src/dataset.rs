@@ -195,7 +195,11 @@ impl DatasetGenerator {
                 put(&mut obj, tags::INSTANCE_NUMBER, VR::IS, &(i + 1).to_string());
                 let rgb = spec.samples_per_pixel == 3;
                 put(&mut obj, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, if rgb { "RGB" } else { "MONOCHROME2" });
-                obj.put(DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(spec.samples_per_pixel)));
+                obj.put(DataElement::new(
+                    tags::SAMPLES_PER_PIXEL,
+                    VR::US,
+                    PrimitiveValue::from(spec.samples_per_pixel),
+                ));
                 if rgb {
                     obj.put(DataElement::new(tags::PLANAR_CONFIGURATION, VR::US, PrimitiveValue::from(0u16)));
                 }
@@ -377,7 +381,10 @@ mod tests {
             assert_eq!(a.len(), 1);
             assert_eq!(a[0].bytes, b[0].bytes);
             let obj = parse(&a[0].bytes);
-            assert_eq!(obj.element(tags::SOP_CLASS_UID).unwrap().to_str().unwrap().trim_end_matches('\0'), spec.sop_class());
+            assert_eq!(
+                obj.element(tags::SOP_CLASS_UID).unwrap().to_str().unwrap().trim_end_matches('\0'),
+                spec.sop_class()
+            );
             assert_eq!(obj.element(tags::ROWS).unwrap().to_int::<u16>().unwrap(), 3000);
             assert_eq!(obj.element(tags::COLUMNS).unwrap().to_int::<u16>().unwrap(), 2500);
             assert_eq!(obj.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap().len(), 3000 * 2500 * 2);
@@ -394,7 +401,10 @@ mod tests {
             assert_eq!(a[0].bytes, b[0].bytes);
             let obj = parse(&a[0].bytes);
             assert_eq!(obj.element(tags::NUMBER_OF_FRAMES).unwrap().to_int::<u32>().unwrap(), 30);
-            assert_eq!(obj.element(tags::SOP_CLASS_UID).unwrap().to_str().unwrap().trim_end_matches('\0'), US_MULTIFRAME_STORAGE);
+            assert_eq!(
+                obj.element(tags::SOP_CLASS_UID).unwrap().to_str().unwrap().trim_end_matches('\0'),
+                US_MULTIFRAME_STORAGE
+            );
             let spp = if rgb { 3 } else { 1 };
             assert_eq!(obj.element(tags::SAMPLES_PER_PIXEL).unwrap().to_int::<u16>().unwrap(), spp);
             let photometric = obj.element(tags::PHOTOMETRIC_INTERPRETATION).unwrap().to_str().unwrap();

@@ -41,7 +41,12 @@ fn pdus(pc: u8, command: &[u8], data: Option<&[u8]>, max_pdu: u32) -> Vec<Pdu> {
         let Some(bytes) = bytes else { continue };
         for f in dimse::pdv::fragments(pc, is_command, bytes, max_pdu) {
             let value_type = if f.is_command { PDataValueType::Command } else { PDataValueType::Data };
-            pdvs.push(PDataValue { presentation_context_id: pc, value_type, is_last: f.is_last, data: f.data.to_vec() });
+            pdvs.push(PDataValue {
+                presentation_context_id: pc,
+                value_type,
+                is_last: f.is_last,
+                data: f.data.to_vec(),
+            });
         }
     }
     let total: usize = pdvs.iter().map(|p| p.data.len() + 6).sum();
@@ -90,7 +95,12 @@ impl StoreClient {
     }
 
     /// Stores one Part-10 file (Explicit VR LE); returns the status and the time to the response.
-    pub async fn store(&mut self, sop_class: &str, sop_instance: &str, part10: &[u8]) -> anyhow::Result<(u16, Duration)> {
+    pub async fn store(
+        &mut self,
+        sop_class: &str,
+        sop_instance: &str,
+        part10: &[u8],
+    ) -> anyhow::Result<(u16, Duration)> {
         let pc = self
             .assoc
             .presentation_contexts()
@@ -260,8 +270,12 @@ impl RetrieveClient {
         identifier.write_dataset_with_ts(&mut data, ts)?;
         self.message_id = self.message_id.wrapping_add(1);
         let command = if self.get {
-            Message::from(CGetRq { message_id: self.message_id, affected_sop_class: model.into(), priority: Priority::Medium })
-                .encode()
+            Message::from(CGetRq {
+                message_id: self.message_id,
+                affected_sop_class: model.into(),
+                priority: Priority::Medium,
+            })
+            .encode()
         } else {
             Message::from(CMoveRq {
                 message_id: self.message_id,
@@ -317,5 +331,29 @@ impl RetrieveClient {
     /// Releases the association.
     pub async fn release(self) {
         let _ = self.assoc.release().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::{DatasetGenerator, StudySpec};
+
+    #[test]
+    fn dataset_of_strips_the_file_meta() {
+        let inst = DatasetGenerator::new(3).study(&StudySpec::tiny("CT", 1, 1)).remove(0);
+        let ds = dataset_of(&inst.bytes).unwrap();
+        let ts = TransferSyntaxRegistry.get(EXPLICIT_VR_LE).unwrap();
+        let obj = InMemDicomObject::read_dataset_with_ts(ds, ts).unwrap();
+        let sop = obj.element(Tag(0x0008, 0x0018)).unwrap().to_str().unwrap();
+        assert_eq!(sop.trim_end_matches('\0'), inst.sop_instance);
+        assert!(dataset_of(b"not dicom").is_err());
+    }
+
+    #[test]
+    fn small_messages_go_in_one_pdu_large_ones_in_fragments() {
+        assert_eq!(pdus(1, &[0u8; 100], Some(&[0u8; 200]), 16384).len(), 1);
+        let many = pdus(1, &[0u8; 100], Some(&vec![0u8; 100_000]), 16384);
+        assert!(many.len() > 6);
     }
 }

@@ -392,6 +392,137 @@ async fn wado(o: &Options, http: &reqwest::Client) -> anyhow::Result<serde_json:
     }))
 }
 
+/// C-STORE of the generated data set over `clients` concurrent associations, each storing
+/// its share (every `clients`-th instance) one at a time.
+async fn store(o: &Options) -> anyhow::Result<serde_json::Value> {
+    use vna_benches::dimse_load::StoreClient;
+    let instances = Arc::new(dataset_with_classes(o));
+    if instances.is_empty() {
+        bail!("empty data set: give --ct, --tiny, --cr, --dx or --us");
+    }
+    let bytes: u64 = instances.iter().map(|(_, i)| i.bytes.len() as u64).sum();
+    let bar = progress(instances.len() as u64, "C-STORE");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..o.clients.min(instances.len()) {
+        let (instances, bar, addr, aec, clients) =
+            (instances.clone(), bar.clone(), o.dicom.clone(), o.aec.clone(), o.clients);
+        tasks.push(tokio::spawn(async move {
+            let mut c = StoreClient::connect(&addr, "LOADGEN", &aec).await?;
+            let (mut latencies, mut failed) = (Vec::new(), 0usize);
+            for (class, inst) in instances.iter().skip(client).step_by(clients) {
+                let (status, elapsed) = c.store(class, &inst.sop_instance, &inst.bytes).await?;
+                if !dimse::status::kind(status).is_success_or_warning() {
+                    failed += 1;
+                }
+                latencies.push(elapsed);
+                bar.inc(1);
+            }
+            c.release().await;
+            anyhow::Ok((latencies, failed))
+        }));
+    }
+    let (mut latencies, mut failed) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, f) = t.await??;
+        latencies.extend(l);
+        failed += f;
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    Ok(json!({
+        "workload": "store",
+        "instances": instances.len(),
+        "failed": failed,
+        "bytes": bytes,
+        "clients": o.clients,
+        "seconds": elapsed.as_secs_f64(),
+        "instances_per_s": instances.len() as f64 / elapsed.as_secs_f64(),
+        "mb_per_s": bytes as f64 / 1e6 / elapsed.as_secs_f64(),
+        "latency": percentiles(latencies),
+    }))
+}
+
+/// Study Instance UIDs from the archive itself (a STUDY level C-FIND), at most `wanted`.
+async fn dimse_studies(o: &Options, wanted: usize) -> anyhow::Result<Vec<String>> {
+    use dicom_core::{Tag, VR};
+    let mut c = vna_benches::find::FindClient::connect(&o.dicom, "LOADGEN", &o.aec).await?;
+    let (rows, _) = c.find("STUDY", &[(Tag(0x0020, 0x000D), VR::UI, String::new())]).await?;
+    c.release().await;
+    let mut uids: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            r.element(Tag(0x0020, 0x000D)).ok()?.to_str().ok().map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+        })
+        .collect();
+    uids.sort();
+    uids.truncate(wanted);
+    if uids.is_empty() {
+        bail!("the archive holds no study; store some first");
+    }
+    Ok(uids)
+}
+
+/// C-MOVE (to the loadgen's own C-STORE SCP) or C-GET of whole studies over `clients`
+/// associations, one study at a time each.
+async fn retrieve(o: &Options, get: bool) -> anyhow::Result<serde_json::Value> {
+    use std::sync::atomic::Ordering;
+    use vna_benches::dimse_load::{spawn_store_scp, Received, RetrieveClient};
+    let studies = Arc::new(dimse_studies(o, o.studies).await?);
+    let received = Arc::new(Received::default());
+    if !get {
+        let listener = tokio::net::TcpListener::bind(&o.move_listen)
+            .await
+            .with_context(|| format!("listening on {} for C-MOVE", o.move_listen))?;
+        spawn_store_scp(listener, o.move_ae.clone(), received.clone());
+    }
+    let name = if get { "C-GET" } else { "C-MOVE" };
+    let bar = progress(studies.len() as u64, name);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..o.clients.min(studies.len()) {
+        let (studies, bar, addr, aec, dest, clients) =
+            (studies.clone(), bar.clone(), o.dicom.clone(), o.aec.clone(), o.move_ae.clone(), o.clients);
+        tasks.push(tokio::spawn(async move {
+            let mut c = RetrieveClient::connect(&addr, "LOADGEN", &aec, get).await?;
+            let mut out = Vec::new();
+            for study in studies.iter().skip(client).step_by(clients) {
+                out.push(c.retrieve(study, &dest).await?);
+                bar.inc(1);
+            }
+            c.release().await;
+            anyhow::Ok(out)
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.extend(t.await??);
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let completed: u64 = results.iter().map(|r| r.completed).sum();
+    let failed: u64 = results.iter().map(|r| r.failed).sum();
+    let (instances, bytes) = if get {
+        (results.iter().map(|r| r.instances).sum(), results.iter().map(|r| r.bytes).sum())
+    } else {
+        (received.instances.load(Ordering::Relaxed), received.bytes.load(Ordering::Relaxed))
+    };
+    Ok(json!({
+        "workload": if get { "get" } else { "move" },
+        "studies": studies.len(),
+        "instances": instances,
+        "completed": completed,
+        "failed": failed,
+        "bytes": bytes,
+        "clients": o.clients,
+        "seconds": elapsed.as_secs_f64(),
+        "studies_per_s": studies.len() as f64 / elapsed.as_secs_f64(),
+        "instances_per_s": instances as f64 / elapsed.as_secs_f64(),
+        "mb_per_s": bytes as f64 / 1e6 / elapsed.as_secs_f64(),
+        "study_latency": percentiles(results.iter().map(|r| r.elapsed).collect()),
+    }))
+}
+
 async fn find(o: &Options) -> anyhow::Result<serde_json::Value> {
     use dicom_core::{Tag, VR};
     use vna_benches::find::FindClient;
@@ -505,6 +636,19 @@ fn table(v: &serde_json::Value) {
                 }
             }
         }
+        Some("store") => println!(
+            "C-STORE  {} instances ({:.0} MB, {} failed), {} associations: {:.1} inst/s, {:.1} MB/s, p50 {:.1} ms p95 {:.1} ms p99 {:.1} ms max {:.1} ms",
+            v["instances"], f("bytes") / 1e6, v["failed"], v["clients"], f("instances_per_s"), f("mb_per_s"),
+            v["latency"]["p50_ms"].as_f64().unwrap_or(0.0), v["latency"]["p95_ms"].as_f64().unwrap_or(0.0),
+            v["latency"]["p99_ms"].as_f64().unwrap_or(0.0), v["latency"]["max_ms"].as_f64().unwrap_or(0.0)
+        ),
+        Some("move") | Some("get") => println!(
+            "{}  {} studies, {} instances ({:.0} MB, {} failed), {} associations: {:.2} studies/s, {:.1} inst/s, {:.1} MB/s, study p50 {:.0} ms p95 {:.0} ms p99 {:.0} ms max {:.0} ms",
+            if v["workload"] == "get" { "C-GET " } else { "C-MOVE" }, v["studies"], v["instances"], f("bytes") / 1e6, v["failed"], v["clients"],
+            f("studies_per_s"), f("instances_per_s"), f("mb_per_s"),
+            v["study_latency"]["p50_ms"].as_f64().unwrap_or(0.0), v["study_latency"]["p95_ms"].as_f64().unwrap_or(0.0),
+            v["study_latency"]["p99_ms"].as_f64().unwrap_or(0.0), v["study_latency"]["max_ms"].as_f64().unwrap_or(0.0)
+        ),
         Some("wado") => println!(
             "WADO-RS  {} studies ({:.0} MB), {} clients: {:.1} MB/s, study p50 {:.0} ms",
             v["studies"], f("bytes") / 1e6, v["clients"], f("mb_per_s"), v["study_latency"]["p50_ms"].as_f64().unwrap_or(0.0)
@@ -532,6 +676,9 @@ async fn main() -> anyhow::Result<()> {
         "qido" => qido(&o, &http).await?,
         "wado" => wado(&o, &http).await?,
         "find" => find(&o).await?,
+        "store" => store(&o).await?,
+        "move" => retrieve(&o, false).await?,
+        "get" => retrieve(&o, true).await?,
         "limits" => {
             let dir = std::path::PathBuf::from(&o.dir);
             let quick = o.quick;
@@ -539,7 +686,7 @@ async fn main() -> anyhow::Result<()> {
             v["workload"] = json!("limits");
             v
         }
-        other => bail!("unknown workload {other}: stow, qido, wado or find"),
+        other => bail!("unknown workload {other}: stow, qido, wado, find, store, move, get or limits"),
     };
     table(&result);
     if let Some(path) = &o.json {

@@ -184,7 +184,17 @@ async fn tier_throughput(dir: &Path, ct: u32, mr: u32, reads: usize) {
         ("CT 512×512×16", objects(&StudySpec::ct(ct), 11)),
         (
             "MR 256×256×16",
-            objects(&StudySpec { modality: "MR", series: 1, instances_per_series: mr, rows: 256, columns: 256, ..StudySpec::ct(0) }, 12),
+            objects(
+                &StudySpec {
+                    modality: "MR",
+                    series: 1,
+                    instances_per_series: mr,
+                    rows: 256,
+                    columns: 256,
+                    ..StudySpec::ct(0)
+                },
+                12,
+            ),
         ),
     ];
     println!("## Warm tier put/get and compression (synthetic instances)\n");

@@ -369,7 +369,12 @@ pub(crate) async fn handle_move(
         }
     }
     let mut sub = match options.establish_async((remote.host.as_str(), remote.port)).await {
-        Ok(a) => a,
+        Ok(mut a) => {
+            // Sub-operations are small request/response exchanges: without TCP_NODELAY each one
+            // waits for a delayed ACK (about 40 ms).
+            let _ = a.inner_stream().set_nodelay(true);
+            a
+        }
         Err(e) => {
             // Unreachable, or it accepted none of the proposed contexts: every sub-operation fails.
             for r in &instances {
