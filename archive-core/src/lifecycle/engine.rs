@@ -712,6 +712,26 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// What a copy of this job needs, and the callback that marks the job as waiting for a recall.
+    fn copy_context<'a>(
+        &'a self,
+        id: JobId,
+        classes: &'a ContentClasses,
+    ) -> (CopyContext<'a>, impl Fn() + Send + 'static) {
+        let this = self.clone();
+        let waiting = move || {
+            this.update(id, false, |j| j.state = JobState::WaitingForRecall);
+        };
+        let ctx = CopyContext {
+            catalog: self.inner.catalog.as_ref(),
+            tiers: &self.inner.tiers,
+            throttle: &self.inner.throttle,
+            recall_wait: self.inner.settings.recall_wait,
+            classes,
+        };
+        (ctx, waiting)
+    }
+
     async fn copy_with_retries(
         &self,
         job: &Job,
@@ -723,18 +743,7 @@ impl Lifecycle {
         let mut delay = Duration::from_millis(500);
         let mut attempt = 1;
         loop {
-            let this = self.clone();
-            let id = job.id;
-            let waiting = move || {
-                this.update(id, false, |j| j.state = JobState::WaitingForRecall);
-            };
-            let ctx = CopyContext {
-                catalog: self.inner.catalog.as_ref(),
-                tiers: &self.inner.tiers,
-                throttle: &self.inner.throttle,
-                recall_wait: self.inner.settings.recall_wait,
-                classes,
-            };
+            let (ctx, waiting) = self.copy_context(job.id, classes);
             let result = copy_instance(&ctx, record, source, target, waiting).await;
             self.update(job.id, false, |j| j.state = JobState::Running);
             match result {
@@ -761,18 +770,7 @@ impl Lifecycle {
         let mut delay = Duration::from_millis(500);
         let mut attempt = 1;
         loop {
-            let this = self.clone();
-            let id = job.id;
-            let waiting = move || {
-                this.update(id, false, |j| j.state = JobState::WaitingForRecall);
-            };
-            let ctx = CopyContext {
-                catalog: self.inner.catalog.as_ref(),
-                tiers: &self.inner.tiers,
-                throttle: &self.inner.throttle,
-                recall_wait: self.inner.settings.recall_wait,
-                classes,
-            };
+            let (ctx, waiting) = self.copy_context(job.id, classes);
             let result = copy_batch(&ctx, pairs, target, waiting).await;
             self.update(job.id, false, |j| j.state = JobState::Running);
             match result {
