@@ -204,7 +204,7 @@ impl Retrieve {
     pub async fn read(&self, record: InstanceRecord) -> Result<(InstanceRecord, Bytes), RetrieveError> {
         let obj = self.open(record).await?;
         let uid = obj.record.uid.clone();
-        let bytes = collect_stream(obj.body)
+        let bytes = crate::tier::collect_stream_sized(obj.body, obj.record.size)
             .await
             .map_err(|last_error| RetrieveError::Unreadable { sop_instance: uid, last_error })?;
         Ok((obj.record, bytes))

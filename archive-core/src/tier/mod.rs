@@ -473,8 +473,24 @@ pub fn bytes_stream(bytes: Bytes) -> ByteStream {
 }
 
 /// Collects a body stream into one buffer.
-pub async fn collect_stream(mut body: ByteStream) -> Result<Bytes, TierError> {
-    let mut out = bytes::BytesMut::new();
+pub async fn collect_stream(body: ByteStream) -> Result<Bytes, TierError> {
+    collect_stream_sized(body, 0).await
+}
+
+/// Largest buffer [`collect_stream_sized`] reserves up front.
+const MAX_PREALLOCATION: u64 = 256 * 1024 * 1024;
+
+/// Collects a body stream of about `expected_len` bytes into one buffer: a body of one chunk
+/// is returned as it is, and a longer one is gathered without growing the buffer repeatedly.
+pub async fn collect_stream_sized(mut body: ByteStream, expected_len: u64) -> Result<Bytes, TierError> {
+    let Some(first) = body.next().await else { return Ok(Bytes::new()) };
+    let first = first?;
+    let Some(second) = body.next().await else { return Ok(first) };
+    let second = second?;
+    let reserve = expected_len.min(MAX_PREALLOCATION) as usize;
+    let mut out = bytes::BytesMut::with_capacity(reserve.max(first.len() + second.len()));
+    out.extend_from_slice(&first);
+    out.extend_from_slice(&second);
     while let Some(chunk) = body.next().await {
         out.extend_from_slice(&chunk?);
     }

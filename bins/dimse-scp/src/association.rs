@@ -8,7 +8,7 @@ use crate::server::Shared;
 use crate::{commitment, find, retrieve, store};
 use dicom_ul::association::server::ServerAssociationOptions;
 use dicom_ul::association::{Association, AsyncServerAssociation};
-use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextNegotiated, PresentationContextResultReason};
+use dicom_ul::pdu::{PDataValueType, PresentationContextNegotiated, PresentationContextResultReason};
 use dicom_ul::Pdu;
 use dimse::command::{CEchoRsp, Message};
 use dimse::pdv::MessageAssembler;
@@ -49,6 +49,8 @@ pub struct Connection {
     pub(crate) shared: Arc<Shared>,
     /// Storage commitment reports sent on this association and not answered yet, by message ID.
     pub(crate) pending_reports: std::collections::HashMap<u16, commitment::PendingReport>,
+    /// Frames outgoing messages.
+    writer: crate::wire::MessageWriter,
 }
 
 impl std::fmt::Debug for Connection {
@@ -118,6 +120,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAd
         peer,
         shared: shared.clone(),
         pending_reports: Default::default(),
+        writer: Default::default(),
     };
     let result = conn.run().await;
     // Reports the requestor did not answer here go out on a new association.
@@ -298,27 +301,14 @@ impl Connection {
 
     /// Sends one message, fragmented to the peer's maximum PDU length.
     pub async fn send(&mut self, pc: u8, command: &[u8], dataset: Option<&[u8]>) -> Result<(), AssociationError> {
-        self.send_part(pc, true, command).await?;
         if let Some(ds) = dataset {
             self.shared.metrics.bytes_out.inc_by(ds.len() as u64);
-            self.send_part(pc, false, ds).await?;
         }
-        Ok(())
-    }
-
-    async fn send_part(&mut self, pc: u8, is_command: bool, bytes: &[u8]) -> Result<(), AssociationError> {
-        for frag in dimse::pdv::fragments(pc, is_command, bytes, self.peer_max_pdu) {
-            let pdu = Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id: frag.presentation_context_id,
-                    value_type: if frag.is_command { PDataValueType::Command } else { PDataValueType::Data },
-                    is_last: frag.is_last,
-                    data: frag.data.to_vec(),
-                }],
-            };
-            self.assoc.send(&pdu).await.map_err(|e| AssociationError::Network(e.to_string()))?;
-        }
-        Ok(())
+        let timeout = self.shared.settings.idle_timeout;
+        self.writer
+            .write(self.assoc.inner_stream(), pc, command, dataset, self.peer_max_pdu, timeout)
+            .await
+            .map_err(|e| AssociationError::Network(e.to_string()))
     }
 }
 

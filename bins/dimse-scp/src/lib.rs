@@ -10,6 +10,7 @@
 //! - [`store`], [`find`], [`identifier`], [`retrieve`]: C-STORE, C-FIND, C-GET and C-MOVE.
 //! - [`commitment`]: Storage Commitment Push Model (N-ACTION, then N-EVENT-REPORT).
 //! - [`metrics`]: Prometheus counters and histograms.
+//! - `wire`: DIMSE messages framed straight onto the TCP stream (one copy per byte).
 //!
 //! ## Invariants
 //! - A C-STORE success (0000) is sent only after the core acknowledged the instance as durable.
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod retrieve;
 pub mod server;
 pub mod store;
+mod wire;
 
 pub use server::{DimseServer, ServerSettings};
 

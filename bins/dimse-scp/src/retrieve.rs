@@ -15,50 +15,116 @@ use archive_core::attribute::{Attribute, Level};
 use archive_core::catalog::Catalog;
 use archive_core::model::InstanceRecord;
 use archive_core::query::Query;
-use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextNegotiated, PresentationContextResultReason};
+use bytes::Bytes;
+use dicom_ul::pdu::{PDataValueType, PresentationContextNegotiated, PresentationContextResultReason};
 use dicom_ul::Pdu;
 use dimse::command::{CGetRq, CGetRsp, CMoveRq, CMoveRsp, CStoreRq, Message, SubOperations};
 use dimse::pdv::MessageAssembler;
 use dimse::status;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
+use crate::wire::MessageWriter;
 use archive_core::transcode::{can_decode, is_native, transcode_dataset, EXPLICIT_LE, IMPLICIT_LE};
 
-/// How to send a record over accepted contexts: the context and the data set bytes to send
-/// (converted when needed), or why it cannot be sent.
-fn prepare_for<'a>(
+/// How a record can go out over the accepted contexts.
+enum Plan {
+    /// As stored, on this context.
+    AsStored(u8),
+    /// Converted to this uncompressed syntax, on this context.
+    Convert(u8, String),
+}
+
+/// Chooses the context for a record: one accepting its stored syntax, else one with an
+/// uncompressed syntax vna can convert it to; or why it cannot be sent.
+fn plan_for<'a>(
     contexts: impl Iterator<Item = &'a PresentationContextNegotiated> + Clone,
     record: &InstanceRecord,
-    dataset: &[u8],
-) -> Result<(u8, Vec<u8>), String> {
+) -> Result<Plan, String> {
     let class = record.sop_class.as_str();
     let stored = record.transfer_syntax.as_str();
     let accepted =
         contexts.filter(|c| c.reason == PresentationContextResultReason::Acceptance && c.abstract_syntax == class);
     if let Some(c) = accepted.clone().find(|c| c.transfer_syntax == stored) {
-        return Ok((c.id, dataset.to_vec()));
+        return Ok(Plan::AsStored(c.id));
     }
     if can_decode(stored) {
         if let Some(c) = accepted.clone().find(|c| is_native(&c.transfer_syntax)) {
-            let converted = transcode_dataset(dataset, stored, &c.transfer_syntax).map_err(|e| e.to_string())?;
-            return Ok((c.id, converted));
+            return Ok(Plan::Convert(c.id, c.transfer_syntax.clone()));
         }
     }
     Err(format!("the peer accepts {class} in no transfer syntax vna can convert {stored} to"))
 }
 
-/// [`prepare_for`] on a blocking thread: converting or decoding an image is CPU work.
-async fn prepare_off_runtime(
-    contexts: Vec<PresentationContextNegotiated>,
-    record: InstanceRecord,
-    object: Vec<u8>,
-) -> Result<(u8, Vec<u8>), String> {
-    tokio::task::spawn_blocking(move || {
+/// The context and the data set bytes to send for a stored Part-10 object: a slice of the
+/// object itself when the peer takes it as stored, else a conversion made on a blocking
+/// thread (decoding an image is CPU work).
+async fn prepare(
+    contexts: &[PresentationContextNegotiated],
+    record: &InstanceRecord,
+    object: Bytes,
+) -> Result<(u8, Bytes), String> {
+    let offset = {
         let dataset = archive_core::parse::dataset_bytes(&object).map_err(|e| e.to_string())?;
-        prepare_for(contexts.iter(), &record, dataset)
-    })
-    .await
-    .map_err(|e| format!("conversion failed: {e}"))?
+        object.len() - dataset.len()
+    };
+    match plan_for(contexts.iter(), record)? {
+        Plan::AsStored(pc) => Ok((pc, object.slice(offset..))),
+        Plan::Convert(pc, target) => {
+            let stored = record.transfer_syntax.to_string();
+            tokio::task::spawn_blocking(move || transcode_dataset(&object[offset..], &stored, &target))
+                .await
+                .map_err(|e| format!("conversion failed: {e}"))?
+                .map(|converted| (pc, Bytes::from(converted)))
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// How many instances are read ahead of the one being sent.
+const READ_AHEAD: usize = 2;
+
+/// Reads the selected instances from their tiers ahead of the sub-operations, so that tier
+/// reads and checksum verification overlap with sending; reads still pending when it is
+/// dropped (cancel, failed association) are aborted.
+struct ReadAhead {
+    retrieve: archive_core::retrieve::Retrieve,
+    rest: std::vec::IntoIter<InstanceRecord>,
+    pending: VecDeque<(InstanceRecord, tokio::task::JoinHandle<Result<Bytes, String>>)>,
+}
+
+impl ReadAhead {
+    fn new(retrieve: archive_core::retrieve::Retrieve, records: Vec<InstanceRecord>) -> Self {
+        let mut this = Self { retrieve, rest: records.into_iter(), pending: VecDeque::new() };
+        this.fill();
+        this
+    }
+
+    fn fill(&mut self) {
+        while self.pending.len() < READ_AHEAD {
+            let Some(record) = self.rest.next() else { return };
+            let retrieve = self.retrieve.clone();
+            let r = record.clone();
+            let task =
+                tokio::spawn(async move { retrieve.read(r).await.map(|(_, bytes)| bytes).map_err(|e| e.to_string()) });
+            self.pending.push_back((record, task));
+        }
+    }
+
+    /// The next instance and its bytes (or why it could not be read).
+    async fn next(&mut self) -> Option<(InstanceRecord, Result<Bytes, String>)> {
+        let (record, task) = self.pending.pop_front()?;
+        self.fill();
+        let read = task.await.unwrap_or_else(|e| Err(format!("read task failed: {e}")));
+        Some((record, read))
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        for (_, task) in &self.pending {
+            task.abort();
+        }
+    }
 }
 
 /// Counts of sub-operations.
@@ -234,9 +300,13 @@ pub(crate) async fn handle_get(
     }
     let mut counts = Counts { remaining: instances.len(), ..Counts::default() };
     let mut cancel_watch = MessageAssembler::new(0);
-    for record in instances {
-        let sub = match conn.shared.archive.retrieve().read(record.clone()).await {
-            Ok((_, bytes)) => store_on_requesting_association(conn, &record, &bytes).await?,
+    // C-STOREs go only on contexts whose class the requestor took the SCP role for.
+    let contexts: Vec<PresentationContextNegotiated> =
+        conn.contexts().filter(|c| conn.requestor_is_scp(&c.abstract_syntax)).cloned().collect();
+    let mut reads = ReadAhead::new(conn.shared.archive.retrieve().clone(), instances);
+    while let Some((record, read)) = reads.next().await {
+        let sub = match read {
+            Ok(bytes) => store_on_requesting_association(conn, &contexts, &record, bytes).await?,
             Err(e) => {
                 tracing::warn!(sop = %record.uid, error = %e, "c-get: cannot read instance");
                 None
@@ -270,13 +340,11 @@ pub(crate) async fn handle_get(
 /// `None` when no presentation context fits (the sub-operation fails).
 async fn store_on_requesting_association(
     conn: &mut Connection,
+    contexts: &[PresentationContextNegotiated],
     record: &InstanceRecord,
-    bytes: &[u8],
+    object: Bytes,
 ) -> Result<Option<u16>, AssociationError> {
-    // C-STOREs go only on contexts whose class the requestor took the SCP role for.
-    let contexts: Vec<PresentationContextNegotiated> =
-        conn.contexts().filter(|c| conn.requestor_is_scp(&c.abstract_syntax)).cloned().collect();
-    let (pc, dataset) = match prepare_off_runtime(contexts, record.clone(), bytes.to_vec()).await {
+    let (pc, dataset) = match prepare(contexts, record, object).await {
         Ok(p) => p,
         Err(why) => {
             tracing::warn!(sop = %record.uid, ts = %record.transfer_syntax, "c-get: {why}");
@@ -394,34 +462,43 @@ pub(crate) async fn handle_move(
     };
     let contexts: Vec<PresentationContextNegotiated> = sub.presentation_contexts().to_vec();
     let peer_max = sub.acceptor_max_pdu_length();
+    let timeout = conn.shared.settings.idle_timeout;
+    let mut writer = MessageWriter::default();
     let mut message_id = 0u16;
-    for record in instances {
-        let outcome = match conn.shared.archive.retrieve().read(record.clone()).await {
+    let mut reads = ReadAhead::new(conn.shared.archive.retrieve().clone(), instances);
+    while let Some((record, read)) = reads.next().await {
+        let outcome = match read {
             Err(e) => {
                 tracing::warn!(sop = %record.uid, error = %e, "c-move: cannot read instance");
                 None
             }
-            Ok((_, bytes)) => {
-                let prepared = prepare_off_runtime(contexts.to_vec(), record.clone(), bytes.to_vec()).await;
-                match prepared {
-                    Err(why) => {
-                        tracing::warn!(sop = %record.uid, destination = %destination, "c-move: {why}");
-                        None
-                    }
-                    Ok((pc_id, dataset)) => {
-                        message_id = message_id.wrapping_add(1);
-                        let rq_store = CStoreRq {
-                            message_id,
-                            affected_sop_class: record.sop_class.to_string(),
-                            affected_sop_instance: record.uid.to_string(),
-                            move_originator_ae: Some(conn.calling_ae.clone()),
-                            move_originator_message_id: Some(rq.message_id),
-                            ..Default::default()
-                        };
-                        send_and_wait(&mut sub, pc_id, peer_max, &Message::from(rq_store).encode(), &dataset).await
+            Ok(bytes) => match prepare(&contexts, &record, bytes).await {
+                Err(why) => {
+                    tracing::warn!(sop = %record.uid, destination = %destination, "c-move: {why}");
+                    None
+                }
+                Ok((pc_id, dataset)) => {
+                    message_id = message_id.wrapping_add(1);
+                    let rq_store = CStoreRq {
+                        message_id,
+                        affected_sop_class: record.sop_class.to_string(),
+                        affected_sop_instance: record.uid.to_string(),
+                        move_originator_ae: Some(conn.calling_ae.clone()),
+                        move_originator_message_id: Some(rq.message_id),
+                        ..Default::default()
+                    };
+                    let command = Message::from(rq_store).encode();
+                    let sent =
+                        writer.write(sub.inner_stream(), pc_id, &command, Some(&dataset), peer_max, timeout).await;
+                    match sent {
+                        Ok(()) => wait_for_store_response(&mut sub).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "c-move: sending to the destination failed");
+                            None
+                        }
                     }
                 }
-            }
+            },
         };
         counts.record(record.uid.as_str(), outcome);
         conn.shared.metrics.bytes_out.inc_by(record.size);
@@ -450,25 +527,10 @@ pub(crate) async fn handle_move(
     Ok(code)
 }
 
-/// Sends a C-STORE on a sub-association and returns the response status (None on failure).
-async fn send_and_wait(
+/// Waits for the C-STORE response on a sub-association and returns its status (None on failure).
+async fn wait_for_store_response(
     assoc: &mut dicom_ul::association::AsyncClientAssociation<tokio::net::TcpStream>,
-    pc: u8,
-    peer_max: u32,
-    command: &[u8],
-    dataset: &[u8],
 ) -> Option<u16> {
-    for (is_command, bytes) in [(true, command), (false, dataset)] {
-        for f in dimse::pdv::fragments(pc, is_command, bytes, peer_max) {
-            let value_type = if f.is_command { PDataValueType::Command } else { PDataValueType::Data };
-            let data =
-                vec![PDataValue { presentation_context_id: pc, value_type, is_last: f.is_last, data: f.data.to_vec() }];
-            if let Err(e) = assoc.send(&Pdu::PData { data }).await {
-                tracing::warn!(error = %e, "c-move: sending to the destination failed");
-                return None;
-            }
-        }
-    }
     let mut assembler = MessageAssembler::new(1 << 20);
     loop {
         match assoc.receive().await {

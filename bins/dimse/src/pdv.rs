@@ -134,6 +134,36 @@ impl<'a> Iterator for Fragments<'a> {
 
 impl ExactSizeIterator for Fragments<'_> {}
 
+/// Bytes of a P-DATA-TF PDU that carries exactly one PDV item, before the item's payload:
+/// the PDU header (type 04H, reserved, PDU length) and the PDV item header (item length,
+/// presentation context ID, message control header), PS3.8 §9.3.5.
+pub const PDATA_HEADER_LEN: usize = 12;
+
+/// The header of a P-DATA-TF PDU carrying one fragment of `payload_len` bytes, so that a sender
+/// can write `header ++ payload` straight to the socket without building a PDU value first.
+///
+/// `payload_len` must leave room for the headers within 32-bit lengths; fragments produced by
+/// [`fragments`] always do (at most [`UNLIMITED_FRAGMENT_PAYLOAD`] bytes).
+pub fn pdata_header(pc_id: u8, is_command: bool, is_last: bool, payload_len: usize) -> [u8; PDATA_HEADER_LEN] {
+    let item_len = u32::try_from(payload_len + 2).expect("PDV fragment larger than 4 GiB");
+    let pdu_len = item_len + 4;
+    let mut h = [0u8; PDATA_HEADER_LEN];
+    h[0] = 0x04;
+    h[2..6].copy_from_slice(&pdu_len.to_be_bytes());
+    h[6..10].copy_from_slice(&item_len.to_be_bytes());
+    h[10] = pc_id;
+    h[11] = u8::from(is_command) | (u8::from(is_last) << 1);
+    h
+}
+
+/// Appends `bytes`, split by [`fragments`], to `out` as complete P-DATA-TF PDUs (one PDV each).
+pub fn encode_pdus(out: &mut Vec<u8>, pc_id: u8, is_command: bool, bytes: &[u8], max_pdu_length: u32) {
+    for f in fragments(pc_id, is_command, bytes, max_pdu_length) {
+        out.extend_from_slice(&pdata_header(f.presentation_context_id, f.is_command, f.is_last, f.data.len()));
+        out.extend_from_slice(f.data);
+    }
+}
+
 /// A fragment sharing its bytes with the payload, produced by [`fragment_bytes`].
 #[cfg(feature = "bytes")]
 #[derive(Debug, Clone, PartialEq, Eq)]
