@@ -15,6 +15,7 @@ use dimse::pdv::MessageAssembler;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Study Root Query/Retrieve Information Model – MOVE.
@@ -73,6 +74,8 @@ pub struct StoreClient {
     assoc: AsyncClientAssociation<TcpStream>,
     max_pdu: u32,
     message_id: u16,
+    /// The framed PDUs of the message being sent (reused).
+    out: Vec<u8>,
 }
 
 impl StoreClient {
@@ -91,7 +94,7 @@ impl StoreClient {
         assoc.inner_stream().set_nodelay(true)?;
         let max_pdu = assoc.acceptor_max_pdu_length();
         let max_pdu = if max_pdu == 0 { 1 << 20 } else { max_pdu };
-        Ok(Self { assoc, max_pdu, message_id: 0 })
+        Ok(Self { assoc, max_pdu, message_id: 0, out: Vec::new() })
     }
 
     /// Stores one Part-10 file (Explicit VR LE); returns the status and the time to the response.
@@ -118,9 +121,13 @@ impl StoreClient {
             move_originator_message_id: None,
         };
         let started = Instant::now();
-        for pdu in pdus(pc, &Message::from(rq).encode(), Some(dataset_of(part10)?), self.max_pdu) {
-            self.assoc.send(&pdu).await?;
-        }
+        // Framed here and written in one go: dicom_ul's PDU encoder copies every byte several
+        // times, which would make the load generator, not the archive, the bottleneck.
+        let command = Message::from(rq).encode();
+        self.out.clear();
+        dimse::pdv::encode_pdus(&mut self.out, pc, true, &command, self.max_pdu);
+        dimse::pdv::encode_pdus(&mut self.out, pc, false, dataset_of(part10)?, self.max_pdu);
+        self.assoc.inner_stream().write_all(&self.out).await?;
         let mut assembler = MessageAssembler::new(1 << 20);
         loop {
             let Pdu::PData { data } = self.assoc.receive().await? else {
