@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+export CARGO_TARGET_DIR=${VNA_RELEASE_TARGET:-$HOME/.cache/vna-target-release}
 N=${1:-1000}
 RUNS=${2:-3}
 command -v Orthanc >/dev/null || { echo "install Orthanc first: apt-get install orthanc" >&2; exit 1; }
@@ -22,40 +23,12 @@ export TCP_NODELAY=1
 "$BIN/vna-dataset" "$WORK/data" --ct-instances "$N" --split 4 >/dev/null
 BYTES=$(du -sb "$WORK/data" | cut -f1)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-
-start_vna() {  # dir port -> pid
-  local dir=$1 port=$2 http; http=$(free_port)
-  cat > "$dir/vna.toml" <<TOML
-data_dir = "$dir/data"
-[dicom]
-listen = "127.0.0.1:$port"
-[http]
-listen = "127.0.0.1:$http"
-[log]
-level = "warn"
-TOML
-  "$BIN/vna" --config "$dir/vna.toml" serve >"$dir/log" 2>&1 &
-  echo $!
-}
-
-start_orthanc() {  # dir port -> pid
-  local dir=$1 port=$2 http; http=$(free_port)
-  cat > "$dir/orthanc.json" <<JSON
-{ "Name": "bench", "StorageDirectory": "$dir/storage", "IndexDirectory": "$dir/index",
-  "DicomAet": "ORTHANC", "DicomPort": $port, "HttpPort": $http, "RemoteAccessAllowed": false,
-  "AuthenticationEnabled": false, "DicomCheckCalledAet": false, "SyncStorageArea": true,
-  "UnknownSopClassAccepted": true, "Plugins": [] }
-JSON
-  Orthanc "$dir/orthanc.json" >"$dir/log" 2>&1 &
-  echo $!
-}
+source benches/lib.sh
 
 run_once() {  # server concurrency -> instances/s
-  local server=$1 conc=$2 dir port pid start end
-  dir=$(mktemp -d "$WORK/$server.XXXX"); port=$(free_port)
-  if [ "$server" = vna ]; then pid=$(start_vna "$dir" "$port"); aec=VNA; else pid=$(start_orthanc "$dir" "$port"); aec=ORTHANC; fi
+  local server=$1 conc=$2 dir port http pid start end
+  dir=$(mktemp -d "$WORK/$server.XXXX"); port=$(free_port); http=$(free_port)
+  if [ "$server" = vna ]; then pid=$(start_vna "$dir" "$http" "$port"); aec=VNA; else pid=$(start_orthanc "$dir" "$http" "$port"); aec=ORTHANC; fi
   PIDS+=("$pid")
   wait_port "$port"
   start=$(date +%s.%N)
@@ -66,7 +39,7 @@ run_once() {  # server concurrency -> instances/s
     wait
   fi
   end=$(date +%s.%N)
-  kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  stop_pid "$pid"
   rm -rf "$dir"
   python3 -c "print(f'{$N/($end-$start):.1f}')"
 }

@@ -27,8 +27,7 @@ trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 export TCP_NODELAY=1
 TOKEN=bench-admin-token-0123456789
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 600); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done; echo "$1 never answered" >&2; return 1; }
+source benches/lib.sh
 
 N=$((STUDIES * PER_STUDY))
 "$BIN/vna-dataset" "$WORK/data" --ct-instances "$N" --per-study "$PER_STUDY" >/dev/null
@@ -98,7 +97,7 @@ TOML
     || { cat "$dir/out" >&2; echo "pull not reconciled" >&2; exit 1; }
   id=$(curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$http/api/migrations" | python3 -c 'import json,sys; print(json.load(sys.stdin)["migrations"][0]["id"])')
   curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$http/api/migrations/$id" >"$RESULTS/$source.$run.json"
-  kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  stop_pid "$pid"
   rm -rf "$dir"
 }
 

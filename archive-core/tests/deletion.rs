@@ -2,14 +2,17 @@
 //! stops it before its next batch (and it resumes once released), and a hold on the identity a
 //! study was linked to since it was marked still cancels its deletion.
 
+use archive_core::attribute::{Attribute, Level};
 use archive_core::catalog::rocks::{RocksCatalog, RocksCatalogOptions};
 use archive_core::catalog::Catalog;
 use archive_core::deletion::{Deleter, DeletionCause, DeletionRequest, DeletionSettings, DeletionState};
 use archive_core::disk::DiskGuard;
 use archive_core::hold::HoldScope;
 use archive_core::ingest::{Ingest, IngestInput};
+use archive_core::matching::MatchOptions;
 use archive_core::metrics::Metrics;
 use archive_core::model::{PatientKey, Source};
+use archive_core::query::Query;
 use archive_core::tier::memory::MemoryTier;
 use archive_core::tier::{Tier, TierName};
 use archive_core::tiers::TierSet;
@@ -137,4 +140,60 @@ async fn an_absurd_grace_period_is_refused() {
     let f = fixture(&[("1.2.3.4", "P")]).await;
     let e = f.deleter.request(request("1.2.3.4", Duration::from_secs(u64::MAX / 2))).await.unwrap_err();
     assert!(e.to_string().contains("grace period"), "{e}");
+}
+
+/// Counts a query at `level` for `key = value` sees: (rows, the first row's studies, series,
+/// instances), each count from the row's own Number of ... Related attributes.
+fn seen(catalog: &dyn Catalog, level: Level, key: Attribute, value: &str) -> (usize, Option<(u64, u64, u64)>) {
+    let q = Query::new(level).with(key, value).unwrap();
+    let rows = catalog.query(&q, MatchOptions::default()).unwrap().rows;
+    let counts = rows.first().map(|r| match level {
+        Level::Patient => {
+            let p = r.patient.as_ref().unwrap();
+            (p.study_count, p.series_count, p.instance_count)
+        }
+        Level::Series => (0, 0, r.series.as_ref().unwrap().instance_count),
+        _ => {
+            let s = r.study.as_ref().unwrap();
+            (1, s.series_count, s.instance_count)
+        }
+    });
+    (rows.len(), counts)
+}
+
+fn rejection(study: &str, sops: &[u32]) -> DeletionRequest {
+    DeletionRequest {
+        instances: Some(
+            sops.iter().map(|n| archive_core::uid::SopInstanceUid::new(format!("{study}.9.{n}")).unwrap()).collect(),
+        ),
+        hide_immediately: true,
+        ..request(study, Duration::from_secs(3600))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_count_only_what_deletions_leave_visible_before_the_purge() {
+    let f = fixture(&[("1.2.3.10", "P7"), ("1.2.3.11", "P7"), ("1.2.3.12", "P8")]).await;
+    let cat = f.catalog.as_ref();
+    assert_eq!(seen(cat, Level::Patient, Attribute::PatientID, "P7"), (1, Some((2, 2, 10))));
+
+    // A whole study hidden (marked, hidden at once, not purged): the patient counts one study less.
+    let whole = DeletionRequest { hide_immediately: true, ..request("1.2.3.10", Duration::from_secs(3600)) };
+    f.deleter.request(whole).await.unwrap();
+    assert_eq!(seen(cat, Level::Patient, Attribute::PatientID, "P7"), (1, Some((1, 1, 5))));
+    assert_eq!(seen(cat, Level::Study, Attribute::StudyInstanceUID, "1.2.3.10").0, 0);
+
+    // Two instances of the other study rejected: study, series and patient counts drop by two.
+    f.deleter.request(rejection("1.2.3.11", &[0, 1])).await.unwrap();
+    assert_eq!(seen(cat, Level::Patient, Attribute::PatientID, "P7"), (1, Some((1, 1, 3))));
+    assert_eq!(seen(cat, Level::Study, Attribute::StudyInstanceUID, "1.2.3.11"), (1, Some((1, 1, 3))));
+    assert_eq!(seen(cat, Level::Series, Attribute::StudyInstanceUID, "1.2.3.11"), (1, Some((0, 0, 3))));
+    assert_eq!(seen(cat, Level::Instance, Attribute::StudyInstanceUID, "1.2.3.11").0, 3);
+
+    // The rest rejected too: nothing of patient P7 is left to find; P8 is untouched.
+    f.deleter.request(rejection("1.2.3.11", &[2, 3, 4])).await.unwrap();
+    assert_eq!(seen(cat, Level::Patient, Attribute::PatientID, "P7").0, 0);
+    assert_eq!(seen(cat, Level::Study, Attribute::StudyInstanceUID, "1.2.3.11").0, 0);
+    assert_eq!(seen(cat, Level::Series, Attribute::StudyInstanceUID, "1.2.3.11").0, 0);
+    assert_eq!(seen(cat, Level::Patient, Attribute::PatientID, "P8"), (1, Some((1, 1, 5))));
 }

@@ -12,6 +12,7 @@
 //! - A commit returns only after the write-ahead log is synced; concurrent commits
 //!   share one sync (group commit).
 
+mod hidden_view;
 pub mod keys;
 pub mod rocks;
 mod writer;

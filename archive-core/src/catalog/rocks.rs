@@ -1,5 +1,6 @@
 //! The catalog on RocksDB: reads, queries and opening; writes go through [`super::writer`].
 
+use super::hidden_view::HiddenView;
 use super::keys::{self, IndexId, CF_AUDIT, CF_IDX, CF_INSTANCES, CF_INSTANCE_BY_UID, CF_INTENTS, CF_META};
 use super::keys::{CF_DELETIONS, CF_HOLDS, CF_JOBS, CF_METADATA, CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
 use super::writer::{WriterHandle, WriterState};
@@ -272,7 +273,7 @@ impl RocksCatalog {
                 if let Some(targets) = self.index_candidates(id, m, norm)? {
                     for t in targets {
                         if let Some(p) = self.get::<PatientRecord>(CF_PATIENTS, &t)? {
-                            if !sink.offer(patient_row(p), q, opts) {
+                            if !sink.offer(patient_row(p), q, opts)? {
                                 return Ok(());
                             }
                         }
@@ -281,7 +282,7 @@ impl RocksCatalog {
                 }
             }
         }
-        self.for_each_prefix(CF_PATIENTS, b"", |k, v| Ok(sink.offer(patient_row(decode(k, v)?), q, opts)))
+        self.for_each_prefix(CF_PATIENTS, b"", |k, v| sink.offer(patient_row(decode(k, v)?), q, opts))
     }
 
     fn query_studies(&self, q: &Query, opts: MatchOptions, sink: &mut RowSink) -> Result<(), CatalogError> {
@@ -289,14 +290,14 @@ impl RocksCatalog {
             Some(uids) => {
                 for uid in uids {
                     if let Some(s) = self.study(&uid)? {
-                        if !sink.offer(study_row(s), q, opts) {
+                        if !sink.offer(study_row(s), q, opts)? {
                             break;
                         }
                     }
                 }
                 Ok(())
             }
-            None => self.for_each_prefix(CF_STUDIES, b"", |k, v| Ok(sink.offer(study_row(decode(k, v)?), q, opts))),
+            None => self.for_each_prefix(CF_STUDIES, b"", |k, v| sink.offer(study_row(decode(k, v)?), q, opts)),
         }
     }
 
@@ -307,7 +308,7 @@ impl RocksCatalog {
                 let Ok(uid) = SeriesUid::new(&u) else { continue };
                 if let Some(series) = self.series(&uid)? {
                     if let Some(study) = self.study(&series.study)? {
-                        if !sink.offer(series_row(study, series), q, opts) {
+                        if !sink.offer(series_row(study, series), q, opts)? {
                             return Ok(());
                         }
                     }
@@ -318,7 +319,7 @@ impl RocksCatalog {
         let studies = self.study_candidates(q)?;
         let visit_study = |study: StudyRecord, sink: &mut RowSink| -> Result<bool, CatalogError> {
             for series in self.series_of_study(&study.uid)? {
-                if !sink.offer(series_row(study.clone(), series), q, opts) {
+                if !sink.offer(series_row(study.clone(), series), q, opts)? {
                     return Ok(false);
                 }
             }
@@ -343,7 +344,7 @@ impl RocksCatalog {
                         current = self.study(&series.study)?;
                     }
                     match &current {
-                        Some(study) => Ok(sink.offer(series_row(study.clone(), series), q, opts)),
+                        Some(study) => sink.offer(series_row(study.clone(), series), q, opts),
                         None => Ok(true),
                     }
                 })
@@ -359,7 +360,7 @@ impl RocksCatalog {
                 let Ok(uid) = SopInstanceUid::new(&u) else { continue };
                 if let Some(inst) = self.instance(&uid)? {
                     if let Some(row) = cache.row(self, inst)? {
-                        if !sink.offer(row, q, opts) {
+                        if !sink.offer(row, q, opts)? {
                             return Ok(());
                         }
                     }
@@ -386,7 +387,7 @@ impl RocksCatalog {
             self.for_each_prefix(CF_INSTANCES, &prefix, |k, v| {
                 let inst: InstanceRecord = decode(k, v)?;
                 if let Some(row) = cache.row(self, inst)? {
-                    go_on = sink.offer(row, q, opts);
+                    go_on = sink.offer(row, q, opts)?;
                 }
                 Ok(go_on)
             })?;
@@ -475,9 +476,8 @@ impl ParentCache {
 
 /// Collects matching rows, applying offset and limit; tells the scan when to stop.
 struct RowSink<'h> {
-    /// Active deletions by study: rows they hide are never offered.
-    hidden: &'h HashMap<String, Vec<Deletion>>,
-    now: OffsetDateTime,
+    /// What deletions hide: rows with nothing visible are never offered, counts leave hidden objects out.
+    hidden: HiddenView<'h>,
     skipped: usize,
     offset: usize,
     limit: Option<usize>,
@@ -486,45 +486,31 @@ struct RowSink<'h> {
 }
 
 impl RowSink<'_> {
-    /// Whether a deletion hides the row.
-    fn hides(&self, row: &QueryRow) -> bool {
-        let study = match (&row.study, &row.series, &row.instance) {
-            (Some(s), _, _) => s.uid.as_str(),
-            (None, Some(s), _) => s.study.as_str(),
-            (None, None, Some(i)) => i.study.as_str(),
-            _ => return false,
-        };
-        let Some(list) = self.hidden.get(study) else { return false };
-        list.iter().any(|d| {
-            d.hides_at(self.now)
-                && match (&d.instances, &row.instance) {
-                    (None, _) => true,
-                    (Some(_), Some(i)) => d.covers_instance(i.uid.as_str()),
-                    (Some(_), None) => false,
-                }
-        })
-    }
-
     /// Offers a row; returns false once the page is full (the scan may stop).
-    fn offer(&mut self, row: QueryRow, q: &Query, opts: MatchOptions) -> bool {
-        if !self.hidden.is_empty() && self.hides(&row) {
-            return true;
-        }
+    fn offer(&mut self, row: QueryRow, q: &Query, opts: MatchOptions) -> Result<bool, CatalogError> {
+        let row = if self.hidden.is_empty() {
+            row
+        } else {
+            match self.hidden.visible(row)? {
+                Some(row) => row,
+                None => return Ok(true),
+            }
+        };
         if !row_matches(&row, q, opts) {
-            return true;
+            return Ok(true);
         }
         if self.skipped < self.offset {
             self.skipped += 1;
-            return true;
+            return Ok(true);
         }
         if let Some(limit) = self.limit {
             if self.rows.len() >= limit {
                 self.more = true;
-                return false;
+                return Ok(false);
             }
         }
         self.rows.push(row);
-        true
+        Ok(true)
     }
 }
 
@@ -784,8 +770,7 @@ impl Catalog for RocksCatalog {
         check_level(q)?;
         let hidden = self.hidden.read().clone();
         let mut sink = RowSink {
-            hidden: &hidden,
-            now: OffsetDateTime::now_utc(),
+            hidden: HiddenView::new(self, &hidden, OffsetDateTime::now_utc()),
             skipped: 0,
             offset: q.offset,
             limit: q.limit,
