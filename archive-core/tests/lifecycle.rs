@@ -18,8 +18,8 @@ use archive_core::metrics::Metrics;
 use archive_core::model::Source;
 use archive_core::tier::memory::MemoryTier;
 use archive_core::tier::{
-    Availability, ByteStream, GetOpts, GetResult, ObjectKey, ObjectMeta, PutOpts, Tier, TierCapabilities, TierError,
-    TierName,
+    collect_stream, Availability, ByteStream, GetOpts, GetResult, ObjectKey, ObjectMeta, PutOpts, Tier,
+    TierCapabilities, TierError, TierName,
 };
 use archive_core::tiers::TierSet;
 use archive_core::uid::StudyUid;
@@ -333,6 +333,10 @@ struct BatchTier {
     damage_after_put: Mutex<Option<ObjectKey>>,
     /// Make every `delete_many` fail.
     failing_deletes: AtomicBool,
+    /// Keys of each `get_many` call.
+    get_many_calls: Mutex<Vec<usize>>,
+    /// Full-object `get` calls.
+    full_gets: AtomicU32,
 }
 
 impl BatchTier {
@@ -347,6 +351,8 @@ impl BatchTier {
             delete_batches: Mutex::new(Vec::new()),
             damage_after_put: Mutex::new(None),
             failing_deletes: AtomicBool::new(false),
+            get_many_calls: Mutex::new(Vec::new()),
+            full_gets: AtomicU32::new(0),
         }
     }
 
@@ -397,7 +403,14 @@ impl Tier for BatchTier {
         self.inner.delete_many(keys).await
     }
     async fn get(&self, key: &ObjectKey, opts: GetOpts) -> Result<GetResult, TierError> {
+        if opts.range.is_none() {
+            self.full_gets.fetch_add(1, Ordering::SeqCst);
+        }
         self.inner.get(key, opts).await
+    }
+    async fn get_many(&self, keys: Vec<ObjectKey>) -> Result<Vec<Result<(ObjectMeta, Bytes), TierError>>, TierError> {
+        self.get_many_calls.lock().unwrap().push(keys.len());
+        self.inner.get_many(keys).await
     }
     async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta, TierError> {
         self.inner.head(key).await
@@ -658,4 +671,42 @@ async fn a_purge_deletes_the_copies_of_each_tier_with_one_delete_many() {
     assert!(pending.iter().all(|i| i.tier == name("batch")));
     assert!(f.hot.list(None).await.unwrap().is_empty());
     assert_eq!(batch.list(None).await.unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn a_study_comes_back_from_a_packing_tier_with_one_get_many_per_chunk() {
+    let (f, batch) = batch_fixture(1 << 20, &[("1.9.40", 10)]).await;
+    let job = run(&f, request("1.9.40", "batch", None, false)).await;
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    let job = run(&f, request("1.9.40", "hot", Some("batch"), false)).await;
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    assert_eq!((job.instances_done, job.instances_failed), (10, 0));
+    // One get_many per commit chunk (commit_batch = 4), none per instance.
+    assert_eq!(*batch.get_many_calls.lock().unwrap(), [4, 4, 2], "the study read with one get_many per chunk");
+    assert_eq!(batch.full_gets.load(Ordering::SeqCst), 0, "no instance read on its own");
+    assert_only_on(&f, "1.9.40", "hot");
+    for rec in f.catalog.instances_of_study(&StudyUid::new("1.9.40").unwrap()).unwrap() {
+        let got = f.hot.get(&rec.locations[0].key, GetOpts::default()).await.unwrap();
+        assert_eq!(got.meta.checksum, rec.checksum);
+        assert_eq!(collect_stream(got.body).await.unwrap().len() as u64, rec.size);
+    }
+    assert!(f.catalog.pending_writes().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_damaged_object_read_ahead_fails_only_itself() {
+    let (f, batch) = batch_fixture(1 << 20, &[("1.9.41", 6)]).await;
+    let job = run(&f, request("1.9.41", "batch", None, false)).await;
+    assert_eq!(job.state, JobState::Done, "{job:?}");
+    let records = f.catalog.instances_of_study(&StudyUid::new("1.9.41").unwrap()).unwrap();
+    let victim = &records[2];
+    assert!(batch.inner.corrupt_for_test(&victim.locations[0].key));
+    let job = run(&f, request("1.9.41", "hot", Some("batch"), false)).await;
+    assert_eq!((job.instances_done, job.instances_failed), (5, 1), "{job:?}");
+    assert_eq!(*batch.get_many_calls.lock().unwrap(), [4, 2]);
+    assert_eq!(batch.full_gets.load(Ordering::SeqCst), 1, "the damaged one read again on its own");
+    let kept = f.catalog.instance(&victim.uid).unwrap().unwrap();
+    let tiers: Vec<_> = kept.locations.iter().map(|l| l.tier.to_string()).collect();
+    assert_eq!(tiers, ["batch"], "the damaged instance keeps its only copy");
+    assert!(f.catalog.pending_writes().unwrap().is_empty());
 }

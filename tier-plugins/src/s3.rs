@@ -222,7 +222,7 @@ const MARKER: &[u8] = b"\x00rebuilt";
 const DELETE_OBJECTS_MAX: usize = 1000;
 /// Index objects rewritten at once by one `delete_many`.
 const REWRITES_IN_FLIGHT: usize = 8;
-/// `verify_many` reads the members of a bundle with one GET unless more than this many
+/// `verify_many` and `get_many` read the members of a bundle with one GET unless more than this many
 /// bytes of other objects lie between two of them (then it starts another GET).
 const VERIFY_MAX_GAP: u64 = 8 << 20;
 
@@ -709,6 +709,86 @@ impl S3Tier {
     /// Reads the members of one bundle that lie in `span` (sorted by offset, disjoint) with one
     /// ranged GET, hashing each as its bytes stream by, and records each member's answer.
     /// `Err` only for a transient failure (the caller's whole call fails).
+    /// Starts a ranged GET of `range` of a bundle's data object; `doing` and `key` name the
+    /// failure.
+    async fn read_run(
+        &self,
+        bundle: &str,
+        range: std::ops::Range<u64>,
+        doing: &str,
+        key: Option<&ObjectKey>,
+    ) -> Result<aws_sdk_s3::primitives::ByteStream, TierError> {
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.data_key(bundle))
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await
+            .map(|got| got.body)
+            .map_err(|e| self.sdk_err(doing, key, e))
+    }
+
+    /// Reads one run of bundle members with one ranged GET and answers each of their items
+    /// with the member's bytes (a slice of the run) once they hash to the index's checksum.
+    async fn get_span(
+        &self,
+        bundle: &str,
+        span: &[Member],
+        keys: &[ObjectKey],
+        located: &[Option<Located>],
+        answers: &mut [Option<Result<(ObjectMeta, Bytes), TierError>>],
+    ) -> Result<(), TierError> {
+        let Some(first) = span.first() else { return Ok(()) };
+        let start = first.offset;
+        let end = span.iter().map(|m| m.offset + m.size).max().unwrap_or(start);
+        let fail = |answers: &mut [Option<Result<(ObjectMeta, Bytes), TierError>>], m: &Member, e: &TierError| {
+            for &i in &m.items {
+                answers[i] = Some(Err(per_item(e, &keys[i])));
+            }
+        };
+        let body =
+            match self.read_run(bundle, start..end, "reading a bundle", first.items.first().map(|&i| &keys[i])).await {
+                Ok(body) => body,
+                Err(e) => {
+                    if !e.is_permanent() {
+                        return Err(e);
+                    }
+                    for m in span {
+                        fail(answers, m, &e);
+                    }
+                    return Ok(());
+                }
+            };
+        let data = body
+            .collect()
+            .await
+            .map_err(|e| TierError::Transient(format!("tier {}: reading bundle {bundle}: {e}", self.name)))?
+            .into_bytes();
+        for m in span {
+            let from = (m.offset - start) as usize;
+            let to = from + m.size as usize;
+            if to > data.len() {
+                fail(answers, m, &TierError::Other(format!("bundle {bundle} is shorter than its index says")));
+                continue;
+            }
+            let bytes = data.slice(from..to);
+            let mut hasher = ChecksumHasher::new();
+            hasher.update(&bytes);
+            let actual = hasher.finish();
+            for &i in &m.items {
+                let Some(loc) = &located[i] else { continue };
+                let key = keys[i].clone();
+                answers[i] = Some(if actual == loc.checksum {
+                    Ok((ObjectMeta { key, size: loc.size, checksum: loc.checksum }, bytes.clone()))
+                } else {
+                    Err(TierError::ChecksumMismatch { key, expected: loc.checksum, actual })
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn verify_span(
         &self,
         bundle: &str,
@@ -726,19 +806,10 @@ impl S3Tier {
                 }
             }
         };
-        let got = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.data_key(bundle))
-            .range(format!("bytes={start}-{}", end - 1))
-            .send()
-            .await;
-        let mut body = match got {
-            Ok(got) => got.body,
+        let key = first.items.first().and_then(|&i| items.get(i)).map(|(k, _)| k);
+        let mut body = match self.read_run(bundle, start..end, "reading a bundle to verify it", key).await {
+            Ok(body) => body,
             Err(e) => {
-                let key = first.items.first().and_then(|&i| items.get(i)).map(|(k, _)| k);
-                let e = self.sdk_err("reading a bundle to verify it", key, e);
                 if !e.is_permanent() {
                     return Err(e);
                 }
@@ -1328,6 +1399,49 @@ impl Tier for S3Tier {
 
     /// Reads each bundle once (one ranged GET over the members asked for, split where they lie
     /// far apart), hashing every member as its bytes stream by.
+    async fn get_many(&self, keys: Vec<ObjectKey>) -> Result<Vec<Result<(ObjectMeta, Bytes), TierError>>, TierError> {
+        let mut answers: Vec<Option<Result<(ObjectMeta, Bytes), TierError>>> = keys.iter().map(|_| None).collect();
+        let mut located: Vec<Option<Located>> = Vec::with_capacity(keys.len());
+        let mut bundles: BTreeMap<String, BTreeMap<u64, Member>> = BTreeMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            let Some(loc) = self.located(key)? else {
+                answers[i] = Some(Err(TierError::NotFound(key.clone())));
+                located.push(None);
+                continue;
+            };
+            if loc.size == 0 {
+                let actual = ChecksumHasher::new().finish();
+                answers[i] = Some(if actual == loc.checksum {
+                    Ok((ObjectMeta { key: key.clone(), size: 0, checksum: loc.checksum }, Bytes::new()))
+                } else {
+                    Err(TierError::ChecksumMismatch { key: key.clone(), expected: loc.checksum, actual })
+                });
+                located.push(None);
+                continue;
+            }
+            let member = bundles.entry(loc.bundle.clone()).or_default().entry(loc.offset).or_insert_with(|| Member {
+                offset: loc.offset,
+                size: loc.size,
+                items: Vec::new(),
+            });
+            member.items.push(i);
+            located.push(Some(loc));
+        }
+        for (bundle, members) in bundles {
+            let members: Vec<Member> = members.into_values().collect();
+            for span in spans(&members, VERIFY_MAX_GAP) {
+                self.get_span(&bundle, &members[span], &keys, &located, &mut answers).await?;
+            }
+        }
+        Ok(answers
+            .into_iter()
+            .zip(keys)
+            .map(|(answer, key)| {
+                answer.unwrap_or_else(|| Err(TierError::Other(format!("tier {}: {key} was not read", self.name))))
+            })
+            .collect())
+    }
+
     async fn verify_many(&self, items: Vec<(ObjectKey, Checksum)>) -> Result<Vec<Result<(), TierError>>, TierError> {
         let mut answers: Vec<Option<Result<(), TierError>>> = items.iter().map(|_| None).collect();
         let mut bundles: BTreeMap<String, BTreeMap<u64, Member>> = BTreeMap::new();

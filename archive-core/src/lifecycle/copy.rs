@@ -1,6 +1,7 @@
 //! Copies to another tier: write intent, copy, read back and verify.
 //!
-//! [`copy_instance`] copies one instance with one [`Tier::put`]; [`copy_batch`] copies
+//! [`copy_instance`] copies one instance with one [`Tier::put`] (its source possibly read
+//! ahead with others by [`prefetch_sources`]); [`copy_batch`] copies
 //! several with one [`Tier::put_many`], for tiers that pack a batch into one stored unit
 //! (see [`TierCapabilities::batch_bytes`](crate::tier::TierCapabilities::batch_bytes)), and
 //! reads the batch back with one [`Tier::verify_many`] (one GET per S3 bundle). Either way,
@@ -26,6 +27,7 @@ use crate::tier::{
 };
 use crate::tiers::TierSet;
 use crate::uid::SeriesUid;
+use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -164,26 +166,37 @@ pub struct CopyContext<'a> {
 
 /// Copies an instance's object from `source` to `target` and verifies the target copy.
 ///
+/// `prefetched` holds the source object's bytes when they were already read (and verified
+/// against the record's checksum) with [`Tier::get_many`]; otherwise the source is opened,
+/// recalled first if its tier needs it.
+///
 /// Returns the new, verified location; the catalog does not name it yet.
 pub async fn copy_instance(
     ctx: &CopyContext<'_>,
     record: &InstanceRecord,
     source: &Location,
     target: &Arc<dyn Tier>,
+    prefetched: Option<Bytes>,
     on_waiting: impl FnMut(),
 ) -> Result<Location, CopyError> {
     let CopyContext { catalog, tiers, throttle, recall_wait, classes } = *ctx;
     let source_tier = tiers.get(&source.tier).ok_or_else(|| CopyError::UnknownTier(source.tier.clone()))?;
     let intent = WriteIntent { tier: target.name().clone(), key: source.key.clone(), sop_instance: record.uid.clone() };
-    // The source may need a recall before anything is written to the target.
-    let got = open_recalling(source_tier, &source.key, recall_wait, on_waiting).await?;
-    if got.meta.checksum != record.checksum {
-        return Err(CopyError::Tier(TierError::ChecksumMismatch {
-            key: source.key.clone(),
-            expected: record.checksum,
-            actual: got.meta.checksum,
-        }));
-    }
+    let body = match prefetched {
+        Some(bytes) => crate::tier::bytes_stream(bytes),
+        None => {
+            // The source may need a recall before anything is written to the target.
+            let got = open_recalling(source_tier, &source.key, recall_wait, on_waiting).await?;
+            if got.meta.checksum != record.checksum {
+                return Err(CopyError::Tier(TierError::ChecksumMismatch {
+                    key: source.key.clone(),
+                    expected: record.checksum,
+                    actual: got.meta.checksum,
+                }));
+            }
+            got.body
+        }
+    };
     catalog.begin_write(&intent)?;
     crate::failpoint::hit("migrate.after_intent");
     let result = async {
@@ -192,7 +205,7 @@ pub async fn copy_instance(
             overwrite: true,
             content_class: classes.of(catalog, record),
         };
-        target.put(&source.key, throttle.limit(got.body), opts).await?;
+        target.put(&source.key, throttle.limit(body), opts).await?;
         crate::failpoint::hit("migrate.after_copy");
         verify_copy(target, &source.key, record).await?;
         Ok(Location { tier: target.name().clone(), key: source.key.clone(), verified_at: OffsetDateTime::now_utc() })
@@ -202,6 +215,49 @@ pub async fn copy_instance(
         discard(catalog, target, &intent).await;
     }
     result
+}
+
+/// Most bytes [`prefetch_sources`] holds in memory for one chunk of copies.
+pub const PREFETCH_BYTES: u64 = 64 << 20;
+
+/// Reads ahead the sources of copies that live on tiers packing objects into stored units
+/// (S3 bundles) and readable without a recall: one [`Tier::get_many`] per source tier, up
+/// to [`PREFETCH_BYTES`] in all, so that a study comes back with one GET per run of its
+/// bundle instead of one per instance. Returns the bytes by item index, only for objects whose
+/// checksum is the record's; anything it could not read is left to the copy itself.
+pub async fn prefetch_sources(tiers: &TierSet, items: &[(&InstanceRecord, &Location)]) -> HashMap<usize, Bytes> {
+    let mut by_tier: HashMap<&TierName, Vec<usize>> = HashMap::new();
+    let mut budget = PREFETCH_BYTES;
+    for (i, (record, source)) in items.iter().enumerate() {
+        let Some(tier) = tiers.get(&source.tier) else { continue };
+        let caps = tier.capabilities();
+        if caps.batch_bytes.is_none() || caps.needs_recall || record.size > budget {
+            continue;
+        }
+        budget -= record.size;
+        by_tier.entry(&source.tier).or_default().push(i);
+    }
+    let mut out = HashMap::new();
+    for (name, indexes) in by_tier {
+        let Some(tier) = tiers.get(name) else { continue };
+        let keys = indexes.iter().map(|&i| items[i].1.key.clone()).collect();
+        match tier.get_many(keys).await {
+            Ok(answers) => {
+                for (&i, answer) in indexes.iter().zip(answers) {
+                    match answer {
+                        Ok((meta, bytes)) if meta.checksum == items[i].0.checksum => {
+                            out.insert(i, bytes);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(tier = %name, key = %items[i].1.key, error = %e,
+                            "read-ahead failed; the copy reads it again"),
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(tier = %name, error = %e, "read-ahead failed; each copy reads its source"),
+        }
+    }
+    out
 }
 
 /// Waits until an object is readable on a tier that needs recalls: asks for the recall and

@@ -12,7 +12,8 @@
 //! [`LifecycleSettings::commit_batch`] instances at a time.
 
 use super::copy::{
-    copy_batch, copy_instance, discard, discard_all, is_online, source_of, ContentClasses, CopyContext, CopyError,
+    copy_batch, copy_instance, discard, discard_all, is_online, prefetch_sources, source_of, ContentClasses,
+    CopyContext, CopyError,
 };
 use super::job::{Job, JobId, JobKind, JobState, JOB_VERSION};
 use super::throttle::Throttle;
@@ -513,6 +514,15 @@ impl Lifecycle {
         let target = self.target(job)?;
         let mut items = Vec::new();
         let mut made: Vec<WriteIntent> = Vec::new();
+        let copies: Vec<(&InstanceRecord, &Location)> = chunk
+            .iter()
+            .filter_map(|(r, p)| match p {
+                Plan::Copy(source) => Some((r, source)),
+                _ => None,
+            })
+            .collect();
+        let mut prefetched = prefetch_sources(&self.inner.tiers, &copies).await;
+        let mut copy_index = 0;
         for (record, plan) in chunk {
             match plan {
                 Plan::Nothing => {}
@@ -522,10 +532,14 @@ impl Lifecycle {
                     add: Vec::new(),
                     remove: vec![(source.tier.clone(), source.key.clone())],
                 }),
-                Plan::Copy(source) => match self.copy_with_retries(job, record, source, &target, classes).await {
-                    Ok(loc) => items.push(self.copied(job, record, source, loc, &mut made)),
-                    Err(e) => self.copy_failed(job, record, &e),
-                },
+                Plan::Copy(source) => {
+                    let bytes = prefetched.remove(&copy_index);
+                    copy_index += 1;
+                    match self.copy_with_retries(job, record, source, &target, classes, bytes).await {
+                        Ok(loc) => items.push(self.copied(job, record, source, loc, &mut made)),
+                        Err(e) => self.copy_failed(job, record, &e),
+                    }
+                }
             }
         }
         self.commit(job, &target, items, made).await
@@ -561,7 +575,7 @@ impl Lifecycle {
                         Err(e) => {
                             tracing::info!(job = %job.id, instance = %record.uid, error = %e,
                                 "a batched copy failed its verification; copying it alone");
-                            self.copy_with_retries(job, record, source, &target, classes).await
+                            self.copy_with_retries(job, record, source, &target, classes, None).await
                         }
                     };
                     match answer {
@@ -576,7 +590,7 @@ impl Lifecycle {
                 tracing::warn!(job = %job.id, instances = pairs.len(), error = %e,
                     "a batched copy failed; copying its instances one by one");
                 for (record, source) in &pairs {
-                    match self.copy_with_retries(job, record, source, &target, classes).await {
+                    match self.copy_with_retries(job, record, source, &target, classes, None).await {
                         Ok(loc) => items.push(self.copied(job, record, source, loc, &mut made)),
                         Err(e) => self.copy_failed(job, record, &e),
                     }
@@ -739,12 +753,13 @@ impl Lifecycle {
         source: &Location,
         target: &Arc<dyn Tier>,
         classes: &ContentClasses,
+        prefetched: Option<bytes::Bytes>,
     ) -> Result<Location, CopyError> {
         let mut delay = Duration::from_millis(500);
         let mut attempt = 1;
         loop {
             let (ctx, waiting) = self.copy_context(job.id, classes);
-            let result = copy_instance(&ctx, record, source, target, waiting).await;
+            let result = copy_instance(&ctx, record, source, target, prefetched.clone(), waiting).await;
             self.update(job.id, false, |j| j.state = JobState::Running);
             match result {
                 Err(e) if e.is_transient() && attempt < self.inner.settings.attempts => {

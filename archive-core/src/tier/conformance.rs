@@ -2,7 +2,7 @@
 //!
 //! Call [`run_all`] on a fresh tier instance from a `#[tokio::test]`, and
 //! [`check_corruption_detected`] with a function that damages a stored object behind the
-//! tier's back (it checks that `get` and `verify_many` both catch the damage). Each check panics with a message naming the tier and what went wrong.
+//! tier's back (it checks that `get`, `verify_many` and `get_many` all catch the damage). Each check panics with a message naming the tier and what went wrong.
 //!
 //! Every check works under its own key prefix (`conformance/<check>/`) and first deletes
 //! whatever a previous run left there, so all checks can share one tier instance and the
@@ -33,6 +33,7 @@ pub async fn run_all(tier: &dyn Tier) {
     check_delete(tier).await;
     check_delete_many(tier).await;
     check_verify_many(tier).await;
+    check_get_many(tier).await;
     check_list(tier).await;
     check_concurrent_puts(tier).await;
 }
@@ -286,6 +287,50 @@ pub async fn check_verify_many(tier: &dyn Tier) {
     }
 }
 
+/// `get_many` answers each key in order with the object's metadata and exact bytes
+/// (several objects written together, one written alone, an empty one, a key asked twice),
+/// `NotFound` for a missing key; an empty call gives no answers.
+pub async fn check_get_many(tier: &dyn Tier) {
+    let prefix = fresh_prefix(tier, "get-many").await;
+    let mut batch: Vec<(ObjectKey, Bytes)> = (0..5u64)
+        .map(|i| (key(&prefix, &format!("batch/{i}.dcm")), test_bytes(50_000 + i as usize * 517, 80 + i)))
+        .collect();
+    batch.push((key(&prefix, "batch/empty.dcm"), Bytes::new()));
+    put_many_ok(tier, &batch).await;
+    let single = (key(&prefix, "single.dcm"), test_bytes(23_456, 90));
+    put_ok(tier, &single.0, &single.1, PutOpts::default()).await;
+
+    let answers = expect_ok(tier, "get_many of nothing", tier.get_many(Vec::new()).await);
+    assert!(answers.is_empty(), "[conformance] tier {}: get_many of nothing answered something", tier.name());
+
+    let missing = key(&prefix, "never/written");
+    // Out of order, with a gap, a repeat and a missing key.
+    let mut wanted: Vec<(ObjectKey, Option<Bytes>)> =
+        [4usize, 0, 2, 5].iter().map(|&i| (batch[i].0.clone(), Some(batch[i].1.clone()))).collect();
+    wanted.push((single.0.clone(), Some(single.1.clone())));
+    wanted.push((missing.clone(), None));
+    wanted.push((batch[4].0.clone(), Some(batch[4].1.clone())));
+    let keys = wanted.iter().map(|(k, _)| k.clone()).collect();
+    let answers = expect_ok(tier, "get_many", tier.get_many(keys).await);
+    assert_eq!(answers.len(), wanted.len(), "[conformance] tier {}: get_many answer count", tier.name());
+    for ((key, expected), answer) in wanted.iter().zip(answers) {
+        let what = format!("get_many of {key}");
+        match expected {
+            None => {
+                let err = expect_err(tier, &what, answer);
+                assert_kind(tier, &what, &err, matches!(err, TierError::NotFound(ref k) if k == key));
+            }
+            Some(data) => {
+                let (meta, bytes) = expect_ok(tier, &what, answer);
+                assert_eq!(&meta.key, key, "[conformance] tier {}: {what} named another key", tier.name());
+                assert_eq!(meta.size, data.len() as u64, "[conformance] tier {}: {what} size", tier.name());
+                assert_eq!(meta.checksum, Checksum::of(data), "[conformance] tier {}: {what} checksum", tier.name());
+                assert!(bytes == *data, "[conformance] tier {}: {what} returned other bytes", tier.name());
+            }
+        }
+    }
+}
+
 /// `list` filters by string prefix (not only whole segments), sorts by key, reports
 /// size and checksum, and leaves out deleted objects.
 pub async fn check_list(tier: &dyn Tier) {
@@ -383,6 +428,15 @@ pub async fn check_corruption_detected(tier: &dyn Tier, corrupt: impl FnOnce(&Ob
     assert_kind(tier, &what, &err, is_mismatch);
     let what = format!("verify_many of corrupted {key}");
     let answers = expect_ok(tier, &what, tier.verify_many(vec![(key.clone(), meta.checksum)]).await);
+    let err = match answers.into_iter().next() {
+        Some(answer) => expect_err(tier, &what, answer),
+        None => panic!("[conformance] tier {}: {what} gave no answer", tier.name()),
+    };
+    let is_mismatch = matches!(err, TierError::ChecksumMismatch { key: ref k, expected, actual }
+        if *k == key && expected == meta.checksum && actual != meta.checksum);
+    assert_kind(tier, &what, &err, is_mismatch);
+    let what = format!("get_many of corrupted {key}");
+    let answers = expect_ok(tier, &what, tier.get_many(vec![key.clone()]).await);
     let err = match answers.into_iter().next() {
         Some(answer) => expect_err(tier, &what, answer),
         None => panic!("[conformance] tier {}: {what} gave no answer", tier.name()),

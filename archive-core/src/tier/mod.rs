@@ -399,6 +399,27 @@ pub trait Tier: Send + Sync + fmt::Debug {
         results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
     }
 
+    /// Reads several whole objects into memory, each verified against its stored checksum.
+    ///
+    /// # Behavior
+    /// - One answer per key, in order: the object's metadata and bytes, or that object's
+    ///   error (`NotFound`, `ChecksumMismatch`, `NeedsRecall`...).
+    /// - `Err` when the call failed as a whole (say a transient failure: asking again may work).
+    /// - Callers bound the total size: every object is held in memory at once.
+    /// - The default reads each object with [`Tier::get`]. Tiers that pack objects override it
+    ///   to read each stored unit once (one S3 GET per run of a bundle instead of one per object).
+    async fn get_many(&self, keys: Vec<ObjectKey>) -> Result<Vec<Result<(ObjectMeta, Bytes), TierError>>, TierError> {
+        let mut answers = Vec::with_capacity(keys.len());
+        for key in keys {
+            let answer = match self.get(&key, GetOpts::default()).await {
+                Ok(got) => collect_stream_sized(got.body, got.meta.size).await.map(|bytes| (got.meta, bytes)),
+                Err(e) => Err(e),
+            };
+            answers.push(answer);
+        }
+        Ok(answers)
+    }
+
     /// Reads objects back from the store and checks that their bytes hash to the given
     /// checksums (the read-back that makes a fresh copy trusted).
     ///

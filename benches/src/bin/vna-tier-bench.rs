@@ -680,7 +680,7 @@ async fn migrations(dir: &Path, instances: u32) -> anyhow::Result<()> {
         let (job, took) = migrate(&archive, a, Some("warm"), "cold", n).await?;
         row("warm → S3 (one bundle via put_many, read back with one GET via verify_many)", &job, took, *a_bytes);
         let (job, took) = migrate(&archive, b, Some("cold"), "hot", n).await?;
-        row("S3 → hot (ranged GET per instance, fsynced files, delete_many per commit)", &job, took, *b_bytes);
+        row("S3 → hot (sources read ahead with one GET per chunk of 32 via get_many, fsynced files, delete_many per commit)", &job, took, *b_bytes);
     }
     println!(
         "\nWarm tier after hot → warm: {:.1} MB in segments for {:.1} MB of objects (ratio {:.2}).",
