@@ -20,8 +20,17 @@ listen = "127.0.0.1:$http"
 level = "warn"
 $extra
 TOML
-  "$BIN/vna" --config "$dir/vna.toml" serve >"$dir/log" 2>&1 &
+  without_vna_vars "$BIN/vna" --config "$dir/vna.toml" serve >"$dir/log" 2>&1 &
   echo $!
+}
+
+# without_vna_vars CMD...: runs CMD without the caller's VNA_* variables. vna reads VNA_*
+# as configuration overrides and refuses unknown ones, and the benchmarks' own settings
+# (VNA_BENCH_DIR, VNA_SCALE_*, VNA_RELEASE_TARGET) are not vna's configuration.
+without_vna_vars() {
+  local unset=() v
+  for v in $(compgen -e | grep '^VNA_' || true); do unset+=(-u "$v"); done
+  env "${unset[@]}" "$@"
 }
 
 # start_orthanc DIR HTTP_PORT DICOM_PORT [EXTRA_JSON_MEMBERS] -> pid

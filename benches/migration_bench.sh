@@ -89,11 +89,11 @@ name = "dicomweb"
 kind = "dicomweb"
 url = "http://127.0.0.1:$O_HTTP/dicom-web"
 TOML
-  "$BIN/vna" --config "$dir/vna.toml" serve >"$dir/log" 2>&1 &
+  without_vna_vars "$BIN/vna" --config "$dir/vna.toml" serve >"$dir/log" 2>&1 &
   pid=$!; PIDS+=("$pid")
   wait_http "http://127.0.0.1:$http/healthz"
   echo "== $source run $run" >&2
-  "$BIN/vna" --config "$dir/vna.toml" --token "$TOKEN" migrate pull --from "$source" >"$dir/out" 2>/dev/null \
+  without_vna_vars "$BIN/vna" --config "$dir/vna.toml" --token "$TOKEN" migrate pull --from "$source" >"$dir/out" 2>/dev/null \
     || { cat "$dir/out" >&2; echo "pull not reconciled" >&2; exit 1; }
   id=$(curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$http/api/migrations" | python3 -c 'import json,sys; print(json.load(sys.stdin)["migrations"][0]["id"])')
   curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$http/api/migrations/$id" >"$RESULTS/$source.$run.json"

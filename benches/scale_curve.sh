@@ -6,7 +6,8 @@
 #   budget allow. ARCHIVES: "vna orthanc" (default) or one.
 # Filling stops early, and the last level is measured where the fill stopped, when the disk
 # holding VNA_BENCH_DIR has less than VNA_SCALE_RESERVE_GB free (default 3) or the archive has
-# been filling for VNA_SCALE_BUDGET_MIN minutes (default 12 in full mode, unlimited in quick).
+# been filling for VNA_SCALE_BUDGET_MIN minutes (default 20 in full mode, so that one archive
+# takes under 30 minutes; unlimited in quick).
 # VNA_SCALE_LEVELS replaces the list of levels.
 # Each archive starts fresh (production settings, see benches/lib.sh) and is filled with
 # tiny metadata-heavy studies (8x8 images, 2 series x 5 instances, many patients, 15 years of
@@ -22,7 +23,7 @@ MODE=${1:-quick}
 ARCHIVES=${2:-vna orthanc}
 case $MODE in
   quick) LEVELS="10000 100000" BUDGET_MIN=${VNA_SCALE_BUDGET_MIN:-0} ;;
-  full)  LEVELS="10000 100000 1000000 10000000" BUDGET_MIN=${VNA_SCALE_BUDGET_MIN:-12} ;;
+  full)  LEVELS="10000 100000 1000000 10000000" BUDGET_MIN=${VNA_SCALE_BUDGET_MIN:-20} ;;
   *) echo "usage: $0 [quick|full] [ARCHIVES]" >&2; exit 2 ;;
 esac
 LEVELS=${VNA_SCALE_LEVELS:-$LEVELS}  # e.g. "10000 100000 1000000"
@@ -32,7 +33,7 @@ BIN=$CARGO_TARGET_DIR/release
 LG=$BIN/vna-loadgen
 WORK=$(mktemp -d "${VNA_BENCH_DIR:-/tmp}/vna-scale.XXXXXX")
 PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill "${PIDS[@]}" 2>/dev/null || true; [ -n "${VNA_BENCH_KEEP:-}" ] || rm -rf "$WORK"' EXIT
 export TCP_NODELAY=1
 source benches/lib.sh
 RESULTS=$WORK/results
