@@ -20,17 +20,24 @@ listen = "127.0.0.1:$http"
 level = "warn"
 $extra
 TOML
-  without_vna_vars "$BIN/vna" --config "$dir/vna.toml" serve >"$dir/log" 2>&1 &
+  # A simple command in the background (not a function), so that $! is vna itself.
+  vna_unset_args
+  env "${VNA_UNSET[@]}" "$BIN/vna" --config "$dir/vna.toml" serve >"$dir/log" 2>&1 &
   echo $!
 }
 
-# without_vna_vars CMD...: runs CMD without the caller's VNA_* variables. vna reads VNA_*
-# as configuration overrides and refuses unknown ones, and the benchmarks' own settings
-# (VNA_BENCH_DIR, VNA_SCALE_*, VNA_RELEASE_TARGET) are not vna's configuration.
+# vna reads VNA_* variables as configuration overrides and refuses unknown ones, and the
+# benchmarks' own settings (VNA_BENCH_DIR, VNA_SCALE_*, VNA_RELEASE_TARGET) are not vna's
+# configuration: vna_unset_args sets VNA_UNSET to `-u NAME` for each exported VNA_* variable,
+# for `env "${VNA_UNSET[@]}" vna ...`; without_vna_vars CMD... runs CMD (in the foreground) so.
+vna_unset_args() {
+  VNA_UNSET=()
+  local v
+  for v in $(compgen -e | grep '^VNA_' || true); do VNA_UNSET+=(-u "$v"); done
+}
 without_vna_vars() {
-  local unset=() v
-  for v in $(compgen -e | grep '^VNA_' || true); do unset+=(-u "$v"); done
-  env "${unset[@]}" "$@"
+  vna_unset_args
+  env "${VNA_UNSET[@]}" "$@"
 }
 
 # start_orthanc DIR HTTP_PORT DICOM_PORT [EXTRA_JSON_MEMBERS] -> pid

@@ -89,7 +89,8 @@ name = "dicomweb"
 kind = "dicomweb"
 url = "http://127.0.0.1:$O_HTTP/dicom-web"
 TOML
-  without_vna_vars "$BIN/vna" --config "$dir/vna.toml" serve >"$dir/log" 2>&1 &
+  vna_unset_args
+  env "${VNA_UNSET[@]}" "$BIN/vna" --config "$dir/vna.toml" serve >"$dir/log" 2>&1 &
   pid=$!; PIDS+=("$pid")
   wait_http "http://127.0.0.1:$http/healthz"
   echo "== $source run $run" >&2

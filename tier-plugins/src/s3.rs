@@ -222,9 +222,12 @@ const MARKER: &[u8] = b"\x00rebuilt";
 const DELETE_OBJECTS_MAX: usize = 1000;
 /// Index objects rewritten at once by one `delete_many`.
 const REWRITES_IN_FLIGHT: usize = 8;
-/// `verify_many` and `get_many` read the members of a bundle with one GET unless more than this many
+/// `verify_many` reads the members of a bundle with one GET unless more than this many
 /// bytes of other objects lie between two of them (then it starts another GET).
 const VERIFY_MAX_GAP: u64 = 8 << 20;
+/// `get_many` holds a whole run in memory, gaps included: it reads across at most this many
+/// bytes of other objects.
+const GET_MANY_MAX_GAP: u64 = 1 << 20;
 
 /// What an orphan sweep found and did ([`S3Tier::sweep_orphans`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -706,9 +709,6 @@ impl S3Tier {
         deleted
     }
 
-    /// Reads the members of one bundle that lie in `span` (sorted by offset, disjoint) with one
-    /// ranged GET, hashing each as its bytes stream by, and records each member's answer.
-    /// `Err` only for a transient failure (the caller's whole call fails).
     /// Starts a ranged GET of `range` of a bundle's data object; `doing` and `key` name the
     /// failure.
     async fn read_run(
@@ -789,6 +789,9 @@ impl S3Tier {
         Ok(())
     }
 
+    /// Reads the members of one bundle that lie in `span` (sorted by offset, disjoint) with one
+    /// ranged GET, hashing each as its bytes stream by, and records each member's answer.
+    /// `Err` only for a transient failure (the caller's whole call fails).
     async fn verify_span(
         &self,
         bundle: &str,
@@ -1397,8 +1400,8 @@ impl Tier for S3Tier {
         self.drop_from_bundles(groups).await
     }
 
-    /// Reads each bundle once (one ranged GET over the members asked for, split where they lie
-    /// far apart), hashing every member as its bytes stream by.
+    /// Reads each bundle once per run of the members asked for (split where more than
+    /// [`GET_MANY_MAX_GAP`] bytes lie between them), and checks each member's BLAKE3.
     async fn get_many(&self, keys: Vec<ObjectKey>) -> Result<Vec<Result<(ObjectMeta, Bytes), TierError>>, TierError> {
         let mut answers: Vec<Option<Result<(ObjectMeta, Bytes), TierError>>> = keys.iter().map(|_| None).collect();
         let mut located: Vec<Option<Located>> = Vec::with_capacity(keys.len());
@@ -1429,7 +1432,7 @@ impl Tier for S3Tier {
         }
         for (bundle, members) in bundles {
             let members: Vec<Member> = members.into_values().collect();
-            for span in spans(&members, VERIFY_MAX_GAP) {
+            for span in spans(&members, GET_MANY_MAX_GAP) {
                 self.get_span(&bundle, &members[span], &keys, &located, &mut answers).await?;
             }
         }
@@ -1442,6 +1445,8 @@ impl Tier for S3Tier {
             .collect())
     }
 
+    /// Reads each bundle once (one ranged GET over the members asked for, split where they lie
+    /// far apart), hashing every member as its bytes stream by.
     async fn verify_many(&self, items: Vec<(ObjectKey, Checksum)>) -> Result<Vec<Result<(), TierError>>, TierError> {
         let mut answers: Vec<Option<Result<(), TierError>>> = items.iter().map(|_| None).collect();
         let mut bundles: BTreeMap<String, BTreeMap<u64, Member>> = BTreeMap::new();

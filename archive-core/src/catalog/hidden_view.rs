@@ -12,6 +12,7 @@ use crate::deletion::Deletion;
 use crate::model::{PatientKey, StudyRecord};
 use crate::query::QueryRow;
 use std::collections::HashMap;
+use std::rc::Rc;
 use time::OffsetDateTime;
 
 /// What is hidden of one study.
@@ -21,6 +22,8 @@ struct StudyHidden {
     whole: bool,
     /// Hidden instances still in the catalog, per series UID.
     per_series: HashMap<String, u64>,
+    /// Series whose every instance is hidden (partial deletions only).
+    fully_hidden_series: u64,
     /// The study's record, when it is still in the catalog.
     record: Option<StudyRecord>,
 }
@@ -36,7 +39,7 @@ pub(crate) struct HiddenView<'a> {
     catalog: &'a dyn Catalog,
     deletions: &'a HashMap<String, Vec<Deletion>>,
     now: OffsetDateTime,
-    studies: HashMap<String, StudyHidden>,
+    studies: HashMap<String, Rc<StudyHidden>>,
     /// Studies with anything hidden, by their current patient (built on the first patient row).
     by_patient: Option<HashMap<PatientKey, Vec<String>>>,
 }
@@ -66,12 +69,12 @@ impl<'a> HiddenView<'a> {
         if let Some(patient) = row.patient.as_mut() {
             let studies = self.patient_studies(&patient.key)?;
             for study in studies {
-                let hidden = self.study(&study)?.clone();
+                let hidden = self.study(&study)?;
                 let Some(record) = &hidden.record else { continue };
                 let (studies, series, instances) = if hidden.whole || hidden.instances() >= record.instance_count {
                     (1, record.series_count, record.instance_count)
                 } else {
-                    (0, fully_hidden_series(self.catalog, &hidden)?, hidden.instances())
+                    (0, hidden.fully_hidden_series, hidden.instances())
                 };
                 patient.study_count = patient.study_count.saturating_sub(studies);
                 patient.series_count = patient.series_count.saturating_sub(series);
@@ -83,7 +86,7 @@ impl<'a> HiddenView<'a> {
         }
         if let Some(study) = row.study.as_mut() {
             if self.deletions.contains_key(study.uid.as_str()) {
-                let hidden = self.study(study.uid.as_str())?.clone();
+                let hidden = self.study(study.uid.as_str())?;
                 if hidden.whole {
                     return Ok(None);
                 }
@@ -92,7 +95,7 @@ impl<'a> HiddenView<'a> {
                     if instances >= study.instance_count {
                         return Ok(None);
                     }
-                    study.series_count = study.series_count.saturating_sub(fully_hidden_series(self.catalog, &hidden)?);
+                    study.series_count = study.series_count.saturating_sub(hidden.fully_hidden_series);
                     study.instance_count -= instances;
                     if let Some(series) = row.series.as_mut() {
                         let gone = hidden.per_series.get(series.uid.as_str()).copied().unwrap_or(0);
@@ -115,12 +118,13 @@ impl<'a> HiddenView<'a> {
     }
 
     /// What is hidden of a study (computed once per view).
-    fn study(&mut self, uid: &str) -> Result<&StudyHidden, CatalogError> {
-        if !self.studies.contains_key(uid) {
-            let computed = self.compute(uid)?;
-            self.studies.insert(uid.to_string(), computed);
+    fn study(&mut self, uid: &str) -> Result<Rc<StudyHidden>, CatalogError> {
+        if let Some(known) = self.studies.get(uid) {
+            return Ok(known.clone());
         }
-        Ok(&self.studies[uid])
+        let computed = Rc::new(self.compute(uid)?);
+        self.studies.insert(uid.to_string(), computed.clone());
+        Ok(computed)
     }
 
     fn compute(&self, uid: &str) -> Result<StudyHidden, CatalogError> {
@@ -147,6 +151,7 @@ impl<'a> HiddenView<'a> {
                 }
             }
         }
+        hidden.fully_hidden_series = fully_hidden_series(self.catalog, &hidden)?;
         Ok(hidden)
     }
 

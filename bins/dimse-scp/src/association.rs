@@ -30,6 +30,10 @@ pub enum AssociationError {
     /// The peer asked to release the association while an operation waited for its reply.
     #[error("the peer released the association")]
     Released,
+    /// A message could not be written in full: the stream may end inside a PDU, so nothing
+    /// more (not even an A-ABORT) can be sent on it.
+    #[error("sending failed: {0}")]
+    WriteFailed(String),
 }
 
 /// An accepted association and what was negotiated.
@@ -130,6 +134,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAd
         Err(AssociationError::Released) => {
             let _ = conn.assoc.send(&Pdu::ReleaseRP).await;
             tracing::info!(%peer, "association released during an operation");
+        }
+        Err(e @ AssociationError::WriteFailed(_)) => {
+            // The connection closes when `conn` is dropped.
+            tracing::warn!(%peer, error = %e, "association dropped");
         }
         Err(e) => {
             tracing::warn!(%peer, error = %e, "association aborted");
@@ -308,7 +316,7 @@ impl Connection {
         self.writer
             .write(self.assoc.inner_stream(), pc, command, dataset, self.peer_max_pdu, timeout)
             .await
-            .map_err(|e| AssociationError::Network(e.to_string()))
+            .map_err(|e| AssociationError::WriteFailed(e.to_string()))
     }
 }
 

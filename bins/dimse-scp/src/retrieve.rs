@@ -114,8 +114,33 @@ impl ReadAhead {
     async fn next(&mut self) -> Option<(InstanceRecord, Result<Bytes, String>)> {
         let (record, task) = self.pending.pop_front()?;
         self.fill();
-        let read = task.await.unwrap_or_else(|e| Err(format!("read task failed: {e}")));
+        // Aborted if this future is dropped before the read ends.
+        let mut task = AbortOnDrop(task);
+        let read = (&mut task.0).await.unwrap_or_else(|e| Err(format!("read task failed: {e}")));
         Some((record, read))
+    }
+
+    /// The instances not handed out yet; their reads are stopped.
+    fn stop(mut self) -> Vec<InstanceRecord> {
+        let mut out: Vec<InstanceRecord> = self
+            .pending
+            .drain(..)
+            .map(|(r, task)| {
+                task.abort();
+                r
+            })
+            .collect();
+        out.extend(self.rest.by_ref());
+        out
+    }
+}
+
+/// A task handle that aborts its task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -466,6 +491,8 @@ pub(crate) async fn handle_move(
     let mut writer = MessageWriter::default();
     let mut message_id = 0u16;
     let mut reads = ReadAhead::new(conn.shared.archive.retrieve().clone(), instances);
+    // Why the sub-association became unusable, if it did.
+    let mut broken: Option<String> = None;
     while let Some((record, read)) = reads.next().await {
         let outcome = match read {
             Err(e) => {
@@ -490,10 +517,15 @@ pub(crate) async fn handle_move(
                     let command = Message::from(rq_store).encode();
                     let sent =
                         writer.write(sub.inner_stream(), pc_id, &command, Some(&dataset), peer_max, timeout).await;
-                    match sent {
+                    let answered = match sent {
                         Ok(()) => wait_for_store_response(&mut sub).await,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "c-move: sending to the destination failed");
+                        Err(e) => Err(format!("sending failed: {e}")),
+                    };
+                    match answered {
+                        Ok(status) => status,
+                        Err(why) => {
+                            tracing::warn!(destination = %destination, "c-move: sub-association lost: {why}");
+                            broken = Some(why);
                             None
                         }
                     }
@@ -502,6 +534,14 @@ pub(crate) async fn handle_move(
         };
         counts.record(record.uid.as_str(), outcome);
         conn.shared.metrics.bytes_out.inc_by(record.size);
+        if broken.is_some() {
+            // Nothing more can go over the sub-association (a write may have stopped inside
+            // a PDU): the rest fail without being sent, and it is dropped, not released.
+            for rest in reads.stop() {
+                counts.record(rest.uid.as_str(), None);
+            }
+            break;
+        }
         if conn.cancel_requested(&mut cancel_watch, rq.message_id)? {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sub.release()).await;
             send_final(conn, pc, &context.transfer_syntax, &counts, |has_dataset| {
@@ -516,10 +556,13 @@ pub(crate) async fn handle_move(
             conn.send(pc, &Message::from(rsp(status::PENDING, &counts, true, None)).encode(), None).await?;
         }
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sub.release()).await;
+    if broken.is_none() {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sub.release()).await;
+    }
     let code = counts.final_status();
+    let why = broken.as_deref().and_then(|w| comment(&format!("lost the connection to {destination}: {w}")));
     send_final(conn, pc, &context.transfer_syntax, &counts, |has_dataset| {
-        let mut last = rsp(code, &counts, false, None);
+        let mut last = rsp(code, &counts, false, why);
         last.has_dataset = has_dataset;
         last
     })
@@ -527,10 +570,11 @@ pub(crate) async fn handle_move(
     Ok(code)
 }
 
-/// Waits for the C-STORE response on a sub-association and returns its status (None on failure).
+/// Waits for the C-STORE response on a sub-association: its status (`None` when the response
+/// carries none), or why the sub-association can no longer be used.
 async fn wait_for_store_response(
     assoc: &mut dicom_ul::association::AsyncClientAssociation<tokio::net::TcpStream>,
-) -> Option<u16> {
+) -> Result<Option<u16>, String> {
     let mut assembler = MessageAssembler::new(1 << 20);
     loop {
         match assoc.receive().await {
@@ -538,13 +582,14 @@ async fn wait_for_store_response(
                 for v in data {
                     let is_command = v.value_type == PDataValueType::Command;
                     match assembler.push_parts(v.presentation_context_id, is_command, v.is_last, &v.data) {
-                        Ok(Some(m)) => return Message::decode(&m.command).ok().and_then(|m| m.status()),
+                        Ok(Some(m)) => return Ok(Message::decode(&m.command).ok().and_then(|m| m.status())),
                         Ok(None) => {}
-                        Err(_) => return None,
+                        Err(e) => return Err(e.to_string()),
                     }
                 }
             }
-            Ok(_) | Err(_) => return None,
+            Ok(other) => return Err(format!("the destination sent {}", other.short_description())),
+            Err(e) => return Err(e.to_string()),
         }
     }
 }

@@ -42,6 +42,7 @@ impl MessageWriter {
         timeout: Duration,
     ) -> Result<(), WriteError> {
         self.buf.clear();
+        let peer_max_pdu = capped(peer_max_pdu);
         dimse::pdv::encode_pdus(&mut self.buf, pc, true, command, peer_max_pdu);
         if let Some(data) = dataset {
             // Whole fragments of at most WRITE_BATCH bytes at a time: the command goes out with
@@ -69,6 +70,18 @@ impl MessageWriter {
             self.buf = Vec::new();
         }
         Ok(())
+    }
+}
+
+/// The PDU size this writer uses: the peer's maximum, but no more than [`WRITE_BATCH`] of
+/// payload (a peer announcing no limit, or gigabytes, still gets PDUs a buffer can hold;
+/// smaller PDUs are always allowed).
+fn capped(peer_max_pdu: u32) -> u32 {
+    let cap = (WRITE_BATCH + dimse::pdv::FRAGMENT_OVERHEAD) as u32;
+    if peer_max_pdu == 0 {
+        cap
+    } else {
+        peer_max_pdu.min(cap)
     }
 }
 
@@ -125,14 +138,29 @@ mod tests {
     async fn messages_read_back_as_the_fragments_dicom_ul_expects() {
         let command = vec![7u8; 150];
         let dataset: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-        for max in [16_384u32, 65_536, 1 << 20, 0] {
+        for max in [16_384u32, 65_536] {
             let got = written(&command, Some(&dataset), max).await;
             let expected: Vec<_> = dimse::pdv::fragments(3, true, &command, max)
                 .chain(dimse::pdv::fragments(3, false, &dataset, max))
                 .map(|f| (3u8, f.is_command, f.is_last, f.data.to_vec()))
                 .collect();
             assert_eq!(got, expected, "max PDU {max}");
-            assert_eq!(got.iter().filter(|f| !f.1 && f.2).count(), 1, "one last data fragment");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_a_limit_still_gets_bounded_pdus() {
+        let command = vec![7u8; 150];
+        let dataset: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        for max in [0u32, 1 << 20, dicom_ul::pdu::MAXIMUM_PDU_SIZE] {
+            let got = written(&command, Some(&dataset), max).await;
+            assert!(got.iter().all(|f| f.3.len() <= WRITE_BATCH), "max PDU {max}");
+            let data: Vec<u8> = got.iter().filter(|f| !f.1).flat_map(|f| f.3.clone()).collect();
+            assert_eq!(data, dataset, "max PDU {max}");
+            let lasts: Vec<bool> = got.iter().filter(|f| !f.1).map(|f| f.2).collect();
+            assert_eq!(lasts.iter().filter(|l| **l).count(), 1);
+            assert!(lasts.last().copied().unwrap_or(false));
+            assert_eq!(got.iter().filter(|f| f.1).count(), 1, "the command in one fragment");
         }
     }
 

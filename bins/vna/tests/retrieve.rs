@@ -543,3 +543,37 @@ fn send_message(
         }
     }
 }
+
+/// A move destination that aborts its association midway: the instances sent before count
+/// as completed, every other one as failed (none is written to the dead connection), the
+/// final response says why, and the next C-MOVE over a new sub-association works.
+#[test]
+fn a_move_destination_that_drops_the_association_fails_the_rest_and_vna_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest_port = common::free_port();
+    let extra = format!("[[dicom.remote_aes]]\nae_title = \"DROPPER\"\nhost = \"127.0.0.1\"\nport = {dest_port}\n");
+    let server = common::Server::start(dir.path(), &extra);
+    let study = store_study(server.dicom_port, dir.path(), 43);
+    assert_eq!(study.len(), 8);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scripts/dropping_move.py");
+    let run = |drop_at: usize| -> serde_json::Value {
+        let out = std::process::Command::new("python3")
+            .arg(&script)
+            .args([server.dicom_port.to_string(), dest_port.to_string(), study[0].study.clone(), drop_at.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), server.log());
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let report = run(3);
+    let final_ = &report["final"];
+    assert_eq!(final_["status"], 0xB000, "{report}");
+    assert_eq!((final_["completed"].as_i64(), final_["failed"].as_i64()), (Some(2), Some(6)), "{report}");
+    assert!(final_["comment"].as_str().unwrap().contains("lost the connection"), "{report}");
+    assert_eq!(report["stores"], 3, "nothing sent after the abort: {report}");
+    // vna keeps serving: the same move with a destination that does not drop completes.
+    let report = run(100);
+    assert_eq!(report["final"]["status"], 0, "{report}");
+    assert_eq!(report["final"]["completed"], 8, "{report}");
+    assert_eq!(report["stores"], 8, "{report}");
+}
