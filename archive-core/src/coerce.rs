@@ -61,6 +61,10 @@ pub struct SourceProfileConfig {
     /// Calling AE titles whose objects this profile applies to.
     #[serde(default)]
     pub calling_aes: Vec<String>,
+    /// Users (names under `[[auth.users]]`) whose STOW-RS uploads this profile applies to:
+    /// a sending system that uploads over DICOMweb with its own bearer token.
+    #[serde(default)]
+    pub http_users: Vec<String>,
     /// Issuer of Patient ID (0010,0021) to stamp on every object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer_of_patient_id: Option<String>,
@@ -232,6 +236,9 @@ impl SourceProfile {
 
     /// Whether the profile applies to objects from `source`.
     pub fn matches(&self, source: &Source) -> bool {
+        if let Some(user) = source.http_user_name() {
+            return self.config.http_users.iter().any(|u| u == user);
+        }
         let actor = source.actor.trim();
         actor == self.config.name || self.config.calling_aes.iter().any(|ae| ae.trim() == actor)
     }
@@ -244,7 +251,7 @@ pub struct SourceProfiles {
 }
 
 impl SourceProfiles {
-    /// Validates every profile (names must be unique, AE titles claimed once).
+    /// Validates every profile (names must be unique, AE titles and HTTP users claimed once).
     pub fn compile(configs: &[SourceProfileConfig]) -> Result<Self, CoercionError> {
         let mut list: Vec<SourceProfile> = Vec::new();
         for c in configs {
@@ -259,6 +266,14 @@ impl SourceProfiles {
                     return Err(CoercionError::Config {
                         profile: c.name.clone(),
                         message: format!("calling AE {ae:?} is already claimed by profile {:?}", other.config.name),
+                    });
+                }
+            }
+            for user in &c.http_users {
+                if let Some(other) = list.iter().find(|p| p.config.http_users.contains(user)) {
+                    return Err(CoercionError::Config {
+                        profile: c.name.clone(),
+                        message: format!("HTTP user {user:?} is already claimed by profile {:?}", other.config.name),
                     });
                 }
             }

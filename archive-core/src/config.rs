@@ -654,6 +654,16 @@ impl VnaConfig {
             }
         }
         crate::coerce::SourceProfiles::compile(&self.sources).map_err(|e| invalid("sources", e.to_string()))?;
+        for profile in &self.sources {
+            for user in &profile.http_users {
+                if !self.auth.users.iter().any(|u| &u.name == user) {
+                    return Err(invalid(
+                        "sources",
+                        format!("source profile {:?}: HTTP user {user:?} is not under [[auth.users]]", profile.name),
+                    ));
+                }
+            }
+        }
         let r = &self.retention;
         if r.purge_batch == 0 || r.delete_concurrency == 0 {
             return Err(invalid("retention.purge_batch", "purge_batch and delete_concurrency must be at least 1"));

@@ -109,10 +109,26 @@ impl Placement {
 /// Who sent an object.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
-    /// Calling AE title for DIMSE, user for HTTP, `import` for the CLI.
+    /// Calling AE title for DIMSE, `STOW-RS` (or `STOW-RS user NAME` for an authenticated
+    /// user, see [`Source::http_user`]) for HTTP, the source name for `vna import`.
     pub actor: String,
     /// Network address or file path.
     pub address: String,
+}
+
+/// How [`Source::http_user`] marks an authenticated STOW-RS sender.
+const HTTP_USER_PREFIX: &str = "STOW-RS user ";
+
+impl Source {
+    /// A STOW-RS upload by a user of `[[auth.users]]`.
+    pub fn http_user(user: &str, address: impl Into<String>) -> Self {
+        Self { actor: format!("{HTTP_USER_PREFIX}{user}"), address: address.into() }
+    }
+
+    /// The user of an authenticated STOW-RS upload.
+    pub fn http_user_name(&self) -> Option<&str> {
+        self.actor.strip_prefix(HTTP_USER_PREFIX)
+    }
 }
 
 /// A patient.

@@ -66,6 +66,7 @@ fn profiles() -> Vec<SourceProfileConfig> {
         SourceProfileConfig {
             name: "hospital-a".into(),
             calling_aes: vec!["PACS_A".into()],
+            http_users: vec!["pacs-a".into()],
             issuer_of_patient_id: Some("HOSP_A".into()),
             issuer_universal_entity_id: Some("1.2.3.4.5".into()),
             issuer_universal_entity_id_type: Some("ISO".into()),
@@ -75,6 +76,7 @@ fn profiles() -> Vec<SourceProfileConfig> {
         SourceProfileConfig {
             name: "hospital-b".into(),
             calling_aes: vec!["PACS_B".into()],
+            http_users: vec![],
             issuer_of_patient_id: Some("HOSP_B".into()),
             issuer_universal_entity_id: None,
             issuer_universal_entity_id_type: None,
@@ -189,6 +191,22 @@ fn bad_profiles_are_refused_with_the_profile_and_rule_named() {
     p[1].calling_aes = vec!["PACS_A".into()];
     assert!(SourceProfiles::compile(&p).unwrap_err().to_string().contains("already claimed"));
     let mut p = profiles();
+    p[1].http_users = vec!["pacs-a".into()];
+    let e = SourceProfiles::compile(&p).unwrap_err().to_string();
+    assert!(e.contains("HTTP user \"pacs-a\" is already claimed by profile \"hospital-a\""), "{e}");
+    let mut p = profiles();
     p[0].coerce.push(rule("SOPInstanceUID", "remove"));
     assert!(SourceProfiles::compile(&p).unwrap_err().to_string().contains("cannot be coerced"));
+}
+
+#[test]
+fn profiles_match_calling_aes_and_http_users_apart() {
+    let compiled = SourceProfiles::compile(&profiles()).unwrap();
+    let name = |s: &Source| compiled.for_source(s).map(|p| p.config.name.clone());
+    assert_eq!(name(&source("PACS_A")).as_deref(), Some("hospital-a"));
+    assert_eq!(name(&Source::http_user("pacs-a", "10.0.0.2")).as_deref(), Some("hospital-a"));
+    // A user named like an AE title, or an AE title named like a user, is not the other.
+    assert_eq!(name(&Source::http_user("PACS_A", "10.0.0.2")), None);
+    assert_eq!(name(&source("pacs-a")), None);
+    assert_eq!(name(&Source { actor: "STOW-RS".into(), address: String::new() }), None);
 }

@@ -68,6 +68,15 @@ pub async fn store(
     body: Body,
 ) -> Result<Response, ApiError> {
     let boundary = check_content_type(&headers)?;
+    let address = peer.map(|p| p.to_string()).unwrap_or_default();
+    // Anonymous uploads are allowed; a bearer token, when sent, must name a user, whose
+    // source profile (`[[sources]] http_users`) then applies.
+    let source = if headers.contains_key(axum::http::header::AUTHORIZATION) {
+        let caller = crate::auth::require(&state, &headers, &address, archive_core::config::Role::Reader)?;
+        Source::http_user(&caller.name, address)
+    } else {
+        Source { actor: "STOW-RS".into(), address }
+    };
     let limit = state.settings.max_request_bytes;
     if let Some(len) =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
@@ -86,7 +95,6 @@ pub async fn store(
     state.metrics.spool_bytes.add(spooled);
     let _spooled = GaugeGuard(state.metrics.spool_bytes.clone(), spooled);
 
-    let source = Source { actor: "STOW-RS".into(), address: peer.map(|p| p.to_string()).unwrap_or_default() };
     let outcomes: Vec<Outcome> = futures::stream::iter(parts)
         .map(|part| {
             let state = state.clone();

@@ -269,3 +269,81 @@ for p in sorted(get_charset_files('chr*.dcm')):
     }
     assert!(server.stop().success());
 }
+
+/// A STOW-RS request of `files`, with a bearer token when given; the response status.
+fn stow_as(c: &Client, base: &str, token: Option<&str>, files: &[&[u8]]) -> StatusCode {
+    let mut body = Vec::new();
+    for f in files {
+        body.extend_from_slice(b"--b1\r\nContent-Type: application/dicom\r\n\r\n");
+        body.extend_from_slice(f);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"--b1--\r\n");
+    let mut rq = c
+        .post(format!("{base}/dicom-web/studies"))
+        .header("Content-Type", "multipart/related; type=\"application/dicom\"; boundary=b1")
+        .body(body);
+    if let Some(t) = token {
+        rq = rq.bearer_auth(t);
+    }
+    rq.send().unwrap().status()
+}
+
+/// A sending system that uploads over DICOMweb with its own token gets its source profile
+/// (issuer stamped); anonymous uploads do not, and an unknown token is refused with nothing
+/// stored. A profile naming a user that does not exist is refused by `vna config`.
+#[test]
+fn stow_rs_uploads_by_a_profiled_user_get_its_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile =
+        "\n[[sources]]\nname = \"web-pacs\"\nhttp_users = [\"test-auditor\"]\nissuer_of_patient_id = \"HOSP_W\"\n";
+    let server = Server::start(dir.path(), profile);
+    let base = server.http();
+    let c = client();
+    let mut generator = DatasetGenerator::new(77);
+    let profiled = generator.study(&StudySpec::tiny("CT", 1, 2));
+    let anonymous = generator.study(&StudySpec::tiny("CT", 1, 2));
+    let refused = generator.study(&StudySpec::tiny("CT", 1, 1));
+    let files = |s: &[SyntheticInstance]| s.iter().map(|i| i.bytes.clone()).collect::<Vec<_>>();
+
+    let f = files(&profiled);
+    assert_eq!(
+        stow_as(&c, &base, Some(AUDITOR_TOKEN), &f.iter().map(Vec::as_slice).collect::<Vec<_>>()),
+        StatusCode::OK
+    );
+    let f = files(&anonymous);
+    assert_eq!(stow_as(&c, &base, None, &f.iter().map(Vec::as_slice).collect::<Vec<_>>()), StatusCode::OK);
+    let f = files(&refused);
+    let status = stow_as(&c, &base, Some("not-a-token"), &f.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let stamped = qido(&c, &base, &[("IssuerOfPatientID", "HOSP_W"), ("includefield", "IssuerOfPatientID")]);
+    let uids: Vec<&str> = stamped.iter().map(|r| r["0020000D"]["Value"][0].as_str().unwrap()).collect();
+    assert_eq!(uids, [profiled[0].study.as_str()], "{stamped:?}");
+    let plain =
+        qido(&c, &base, &[("StudyInstanceUID", anonymous[0].study.as_str()), ("includefield", "IssuerOfPatientID")]);
+    assert_eq!(plain.len(), 1);
+    assert!(plain[0].get("00100021").and_then(|v| v.get("Value")).is_none(), "{plain:?}");
+    assert!(qido(&c, &base, &[("StudyInstanceUID", refused[0].study.as_str())]).is_empty());
+    assert!(server.stop().success());
+
+    // A profile for a user nobody configured is refused.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "data_dir = \"{}\"\n[[sources]]\nname = \"ghost\"\nhttp_users = [\"nobody\"]\n",
+            dir.path().join("bad-data").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::vna_bin())
+        .arg("--config")
+        .arg(&bad)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("\"nobody\" is not under [[auth.users]]"), "{text}");
+}
