@@ -441,9 +441,14 @@ pub struct MigrationSourceConfig {
     /// DIMSE: the source's port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    /// DICOMweb: the base URL of its services (e.g. `http://pacs:8042/dicom-web`).
+    /// DICOMweb: the base URL of its services (e.g. `https://pacs:8042/dicom-web`); https is
+    /// verified against the system's CA store plus `ca_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// DICOMweb over https: a PEM file of CA certificates to trust besides the system's (a
+    /// PACS whose certificate an in-house CA signed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// Most MiB per second taken from the source, averaged per study (0: unlimited).
     #[serde(default)]
     pub max_mb_per_sec: f64,
@@ -496,8 +501,20 @@ impl MigrationSourceConfig {
                     .url
                     .as_deref()
                     .ok_or_else(|| invalid(&format!("{key}.url"), "is required for kind = \"dicomweb\""))?;
-                if !url.starts_with("http://") || url.len() <= "http://".len() || url.chars().any(char::is_whitespace) {
-                    return Err(invalid(&format!("{key}.url"), "must be an http:// URL (https is not supported yet)"));
+                let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+                if rest.is_none_or(str::is_empty) || url.chars().any(char::is_whitespace) {
+                    return Err(invalid(&format!("{key}.url"), "must be an http:// or https:// URL"));
+                }
+                if let Some(ca) = &self.ca_file {
+                    if !url.starts_with("https://") {
+                        return Err(invalid(&format!("{key}.ca_file"), "only applies to an https:// url"));
+                    }
+                    if !ca.is_file() {
+                        return Err(invalid(
+                            &format!("{key}.ca_file"),
+                            format!("{} is not a readable file", ca.display()),
+                        ));
+                    }
                 }
                 if self.ae_title.is_some() || self.host.is_some() || self.port.is_some() {
                     return Err(invalid(
@@ -892,7 +909,7 @@ mod tests {
 
     #[test]
     fn migration_sources_are_validated() {
-        let f = file("[[migration.sources]]\nname = \"old-pacs\"\nkind = \"dimse\"\nae_title = \"OLDPACS\"\nhost = \"10.0.0.9\"\nport = 104\nmax_studies_per_minute = 30\n[[migration.sources]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"http://10.0.0.8:8042/dicom-web\"\nmax_mb_per_sec = 2.5\n");
+        let f = file("[[migration.sources]]\nname = \"old-pacs\"\nkind = \"dimse\"\nae_title = \"OLDPACS\"\nhost = \"10.0.0.9\"\nport = 104\nmax_studies_per_minute = 30\n[[migration.sources]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"https://10.0.0.8/dicom-web\"\nmax_mb_per_sec = 2.5\n");
         let c = VnaConfig::load_with_env(Some(f.path()), vec![]).unwrap();
         assert_eq!(c.migration.sources.len(), 2);
         let dimse = c.migration.source("old-pacs").unwrap();
@@ -908,6 +925,9 @@ mod tests {
             ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\nmax_mb_per_sec = -1.0\n", "max_mb_per_sec"),
             ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\n[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://y\"\n", "twice"),
             ("[[migration.sources]]\nname = \"a\"\nkind = \"ftp\"\nurl = \"http://y\"\n", "kind"),
+            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"https://\"\n", "url"),
+            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\nca_file = \"/etc/hostname\"\n", "only applies to an https"),
+            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"https://x\"\nca_file = \"/no/such/ca.pem\"\n", "not a readable file"),
         ] {
             let f = file(text);
             let e = VnaConfig::load_with_env(Some(f.path()), vec![]).unwrap_err().to_string();

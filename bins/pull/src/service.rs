@@ -181,7 +181,9 @@ impl Remote {
                 port: cfg.port.unwrap_or(0),
                 timeout,
             }),
-            MigrationSourceKind::Dicomweb => Remote::Web(WebSource::new(cfg.url.as_deref().unwrap_or(""), timeout)?),
+            MigrationSourceKind::Dicomweb => {
+                Remote::Web(WebSource::new(cfg.url.as_deref().unwrap_or(""), timeout, cfg.ca_file.as_deref())?)
+            }
         })
     }
 

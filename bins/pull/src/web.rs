@@ -31,15 +31,44 @@ fn net(what: &str, e: impl std::fmt::Display) -> PullError {
     PullError::Network(format!("{what}: {e}"))
 }
 
+/// A request error with its causes (reqwest's own message hides them: "error sending request"
+/// says nothing of an untrusted certificate or a refused connection).
+fn request_failed(what: &str, e: reqwest::Error) -> PullError {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    PullError::Network(format!("{what}: {text}"))
+}
+
 impl WebSource {
-    /// A source at `url` (the DICOMweb base, without a trailing slash).
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, PullError> {
-        let client = reqwest::Client::builder()
+    /// A source at `url` (the DICOMweb base, without a trailing slash); over https its
+    /// certificate is verified against the system's CA store and the PEM certificates of
+    /// `ca_file`, when given.
+    pub fn new(url: &str, timeout: Duration, ca_file: Option<&std::path::Path>) -> Result<Self, PullError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(30)))
             .read_timeout(timeout)
             .tcp_nodelay(true)
-            .build()
-            .map_err(|e| PullError::Remote(format!("http client: {e}")))?;
+            .https_only(url.starts_with("https://"));
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| PullError::Remote(format!("reading CA file {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| PullError::Remote(format!("CA file {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(PullError::Remote(format!("CA file {} holds no PEM certificate", path.display())));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(|e| PullError::Remote(format!("http client: {e}")))?;
         Ok(WebSource { base: url.trim_end_matches('/').to_string(), client })
     }
 
@@ -75,7 +104,7 @@ impl WebSource {
                 .header(reqwest::header::ACCEPT, "application/dicom+json")
                 .send()
                 .await
-                .map_err(|e| net("QIDO-RS", e))?;
+                .map_err(|e| request_failed("QIDO-RS", e))?;
             let status = rsp.status();
             if status == reqwest::StatusCode::NO_CONTENT {
                 break;
@@ -169,7 +198,7 @@ impl WebSource {
             .header(reqwest::header::ACCEPT, "multipart/related; type=\"application/dicom\"; transfer-syntax=*")
             .send()
             .await
-            .map_err(|e| net("WADO-RS", e))?;
+            .map_err(|e| request_failed("WADO-RS", e))?;
         let status = rsp.status();
         if !status.is_success() {
             let text = rsp.text().await.unwrap_or_default();
