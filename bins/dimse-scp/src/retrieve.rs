@@ -82,10 +82,13 @@ async fn prepare(
 
 /// How many instances are read ahead of the one being sent.
 const READ_AHEAD: usize = 2;
+/// Most bytes of instances read ahead (one is always read, whatever its size).
+const READ_AHEAD_BYTES: u64 = 64 << 20;
 
 /// Reads the selected instances from their tiers ahead of the sub-operations, so that tier
-/// reads and checksum verification overlap with sending; reads still pending when it is
-/// dropped (cancel, failed association) are aborted.
+/// reads and checksum verification overlap with sending (at most [`READ_AHEAD`] instances
+/// and [`READ_AHEAD_BYTES`] held); reads still pending when it is dropped (cancel, failed
+/// association) are aborted.
 struct ReadAhead {
     retrieve: archive_core::retrieve::Retrieve,
     rest: std::vec::IntoIter<InstanceRecord>,
@@ -101,6 +104,14 @@ impl ReadAhead {
 
     fn fill(&mut self) {
         while self.pending.len() < READ_AHEAD {
+            let held: u64 = self.pending.iter().map(|(r, _)| r.size).sum();
+            let next_size = match self.rest.as_slice().first() {
+                Some(next) => next.size,
+                None => return,
+            };
+            if !self.pending.is_empty() && held + next_size > READ_AHEAD_BYTES {
+                return;
+            }
             let Some(record) = self.rest.next() else { return };
             let retrieve = self.retrieve.clone();
             let r = record.clone();
