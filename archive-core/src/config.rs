@@ -593,6 +593,29 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), message: message.into() }
 }
 
+/// Whether a configuration key holds a secret.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["token", "secret", "password"].iter().any(|s| k.contains(s))
+}
+
+/// Replaces the string values of secret keys, at any depth, by `"<redacted>"`.
+fn redact_secrets(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, v) in table.iter_mut() {
+                if is_secret_key(key) && v.is_str() {
+                    *v = toml::Value::String("<redacted>".into());
+                } else {
+                    redact_secrets(v);
+                }
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(redact_secrets),
+        _ => {}
+    }
+}
+
 /// Checks an AE title: 1 to 16 characters of printable ASCII without backslash, not only spaces.
 pub fn validate_ae_title(ae: &str) -> Result<(), String> {
     if ae.trim().is_empty() {
@@ -778,6 +801,15 @@ impl VnaConfig {
         toml::to_string(self).expect("the configuration always serializes")
     }
 
+    /// [`VnaConfig::to_toml`] with every secret (values of keys naming a token, secret or
+    /// password, in any section, tier tables included) replaced by `"<redacted>"`, for
+    /// showing the configuration to people and in support tickets.
+    pub fn to_toml_redacted(&self) -> String {
+        let mut value = toml::Value::try_from(self).expect("the configuration always serializes");
+        redact_secrets(&mut value);
+        toml::to_string(&value).expect("the configuration always serializes")
+    }
+
     /// The DIMSE listen address.
     pub fn dicom_listen(&self) -> Result<SocketAddr, ConfigError> {
         self.dicom
@@ -933,5 +965,18 @@ mod tests {
             let e = VnaConfig::load_with_env(Some(f.path()), vec![]).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn shown_configuration_hides_every_secret() {
+        let f = file("[[auth.users]]\nname = \"ops\"\ntoken = \"tok-0123456789abcdef\"\nrole = \"admin\"\n[tiers.cold]\nkind = \"s3\"\nbucket = \"b\"\naccess_key_id = \"AKIA-visible\"\nsecret_access_key = \"s3-secret-value\"\n");
+        let c = VnaConfig::load_with_env(Some(f.path()), vec![]).unwrap();
+        let shown = c.to_toml_redacted();
+        assert!(!shown.contains("tok-0123456789abcdef") && !shown.contains("s3-secret-value"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("AKIA-visible") && shown.contains("name = \"ops\""),
+            "{shown}"
+        );
+        assert!(c.to_toml().contains("tok-0123456789abcdef"));
     }
 }

@@ -71,8 +71,13 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Print the effective configuration (file, then environment overrides) as TOML.
-    Show,
+    /// Print the effective configuration (file, then environment overrides) as TOML, with
+    /// tokens, secrets and passwords shown as "<redacted>".
+    Show {
+        /// Print secrets as they are (e.g. to write a complete configuration file).
+        #[arg(long)]
+        reveal_secrets: bool,
+    },
     /// Validate the configuration and exit 0 when it is usable.
     Check,
 }
@@ -101,8 +106,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = archive_core::config::VnaConfig::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Config(ConfigCommand::Show) => {
-            print!("{}", config.to_toml());
+        Command::Config(ConfigCommand::Show { reveal_secrets }) => {
+            print!("{}", if reveal_secrets { config.to_toml() } else { config.to_toml_redacted() });
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check) => {

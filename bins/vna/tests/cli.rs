@@ -127,3 +127,18 @@ fn import_reports_and_skips_broken_files() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("10 records verified"), "{stdout}");
 }
+
+#[test]
+fn config_show_hides_secrets_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path());
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("[[auth.users]]\nname = \"ops\"\ntoken = \"ops-token-0123456789abcdef\"\nrole = \"admin\"\n");
+    std::fs::write(&path, &text).unwrap();
+    let out = vna(&path).args(["config", "show"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(!shown.contains("ops-token-0123456789abcdef") && shown.contains("token = \"<redacted>\""), "{shown}");
+    let out = vna(&path).args(["config", "show", "--reveal-secrets"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ops-token-0123456789abcdef"));
+}
