@@ -449,6 +449,15 @@ pub struct MigrationSourceConfig {
     /// PACS whose certificate an in-house CA signed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// DICOMweb: user name for HTTP basic authentication (with `password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// DICOMweb: password for HTTP basic authentication (prefer an environment override).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// DICOMweb: bearer token sent as `Authorization: Bearer` (instead of basic authentication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<String>,
     /// Most MiB per second taken from the source, averaged per study (0: unlimited).
     #[serde(default)]
     pub max_mb_per_sec: f64,
@@ -495,6 +504,16 @@ impl MigrationSourceConfig {
                 if self.url.is_some() {
                     return Err(invalid(&format!("{key}.url"), "belongs to kind = \"dicomweb\""));
                 }
+                if self.ca_file.is_some()
+                    || self.username.is_some()
+                    || self.password.is_some()
+                    || self.bearer_token.is_some()
+                {
+                    return Err(invalid(
+                        &format!("{key}.username"),
+                        "ca_file, username, password and bearer_token belong to kind = \"dicomweb\"",
+                    ));
+                }
             }
             MigrationSourceKind::Dicomweb => {
                 let url = self
@@ -504,6 +523,18 @@ impl MigrationSourceConfig {
                 let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
                 if rest.is_none_or(str::is_empty) || url.chars().any(char::is_whitespace) {
                     return Err(invalid(&format!("{key}.url"), "must be an http:// or https:// URL"));
+                }
+                match (&self.username, &self.password, &self.bearer_token) {
+                    (Some(_), None, _) | (None, Some(_), _) => {
+                        return Err(invalid(&format!("{key}.username"), "username and password go together"))
+                    }
+                    (Some(_), Some(_), Some(_)) => {
+                        return Err(invalid(
+                            &format!("{key}.bearer_token"),
+                            "use either username/password or bearer_token",
+                        ))
+                    }
+                    _ => {}
                 }
                 if let Some(ca) = &self.ca_file {
                     if !url.starts_with("https://") {
@@ -958,6 +989,9 @@ mod tests {
             ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\n[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://y\"\n", "twice"),
             ("[[migration.sources]]\nname = \"a\"\nkind = \"ftp\"\nurl = \"http://y\"\n", "kind"),
             ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"https://\"\n", "url"),
+            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\nusername = \"u\"\n", "go together"),
+            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\nusername = \"u\"\npassword = \"p\"\nbearer_token = \"t\"\n", "either"),
+            ("[[migration.sources]]\nname = \"a\"\nkind = \"dimse\"\nae_title = \"A\"\nhost = \"h\"\nport = 104\npassword = \"p\"\n", "belong to kind"),
             ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\nca_file = \"/etc/hostname\"\n", "only applies to an https"),
             ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"https://x\"\nca_file = \"/no/such/ca.pem\"\n", "not a readable file"),
         ] {

@@ -29,7 +29,7 @@ use crate::job::{
 use crate::scu::DimseSource;
 use crate::store::{JobStore, StoredJob};
 use crate::throttle::Throttle;
-use crate::web::WebSource;
+use crate::web::{SourceAuth, WebSource};
 use archive_core::audit::{AuditAction, AuditEvent, AuditObject, AuditOutcome};
 use archive_core::catalog::Catalog;
 use archive_core::config::{MigrationSourceConfig, MigrationSourceKind};
@@ -182,7 +182,14 @@ impl Remote {
                 timeout,
             }),
             MigrationSourceKind::Dicomweb => {
-                Remote::Web(WebSource::new(cfg.url.as_deref().unwrap_or(""), timeout, cfg.ca_file.as_deref())?)
+                let auth = match (&cfg.username, &cfg.password, &cfg.bearer_token) {
+                    (Some(username), Some(password), _) => {
+                        Some(SourceAuth::Basic { username: username.clone(), password: password.clone() })
+                    }
+                    (_, _, Some(token)) => Some(SourceAuth::Bearer(token.clone())),
+                    _ => None,
+                };
+                Remote::Web(WebSource::new(cfg.url.as_deref().unwrap_or(""), timeout, cfg.ca_file.as_deref(), auth)?)
             }
         })
     }

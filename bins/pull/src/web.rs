@@ -25,6 +25,21 @@ const INGESTS_IN_FLIGHT: usize = 4;
 pub struct WebSource {
     base: String,
     client: reqwest::Client,
+    auth: Option<SourceAuth>,
+}
+
+/// How requests to a DICOMweb source authenticate.
+#[derive(Debug, Clone)]
+pub enum SourceAuth {
+    /// HTTP basic authentication.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password.
+        password: String,
+    },
+    /// `Authorization: Bearer TOKEN`.
+    Bearer(String),
 }
 
 fn net(what: &str, e: impl std::fmt::Display) -> PullError {
@@ -50,7 +65,12 @@ impl WebSource {
     /// A source at `url` (the DICOMweb base, without a trailing slash); over https its
     /// certificate is verified against the system's CA store and the PEM certificates of
     /// `ca_file`, when given.
-    pub fn new(url: &str, timeout: Duration, ca_file: Option<&std::path::Path>) -> Result<Self, PullError> {
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+        auth: Option<SourceAuth>,
+    ) -> Result<Self, PullError> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(30)))
             .read_timeout(timeout)
@@ -69,12 +89,22 @@ impl WebSource {
             }
         }
         let client = builder.build().map_err(|e| PullError::Remote(format!("http client: {e}")))?;
-        Ok(WebSource { base: url.trim_end_matches('/').to_string(), client })
+        Ok(WebSource { base: url.trim_end_matches('/').to_string(), client, auth })
     }
 
     /// The base URL.
     pub fn url(&self) -> &str {
         &self.base
+    }
+
+    /// A GET of `url` with the source's authentication.
+    fn get(&self, url: String) -> reqwest::RequestBuilder {
+        let rq = self.client.get(url);
+        match &self.auth {
+            Some(SourceAuth::Basic { username, password }) => rq.basic_auth(username, Some(password)),
+            Some(SourceAuth::Bearer(token)) => rq.bearer_auth(token),
+            None => rq,
+        }
     }
 
     /// Every study with a StudyDate in `range` (every study when unbounded), with its
@@ -98,7 +128,6 @@ impl WebSource {
                 query.push(("StudyDate", d));
             }
             let rsp = self
-                .client
                 .get(format!("{}/studies", self.base))
                 .query(&query)
                 .header(reqwest::header::ACCEPT, "application/dicom+json")
@@ -193,7 +222,6 @@ impl WebSource {
         Fut: std::future::Future<Output = Result<(), PullError>> + Send + 'static,
     {
         let rsp = self
-            .client
             .get(format!("{}/studies/{study}", self.base))
             .header(reqwest::header::ACCEPT, "multipart/related; type=\"application/dicom\"; transfer-syntax=*")
             .send()

@@ -27,6 +27,8 @@ fn client() -> Client {
 /// A running Orthanc with its own storage and index, killed when dropped.
 struct Orthanc {
     child: std::process::Child,
+    /// The user name and password its REST API and DICOMweb ask for, when any.
+    login: Option<(String, String)>,
     http_port: u16,
     dicom_port: u16,
     dir: PathBuf,
@@ -36,6 +38,11 @@ struct Orthanc {
 impl Orthanc {
     /// Starts Orthanc in `dir`, with vna (AE `VNA` on `vna_dicom_port`) as a C-MOVE destination.
     fn start(dir: &Path, vna_dicom_port: u16) -> Orthanc {
+        Self::start_with_login(dir, vna_dicom_port, None)
+    }
+
+    /// Like [`Orthanc::start`]; with `login`, HTTP requests need basic authentication.
+    fn start_with_login(dir: &Path, vna_dicom_port: u16, login: Option<(&str, &str)>) -> Orthanc {
         let binary = ["/usr/sbin/Orthanc", "/usr/bin/Orthanc"].into_iter().map(PathBuf::from).find(|p| p.exists());
         let binary = binary.unwrap_or_else(|| {
             panic!("Orthanc is missing: .ci/run installs it (apt-get install orthanc orthanc-dicomweb)")
@@ -45,7 +52,7 @@ impl Orthanc {
             "the Orthanc DICOMweb plugin is missing at {PLUGIN}: .ci/run installs it (apt-get install orthanc-dicomweb)"
         );
         let (http_port, dicom_port) = (free_port(), free_port());
-        let config = json!({
+        let mut config = json!({
             "Name": "legacy",
             "StorageDirectory": dir.join("storage"),
             "IndexDirectory": dir.join("index"),
@@ -63,10 +70,15 @@ impl Orthanc {
             "Plugins": [PLUGIN],
             "DicomWeb": { "Enable": true, "Root": "/dicom-web/", "EnableWado": true, "WadoRoot": "/wado" }
         });
+        if let Some((user, password)) = login {
+            config["AuthenticationEnabled"] = json!(true);
+            config["RegisteredUsers"] = json!({ user: password });
+        }
+        let login = login.map(|(u, p)| (u.to_string(), p.to_string()));
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("orthanc.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
         let child = Self::spawn(&binary, dir);
-        let orthanc = Orthanc { child, http_port, dicom_port, dir: dir.to_path_buf(), binary };
+        let orthanc = Orthanc { child, login, http_port, dicom_port, dir: dir.to_path_buf(), binary };
         orthanc.wait_ready();
         orthanc
     }
@@ -85,7 +97,9 @@ impl Orthanc {
     fn wait_ready(&self) {
         let c = client();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while c.get(format!("{}/system", self.url())).send().map(|r| r.status().is_success()).ok() != Some(true) {
+        while self.request(c.get(format!("{}/system", self.url()))).send().map(|r| r.status().is_success()).ok()
+            != Some(true)
+        {
             assert!(Instant::now() < deadline, "Orthanc did not start: {}", read(&self.dir.join("orthanc.log")));
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -104,9 +118,17 @@ impl Orthanc {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
+    /// A request with Orthanc's login, when it has one.
+    fn request(&self, rq: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+        match &self.login {
+            Some((user, password)) => rq.basic_auth(user, Some(password)),
+            None => rq,
+        }
+    }
+
     /// Uploads a file; its Orthanc id when stored.
     fn upload(&self, c: &Client, bytes: &[u8]) -> Option<String> {
-        let rsp = c.post(format!("{}/instances", self.url())).body(bytes.to_vec()).send().unwrap();
+        let rsp = self.request(c.post(format!("{}/instances", self.url()))).body(bytes.to_vec()).send().unwrap();
         if !rsp.status().is_success() {
             return None;
         }
@@ -115,7 +137,7 @@ impl Orthanc {
     }
 
     fn file(&self, c: &Client, id: &str) -> Vec<u8> {
-        let rsp = c.get(format!("{}/instances/{id}/file", self.url())).send().unwrap();
+        let rsp = self.request(c.get(format!("{}/instances/{id}/file", self.url()))).send().unwrap();
         assert!(rsp.status().is_success());
         rsp.bytes().unwrap().to_vec()
     }
@@ -723,4 +745,43 @@ fn dicomweb_pull_over_https_checks_the_certificate() {
     let all: BTreeSet<String> = legacy.studies.keys().cloned().collect();
     assert_reconciled(&r, all.len(), legacy.instances.len() as u64);
     assert_identical(&c, &orthanc, &server, &legacy, &all, Identity::File);
+}
+
+/// A DICOMweb source that asks for HTTP basic authentication: a pull with the configured
+/// user and password completes byte for byte; without them it fails with the source's 401.
+#[test]
+fn dicomweb_pull_authenticates_to_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let vna_port = free_port();
+    let orthanc = Orthanc::start_with_login(&dir.path().join("orthanc"), vna_port, Some(("vna", "pull-pass-123")));
+    let legacy = load(&orthanc, 2, 2, false);
+    let vna_dir = dir.path().join("vna");
+    std::fs::create_dir_all(&vna_dir).unwrap();
+    let url = format!("{}/dicom-web", orthanc.url());
+    let sources = format!(
+        "[[migration.sources]]\nname = \"with-login\"\nkind = \"dicomweb\"\nurl = \"{url}\"\nusername = \"vna\"\npassword = \"pull-pass-123\"\nattempts = 1\n[[migration.sources]]\nname = \"anonymous\"\nkind = \"dicomweb\"\nurl = \"{url}\"\nattempts = 1\n"
+    );
+    let server = Server::start_full(&vna_dir, "", &sources, &[]);
+    let c = client();
+
+    let id = start_pull(&c, &server, json!({"source": "anonymous"}));
+    let job = wait_done(&c, &server, id);
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(job["last_error"].as_str().unwrap_or_default().contains("401"), "{job}");
+
+    let id = start_pull(&c, &server, json!({"source": "with-login"}));
+    wait_done(&c, &server, id);
+    let r = report(&c, &server, id);
+    let all: BTreeSet<String> = legacy.studies.keys().cloned().collect();
+    assert_reconciled(&r, all.len(), legacy.instances.len() as u64);
+    assert_identical(&c, &orthanc, &server, &legacy, &all, Identity::File);
+    // The password is not shown by `vna config show`.
+    let out = std::process::Command::new(common::vna_bin())
+        .arg("--config")
+        .arg(vna_dir.join("vna.toml"))
+        .args(["config", "show"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !shown.contains("pull-pass-123") && shown.contains("<redacted>"), "{shown}");
 }
