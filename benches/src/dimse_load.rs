@@ -149,6 +149,86 @@ impl StoreClient {
     }
 }
 
+/// What arrives on an established association, read straight from its stream: `dicom_ul`'s
+/// reader copies every data byte twice more and would make the loadgen's receiving side, not
+/// the archive, the bottleneck of C-MOVE and C-GET. Only used where nothing can be buffered
+/// by `dicom_ul` past the association set-up (the peer sends nothing until it got our answer).
+enum Incoming {
+    /// A DIMSE message completed by the PDU just read.
+    Message(dimse::pdv::AssembledMessage),
+    /// An A-RELEASE-RQ.
+    Release,
+    /// An A-ABORT, or the connection closed.
+    Ended,
+}
+
+/// Reads PDUs from a stream at a PDU boundary and assembles DIMSE messages.
+struct PduReader {
+    assembler: MessageAssembler,
+    body: Vec<u8>,
+    /// Messages completed by a PDU that completed more than one.
+    ready: std::collections::VecDeque<dimse::pdv::AssembledMessage>,
+}
+
+impl PduReader {
+    fn new() -> Self {
+        Self { assembler: MessageAssembler::new(MAX_DATASET), body: Vec::new(), ready: Default::default() }
+    }
+
+    /// The next message, release request or end of the association.
+    async fn next<R: tokio::io::AsyncRead + Unpin>(&mut self, stream: &mut R) -> anyhow::Result<Incoming> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(m) = self.ready.pop_front() {
+                return Ok(Incoming::Message(m));
+            }
+            let mut header = [0u8; 6];
+            if stream.read_exact(&mut header).await.is_err() {
+                return Ok(Incoming::Ended);
+            }
+            let len = u32::from_be_bytes([header[2], header[3], header[4], header[5]]) as usize;
+            anyhow::ensure!(len <= 64 << 20, "PDU of {len} bytes");
+            self.body.resize(len, 0);
+            stream.read_exact(&mut self.body).await?;
+            match header[0] {
+                0x04 => {
+                    let mut rest = &self.body[..];
+                    while rest.len() >= 6 {
+                        let item = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                        anyhow::ensure!(item >= 2 && item + 4 <= rest.len(), "bad PDV item length {item}");
+                        let (pc, control) = (rest[4], rest[5]);
+                        let data = &rest[6..4 + item];
+                        if let Some(m) = self.assembler.push_parts(pc, control & 1 == 1, control & 2 == 2, data)? {
+                            self.ready.push_back(m);
+                        }
+                        rest = &rest[4 + item..];
+                    }
+                }
+                0x05 => return Ok(Incoming::Release),
+                0x07 => return Ok(Incoming::Ended),
+                other => anyhow::bail!("unexpected PDU type {other:#04x} during an operation"),
+            }
+        }
+    }
+}
+
+/// Writes one DIMSE message straight onto a stream (see [`StoreClient::store`]).
+async fn write_message(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    pc: u8,
+    command: &[u8],
+    max_pdu: u32,
+) -> anyhow::Result<()> {
+    out.clear();
+    dimse::pdv::encode_pdus(out, pc, true, command, max_pdu);
+    stream.write_all(out).await?;
+    Ok(())
+}
+
+/// A-RELEASE-RP.
+const RELEASE_RP: [u8; 10] = [0x06, 0, 0, 0, 0, 4, 0, 0, 0, 0];
+
 /// What the loadgen's own C-STORE SCP received.
 #[derive(Debug, Default)]
 pub struct Received {
@@ -185,28 +265,23 @@ async fn serve_stores(
     max_pdu: u32,
     received: &Received,
 ) -> anyhow::Result<()> {
-    let mut assembler = MessageAssembler::new(MAX_DATASET);
+    let mut reader = PduReader::new();
+    let mut out = Vec::new();
+    let stream = assoc.inner_stream();
     loop {
-        match assoc.receive().await? {
-            Pdu::PData { data } => {
-                for v in data {
-                    let is_command = v.value_type == PDataValueType::Command;
-                    let pc = v.presentation_context_id;
-                    let Some(m) = assembler.push_parts(pc, is_command, v.is_last, &v.data)? else { continue };
-                    if let Message::CStoreRq(rq) = Message::decode(&m.command)? {
-                        received.instances.fetch_add(1, Ordering::Relaxed);
-                        received.bytes.fetch_add(m.dataset.map(|d| d.len() as u64).unwrap_or(0), Ordering::Relaxed);
-                        for pdu in pdus(pc, &store_rsp(&rq), None, max_pdu) {
-                            assoc.send(&pdu).await?;
-                        }
-                    }
+        match reader.next(stream).await? {
+            Incoming::Message(m) => {
+                if let Message::CStoreRq(rq) = Message::decode(&m.command)? {
+                    received.instances.fetch_add(1, Ordering::Relaxed);
+                    received.bytes.fetch_add(m.dataset.map(|d| d.len() as u64).unwrap_or(0), Ordering::Relaxed);
+                    write_message(stream, &mut out, m.presentation_context_id, &store_rsp(&rq), max_pdu).await?;
                 }
             }
-            Pdu::ReleaseRQ => {
-                assoc.send(&Pdu::ReleaseRP).await?;
+            Incoming::Release => {
+                stream.write_all(&RELEASE_RP).await?;
                 return Ok(());
             }
-            _ => return Ok(()),
+            Incoming::Ended => return Ok(()),
         }
     }
 }
@@ -296,23 +371,24 @@ impl RetrieveClient {
         for pdu in pdus(pc, &command, Some(&data), self.max_pdu) {
             self.assoc.send(&pdu).await?;
         }
-        let mut assembler = MessageAssembler::new(MAX_DATASET);
+        let mut reader = PduReader::new();
+        let mut out = Vec::new();
         let (mut instances, mut bytes) = (0u64, 0u64);
         loop {
-            let Pdu::PData { data } = self.assoc.receive().await? else {
-                anyhow::bail!("unexpected PDU during the retrieve");
+            let stream = self.assoc.inner_stream();
+            let m = match reader.next(stream).await? {
+                Incoming::Message(m) => m,
+                Incoming::Release | Incoming::Ended => {
+                    anyhow::bail!("the archive ended the association during the retrieve")
+                }
             };
-            for v in data {
-                let is_command = v.value_type == PDataValueType::Command;
-                let vpc = v.presentation_context_id;
-                let Some(m) = assembler.push_parts(vpc, is_command, v.is_last, &v.data)? else { continue };
+            {
+                let vpc = m.presentation_context_id;
                 let msg = Message::decode(&m.command)?;
                 if let Message::CStoreRq(rq) = &msg {
                     instances += 1;
                     bytes += m.dataset.as_ref().map(|d| d.len() as u64).unwrap_or(0);
-                    for pdu in pdus(vpc, &store_rsp(rq), None, self.max_pdu) {
-                        self.assoc.send(&pdu).await?;
-                    }
+                    write_message(stream, &mut out, vpc, &store_rsp(rq), self.max_pdu).await?;
                     continue;
                 }
                 let status = msg.status().unwrap_or(0xC000);
@@ -355,6 +431,48 @@ mod tests {
         let sop = obj.element(Tag(0x0008, 0x0018)).unwrap().to_str().unwrap();
         assert_eq!(sop.trim_end_matches('\0'), inst.sop_instance);
         assert!(dataset_of(b"not dicom").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_pdu_reader_assembles_fragments_and_several_messages_per_pdu() {
+        let command = Message::from(CStoreRsp {
+            message_id_being_responded_to: 1,
+            affected_sop_class: Some("1.2".into()),
+            affected_sop_instance: Some("1.2.3".into()),
+            status: 0,
+            error_comment: None,
+        })
+        .encode();
+        let mut wire = Vec::new();
+        // Two complete command-only messages in ONE PDU (two PDV items).
+        let item = |pc: u8, data: &[u8]| {
+            let mut v = ((data.len() + 2) as u32).to_be_bytes().to_vec();
+            v.extend_from_slice(&[pc, 0b11]);
+            v.extend_from_slice(data);
+            v
+        };
+        let items = [item(1, &command), item(3, &command)].concat();
+        wire.extend_from_slice(&[0x04, 0]);
+        wire.extend_from_slice(&(items.len() as u32).to_be_bytes());
+        wire.extend_from_slice(&items);
+        // Then a message fragmented over small PDUs, then a release request.
+        dimse::pdv::encode_pdus(&mut wire, 5, true, &command, 40);
+        wire.extend_from_slice(&[0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0]);
+        let mut stream = &wire[..];
+        let mut reader = PduReader::new();
+        let mut pcs = Vec::new();
+        loop {
+            match reader.next(&mut stream).await.unwrap() {
+                Incoming::Message(m) => {
+                    assert_eq!(m.command, command);
+                    pcs.push(m.presentation_context_id);
+                }
+                Incoming::Release => break,
+                Incoming::Ended => panic!("ended before the release request"),
+            }
+        }
+        assert_eq!(pcs, [1, 3, 5]);
+        assert!(matches!(reader.next(&mut stream).await.unwrap(), Incoming::Ended));
     }
 
     #[test]
