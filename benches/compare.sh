@@ -25,16 +25,14 @@ case $MODE in
   full)  RUNS=3 CT=500 CR=10 DX=10 US=10 TINY=10000 REQ=2000 ;;
   *) echo "usage: $0 [quick|full]" >&2; exit 2 ;;
 esac
-command -v Orthanc >/dev/null || { echo "install Orthanc first: apt-get install orthanc orthanc-dicomweb" >&2; exit 1; }
-PLUGIN=/usr/share/orthanc/plugins/libOrthancDicomWeb.so
-[ -f "$PLUGIN" ] || { echo "install the DICOMweb plugin: apt-get install orthanc-dicomweb" >&2; exit 1; }
+source benches/lib.sh
+require_orthanc_dicomweb
 cargo build --release -q -p vna -p vna-benches --bin vna --bin vna-loadgen
 BIN=$CARGO_TARGET_DIR/release
 WORK=$(mktemp -d "${VNA_BENCH_DIR:-/tmp}/vna-compare.XXXXXX")
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 export TCP_NODELAY=1
-source benches/lib.sh
 RESULTS=$WORK/results
 mkdir -p "$RESULTS"
 LG=$BIN/vna-loadgen

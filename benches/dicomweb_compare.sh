@@ -19,17 +19,14 @@ export CARGO_TARGET_DIR=${VNA_RELEASE_TARGET:-$HOME/.cache/vna-target-release}
 CT=${1:-500}
 TINY=${2:-10000}
 RUNS=${3:-2}
-command -v Orthanc >/dev/null || { echo "install Orthanc first: apt-get install orthanc orthanc-dicomweb" >&2; exit 1; }
-PLUGIN=/usr/share/orthanc/plugins/libOrthancDicomWeb.so
-[ -f "$PLUGIN" ] || { echo "install the DICOMweb plugin: apt-get install orthanc-dicomweb" >&2; exit 1; }
+source benches/lib.sh
+require_orthanc_dicomweb
 cargo build --release -q -p vna -p vna-benches --bin vna --bin vna-loadgen
 BIN=$CARGO_TARGET_DIR/release
 WORK=$(mktemp -d "${VNA_BENCH_DIR:-/tmp}/vna-dicomweb.XXXXXX")
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 export TCP_NODELAY=1
-
-source benches/lib.sh
 
 RESULTS=$WORK/results
 mkdir -p "$RESULTS"

@@ -3,6 +3,13 @@
 # Needs BIN (release binaries) and, for Orthanc's DICOMweb, PLUGIN. Callers export
 # TCP_NODELAY=1 so that Orthanc (and dcmtk) do not measure Nagle + delayed ACKs.
 
+# require_orthanc_dicomweb: exits unless Orthanc and its DICOMweb plugin are installed; sets PLUGIN.
+require_orthanc_dicomweb() {
+  command -v Orthanc >/dev/null || { echo "install Orthanc first: apt-get install orthanc orthanc-dicomweb (.ci/run does)" >&2; exit 1; }
+  PLUGIN=/usr/share/orthanc/plugins/libOrthancDicomWeb.so
+  [ -f "$PLUGIN" ] || { echo "install the DICOMweb plugin: apt-get install orthanc-dicomweb" >&2; exit 1; }
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 400); do curl -sf -o /dev/null "$1" && return 0; sleep 0.05; done; echo "$1 never answered" >&2; return 1; }
 wait_port() { for _ in $(seq 400); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }

@@ -16,9 +16,8 @@ export CARGO_TARGET_DIR=${VNA_RELEASE_TARGET:-$HOME/.cache/vna-target-release}
 STUDIES=${1:-20}
 PER_STUDY=${2:-20}
 RUNS=${3:-3}
-command -v Orthanc >/dev/null || { echo "install Orthanc first: apt-get install orthanc orthanc-dicomweb (.ci/run does)" >&2; exit 1; }
-PLUGIN=/usr/share/orthanc/plugins/libOrthancDicomWeb.so
-[ -f "$PLUGIN" ] || { echo "install the DICOMweb plugin: apt-get install orthanc-dicomweb" >&2; exit 1; }
+source benches/lib.sh
+require_orthanc_dicomweb
 cargo build --release -q -p vna -p vna-benches --bin vna --bin vna-dataset
 BIN=$CARGO_TARGET_DIR/release
 WORK=$(mktemp -d "${VNA_BENCH_DIR:-/tmp}/vna-migration.XXXXXX")
@@ -26,8 +25,6 @@ PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 export TCP_NODELAY=1
 TOKEN=bench-admin-token-0123456789
-
-source benches/lib.sh
 
 N=$((STUDIES * PER_STUDY))
 "$BIN/vna-dataset" "$WORK/data" --ct-instances "$N" --per-study "$PER_STUDY" >/dev/null
