@@ -243,13 +243,7 @@ pub async fn check_delete_many(tier: &dyn Tier) {
 /// wrong checksum and `NotFound` for a missing key; an empty call gives no answers.
 pub async fn check_verify_many(tier: &dyn Tier) {
     let prefix = fresh_prefix(tier, "verify-many").await;
-    let mut batch: Vec<(ObjectKey, Bytes)> = (0..5u64)
-        .map(|i| (key(&prefix, &format!("batch/{i}.dcm")), test_bytes(70_000 + i as usize * 313, 60 + i)))
-        .collect();
-    batch.push((key(&prefix, "batch/empty.dcm"), Bytes::new()));
-    put_many_ok(tier, &batch).await;
-    let single = (key(&prefix, "single.dcm"), test_bytes(12_345, 70));
-    put_ok(tier, &single.0, &single.1, PutOpts::default()).await;
+    let (batch, single) = batch_and_single(tier, &prefix, (70_000, 313, 60), (12_345, 70)).await;
 
     let answers = expect_ok(tier, "verify_many of nothing", tier.verify_many(Vec::new()).await);
     assert!(answers.is_empty(), "[conformance] tier {}: verify_many of nothing answered {answers:?}", tier.name());
@@ -292,13 +286,7 @@ pub async fn check_verify_many(tier: &dyn Tier) {
 /// `NotFound` for a missing key; an empty call gives no answers.
 pub async fn check_get_many(tier: &dyn Tier) {
     let prefix = fresh_prefix(tier, "get-many").await;
-    let mut batch: Vec<(ObjectKey, Bytes)> = (0..5u64)
-        .map(|i| (key(&prefix, &format!("batch/{i}.dcm")), test_bytes(50_000 + i as usize * 517, 80 + i)))
-        .collect();
-    batch.push((key(&prefix, "batch/empty.dcm"), Bytes::new()));
-    put_many_ok(tier, &batch).await;
-    let single = (key(&prefix, "single.dcm"), test_bytes(23_456, 90));
-    put_ok(tier, &single.0, &single.1, PutOpts::default()).await;
+    let (batch, single) = batch_and_single(tier, &prefix, (50_000, 517, 80), (23_456, 90)).await;
 
     let answers = expect_ok(tier, "get_many of nothing", tier.get_many(Vec::new()).await);
     assert!(answers.is_empty(), "[conformance] tier {}: get_many of nothing answered something", tier.name());
@@ -552,6 +540,24 @@ fn assert_sorted(tier: &dyn Tier, metas: &[ObjectMeta], what: &str) {
 }
 
 /// Puts `data` in uneven chunks and checks the returned meta.
+/// Writes five objects and an empty one under `prefix/batch/` with one `put_many` (sizes
+/// `base + i * step`, seeds `seed + i`), and one more object alone (`single`: size and seed).
+async fn batch_and_single(
+    tier: &dyn Tier,
+    prefix: &str,
+    (base, step, seed): (usize, usize, u64),
+    single: (usize, u64),
+) -> (Vec<(ObjectKey, Bytes)>, (ObjectKey, Bytes)) {
+    let mut batch: Vec<(ObjectKey, Bytes)> = (0..5u64)
+        .map(|i| (key(prefix, &format!("batch/{i}.dcm")), test_bytes(base + i as usize * step, seed + i)))
+        .collect();
+    batch.push((key(prefix, "batch/empty.dcm"), Bytes::new()));
+    put_many_ok(tier, &batch).await;
+    let single = (key(prefix, "single.dcm"), test_bytes(single.0, single.1));
+    put_ok(tier, &single.0, &single.1, PutOpts::default()).await;
+    (batch, single)
+}
+
 async fn put_ok(tier: &dyn Tier, key: &ObjectKey, data: &Bytes, opts: PutOpts) -> ObjectMeta {
     let meta = expect_ok(tier, &format!("put of {key}"), tier.put(key, chunked(data, 64 * 1024), opts).await);
     assert_meta(tier, &format!("put of {key}"), &meta, key, data);
