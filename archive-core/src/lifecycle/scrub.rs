@@ -86,6 +86,10 @@ impl Scrubber {
         if self.running.swap(true, Ordering::SeqCst) {
             return false;
         }
+        // The status shows the new pass from now on, so that a caller that polls right after
+        // starting it never mistakes the previous pass's result for this one's.
+        *self.status.lock() =
+            ScrubStatus { running: true, started_at: Some(OffsetDateTime::now_utc()), ..Default::default() };
         let this = self.clone();
         tokio::spawn(async move {
             this.pass().await;

@@ -102,3 +102,17 @@ impl From<tokio::task::JoinError> for ApiError {
         ApiError::internal(format!("worker failed: {e}"))
     }
 }
+
+impl From<archive_core::lifecycle::LifecycleError> for ApiError {
+    fn from(e: archive_core::lifecycle::LifecycleError) -> Self {
+        use archive_core::lifecycle::LifecycleError;
+        let status = match &e {
+            LifecycleError::UnknownTier(_) | LifecycleError::SameTier(_) => StatusCode::BAD_REQUEST,
+            LifecycleError::StudyNotFound(_) | LifecycleError::JobNotFound(_) => StatusCode::NOT_FOUND,
+            LifecycleError::Busy { .. } => StatusCode::CONFLICT,
+            LifecycleError::RecallFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            LifecycleError::Catalog(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}

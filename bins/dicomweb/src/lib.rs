@@ -1,22 +1,19 @@
 //! vna's HTTP door: DICOMweb (PS3.18: STOW-RS, QIDO-RS, WADO-RS, WADO-URI) under a
-//! configurable base path, the admin API under `/api`, health checks and Prometheus
-//! metrics, all over the same [`Archive`] as the DIMSE services.
+//! configurable base path, over the same [`Archive`] as the DIMSE services. The binary merges
+//! other routes into the same server (the admin API, health checks and metrics of the
+//! `admin-api` crate) through [`router_with`], so that every request is counted and timed
+//! here and CORS applies to all of them.
 //!
 //! Every path parameter is a validated UID before anything reads the catalog, so no path
 //! trick reaches a tier; every error is a JSON body with a 4xx for a client's mistake.
 
-pub mod admin;
 pub mod auth;
 pub mod dicom_json;
 pub mod error;
-mod lifecycle_api;
 pub mod media;
 pub mod metrics;
-mod migration_api;
 pub mod multipart;
-mod patients_api;
 pub mod qido;
-mod retention_api;
 mod routes;
 pub mod spool;
 pub mod stow;
@@ -31,7 +28,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,10 +76,6 @@ pub struct AppState {
     pub settings: Arc<HttpSettings>,
     /// HTTP metrics.
     pub metrics: HttpMetrics,
-    /// The retention policy in force (absent: the policy routes answer 503).
-    pub policy: Option<policy::scheduler::PolicyEngine>,
-    /// Pulls from legacy archives (absent: the migration routes answer 503).
-    pub migrations: Option<pull::Migrations>,
 }
 
 impl AppState {
@@ -121,42 +113,26 @@ pub fn instance_uid(raw: &str) -> Result<SopInstanceUid, ApiError> {
     SopInstanceUid::new(raw).map_err(|e| ApiError::bad_request(format!("{raw:?} is not a valid SOP Instance UID: {e}")))
 }
 
-/// The whole HTTP API: DICOMweb under the base path, WADO-URI at `/wado`, the admin API,
-/// health checks and metrics.
+/// DICOMweb under the base path and WADO-URI at `/wado`.
 pub fn router(archive: Archive, settings: HttpSettings) -> Router {
-    router_with_policy(archive, settings, None)
+    router_with(archive, settings, Router::new())
 }
 
-/// [`router`] with the retention policy engine behind `/api/policy`.
-pub fn router_with_policy(
-    archive: Archive,
-    settings: HttpSettings,
-    policy: Option<policy::scheduler::PolicyEngine>,
-) -> Router {
-    router_with_services(archive, settings, policy, None)
-}
-
-/// [`router_with_policy`] with the migration service behind `/api/migrations`.
-pub fn router_with_services(
-    archive: Archive,
-    settings: HttpSettings,
-    policy: Option<policy::scheduler::PolicyEngine>,
-    migrations: Option<pull::Migrations>,
-) -> Router {
+/// [`router`] with `other` routes (state applied) merged in: they share the request metrics,
+/// the JSON 404/405 answers and CORS.
+pub fn router_with(archive: Archive, settings: HttpSettings, other: Router) -> Router {
     let metrics = HttpMetrics::register(archive.metrics().registry());
     let cors = cors_layer(&settings.cors_allowed_origins);
-    let state = AppState { archive, settings: Arc::new(settings), metrics, policy, migrations };
+    let state = AppState { archive, settings: Arc::new(settings), metrics };
     let base = state.settings.base_path.clone();
     let mut app = Router::new()
         .nest(&base, routes::dicomweb())
         .merge(routes::outside_base())
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(admin::readyz))
-        .route("/metrics", get(admin::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state);
+        .with_state(state.clone())
+        .merge(other)
+        .layer(axum::middleware::from_fn_with_state(state, observe));
     if let Some(cors) = cors {
         app = app.layer(cors);
     }

@@ -1,6 +1,6 @@
 //! HTTP metrics, registered in the archive's registry next to the core's and DIMSE's.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 120.0];
@@ -16,12 +16,6 @@ pub struct HttpMetrics {
     pub stow_in_flight: IntGauge,
     /// Bytes spooled to disk by STOW-RS requests in flight.
     pub spool_bytes: IntGauge,
-    /// Objects per tier (refreshed at each scrape).
-    pub tier_objects: IntGaugeVec,
-    /// Bytes per tier (refreshed at each scrape).
-    pub tier_bytes: IntGaugeVec,
-    /// Catalog commits waiting for the committer (refreshed at each scrape).
-    pub commit_queue: IntGauge,
 }
 
 impl HttpMetrics {
@@ -43,21 +37,12 @@ impl HttpMetrics {
                 .expect("valid metric"),
             spool_bytes: IntGauge::new("vna_stow_spool_bytes", "Bytes spooled by STOW-RS requests in progress")
                 .expect("valid metric"),
-            tier_objects: IntGaugeVec::new(Opts::new("vna_tier_objects", "Objects held per tier"), &["tier"])
-                .expect("valid metric"),
-            tier_bytes: IntGaugeVec::new(Opts::new("vna_tier_bytes", "Bytes held per tier"), &["tier"])
-                .expect("valid metric"),
-            commit_queue: IntGauge::new("vna_catalog_commit_queue", "Catalog commits waiting for the committer")
-                .expect("valid metric"),
         };
         for c in [
             Box::new(m.requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.latency.clone()),
             Box::new(m.stow_in_flight.clone()),
             Box::new(m.spool_bytes.clone()),
-            Box::new(m.tier_objects.clone()),
-            Box::new(m.tier_bytes.clone()),
-            Box::new(m.commit_queue.clone()),
         ] {
             // A second router on the same registry (tests) reuses the first registration.
             let _ = registry.register(c);

@@ -3,10 +3,7 @@
 use crate::error::ApiError;
 use crate::qido::{search, Scope};
 use crate::wado::Target;
-use crate::{
-    admin, instance_uid, lifecycle_api, migration_api, patients_api, retention_api, series_uid, stow, study_uid, wado,
-    wado_uri, AppState,
-};
+use crate::{instance_uid, series_uid, stow, study_uid, wado, wado_uri, AppState};
 use archive_core::attribute::Level;
 use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
@@ -14,7 +11,7 @@ use axum::extract::{FromRequestParts, RawPathParams, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use std::net::SocketAddr;
 
@@ -136,176 +133,7 @@ async fn metadata(State(s): State<AppState>, p: Params, h: HeaderMap) -> Result<
     wado::metadata(s, p.target()?, h).await
 }
 
-/// Routes outside the DICOMweb base: WADO-URI at `/wado` and the admin API.
+/// Routes outside the DICOMweb base: WADO-URI at `/wado`.
 pub fn outside_base() -> Router<AppState> {
-    Router::new()
-        .route("/wado", get(|State(s), RawQuery(q), h: HeaderMap| wado_uri::wado(s, q, h)))
-        .route("/api/stats", get(admin::stats))
-        .route("/api/openapi.json", get(admin::openapi))
-        .route(
-            "/api/studies/{study}",
-            get(|State(s), p: Params| async move { admin::study_summary(s, p.get("study").to_string()).await }),
-        )
-        .route(
-            "/api/studies/{study}/migrate",
-            post(|State(s), p: Params, peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
-                lifecycle_api::migrate(s, p.get("study").to_string(), peer_of(peer), h, body).await
-            }),
-        )
-        .route("/api/jobs", get(lifecycle_api::jobs))
-        .route(
-            "/api/jobs/{id}",
-            get(|State(s), p: Params| async move { lifecycle_api::job(s, p.get("id").to_string()).await }),
-        )
-        .route(
-            "/api/scrub",
-            get(lifecycle_api::scrub_status).post(|State(s), peer: Peer, h: HeaderMap| async move {
-                lifecycle_api::start_scrub(s, peer_of(peer), h).await
-            }),
-        )
-        .merge(retention_routes())
-        .merge(migration_routes())
-}
-
-/// Pulls from legacy archives (bearer tokens required).
-fn migration_routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/migrations",
-            get(|State(s), peer: Peer, h: HeaderMap| async move { migration_api::list(s, peer_of(peer), h).await })
-                .post(|State(s), peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
-                    migration_api::start(s, peer_of(peer), h, body).await
-                }),
-        )
-        .route(
-            "/api/migrations/{id}",
-            get(|State(s), p: Params, peer: Peer, h: HeaderMap| async move {
-                migration_api::get(s, p.get("id").to_string(), peer_of(peer), h).await
-            }),
-        )
-        .route(
-            "/api/migrations/{id}/studies",
-            get(|State(s), p: Params, peer: Peer, h: HeaderMap| async move {
-                migration_api::studies(s, p.get("id").to_string(), peer_of(peer), h).await
-            }),
-        )
-        .route(
-            "/api/migrations/{id}/report",
-            get(|State(s), p: Params, peer: Peer, h: HeaderMap| async move {
-                migration_api::report(s, p.get("id").to_string(), peer_of(peer), h).await
-            }),
-        )
-        .route(
-            "/api/migrations/{id}/cancel",
-            post(|State(s), p: Params, peer: Peer, h: HeaderMap| async move {
-                migration_api::cancel(s, p.get("id").to_string(), peer_of(peer), h).await
-            }),
-        )
-}
-
-fn peer_of(p: Peer) -> String {
-    p.0.map(|a| a.ip().to_string()).unwrap_or_default()
-}
-
-/// Deletions, legal holds, rules, simulation and the audit trail (bearer tokens required).
-fn retention_routes() -> Router<AppState> {
-    use axum::routing::put;
-    Router::new()
-        .route(
-            "/api/studies/{study}/delete",
-            post(|State(s), p: Params, peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
-                retention_api::delete_study(s, p.get("study").to_string(), peer_of(peer), h, body).await
-            }),
-        )
-        .route(
-            "/api/deletions",
-            get(|State(s), peer: Peer, h: HeaderMap| async move { retention_api::deletions(s, peer_of(peer), h).await }),
-        )
-        .route(
-            "/api/deletions/{id}",
-            get(|State(s), p: Params, peer: Peer, h: HeaderMap| async move {
-                retention_api::deletion(s, p.get("id").to_string(), peer_of(peer), h).await
-            }),
-        )
-        .route(
-            "/api/deletions/{id}/certificate",
-            get(|State(s), p: Params, peer: Peer, h: HeaderMap| async move {
-                retention_api::certificate(s, p.get("id").to_string(), peer_of(peer), h).await
-            }),
-        )
-        .route(
-            "/api/deletions/{id}/undo",
-            post(|State(s), p: Params, peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
-                retention_api::undo(s, p.get("id").to_string(), peer_of(peer), h, body).await
-            }),
-        )
-        .route(
-            "/api/holds",
-            get(|State(s), peer: Peer, h: HeaderMap| async move { retention_api::holds(s, peer_of(peer), h).await }).post(
-                |State(s), peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
-                    retention_api::set_hold(s, peer_of(peer), h, body).await
-                },
-            ),
-        )
-        .route(
-            "/api/holds/{id}/release",
-            post(|State(s), p: Params, peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
-                retention_api::release_hold(s, p.get("id").to_string(), peer_of(peer), h, body).await
-            }),
-        )
-        .route(
-            "/api/policy",
-            get(|State(s), peer: Peer, h: HeaderMap| async move { retention_api::policy(s, peer_of(peer), h).await }).merge(put(
-                |State(s), peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
-                    retention_api::put_policy(s, peer_of(peer), h, body).await
-                },
-            )),
-        )
-        .route(
-            "/api/policy/reload",
-            post(|State(s), peer: Peer, h: HeaderMap| async move { retention_api::reload_policy(s, peer_of(peer), h).await }),
-        )
-        .route(
-            "/api/policy/evaluate",
-            post(|State(s), peer: Peer, h: HeaderMap| async move { retention_api::evaluate_now(s, peer_of(peer), h).await }),
-        )
-        .route(
-            "/api/policy/simulate",
-            get(|State(s), RawQuery(q), peer: Peer, h: HeaderMap| async move {
-                retention_api::simulate(s, q, peer_of(peer), h, bytes::Bytes::new()).await
-            })
-            .post(|State(s), RawQuery(q), peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
-                retention_api::simulate(s, q, peer_of(peer), h, body).await
-            }),
-        )
-        .route(
-            "/api/policy/explain/{study}",
-            get(|State(s), p: Params, RawQuery(q), peer: Peer, h: HeaderMap| async move {
-                retention_api::explain(s, p.get("study").to_string(), q, peer_of(peer), h).await
-            }),
-        )
-        .route(
-            "/api/audit",
-            get(|State(s), RawQuery(q), peer: Peer, h: HeaderMap| async move { retention_api::audit(s, q, peer_of(peer), h).await }),
-        )
-        .route(
-            "/api/patients/link",
-            post(|State(s), peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
-                patients_api::link(s, peer_of(peer), h, body).await
-            }),
-        )
-        .route(
-            "/api/patient-links",
-            get(|State(s), peer: Peer, h: HeaderMap| async move { patients_api::links(s, peer_of(peer), h).await }),
-        )
-        .route(
-            "/api/patient-links/{id}/undo",
-            post(|State(s), p: Params, peer: Peer, h: HeaderMap, body: bytes::Bytes| async move {
-                patients_api::undo(s, p.get("id").to_string(), peer_of(peer), h, body).await
-            }),
-        )
-        .route(
-            "/api/audit/verify",
-            get(|State(s), peer: Peer, h: HeaderMap| async move { retention_api::verify(s, peer_of(peer), h).await }),
-        )
+    Router::new().route("/wado", get(|State(s), RawQuery(q), h: HeaderMap| wado_uri::wado(s, q, h)))
 }

@@ -2,11 +2,15 @@
 //! deletions, legal holds and audit exports. Each sends `Authorization: Bearer TOKEN`
 //! (`--token` or `VNA_TOKEN`) of a user configured under `[[auth.users]]`.
 
+use admin_api::types::{
+    AuditFilter, AuditFormat, DeleteRequest, Explanation, HoldRequest, LinkRequest, MoveRequest, PatientIdentity,
+    PolicyQuery, SimulationReport, TierJobState, Totals,
+};
+use admin_api::AdminClient;
 use anyhow::{bail, Context};
 use archive_core::config::VnaConfig;
 use clap::{Args, Subcommand};
-use reqwest::blocking::{Client, RequestBuilder, Response};
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -139,6 +143,15 @@ pub enum HoldCommand {
     },
 }
 
+/// Format of `vna audit export`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// `{"records": [...]}`.
+    Json,
+    /// One line per record, with a header line.
+    Csv,
+}
+
 /// `vna audit export ...`
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -158,8 +171,8 @@ pub struct ExportArgs {
     #[arg(long)]
     pub action: Option<String>,
     /// Output format.
-    #[arg(long, value_parser = ["json", "csv"], default_value = "json")]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
+    pub format: ExportFormat,
     /// Most records.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -168,11 +181,10 @@ pub struct ExportArgs {
     pub output: Option<PathBuf>,
 }
 
+/// The admin API of the running archive, and how to print its answers.
 pub(crate) struct Api {
-    pub(crate) base: String,
-    token: Option<String>,
-    pub(crate) client: Client,
-    pub(crate) json: bool,
+    pub(crate) client: AdminClient,
+    json: bool,
 }
 
 impl Api {
@@ -188,39 +200,11 @@ impl Api {
                 format!("http://{host}:{}", addr.port())
             }
         };
-        let client = Client::builder().timeout(Duration::from_secs(3600)).build()?;
-        Ok(Self { base, token: args.token.clone(), client, json: args.json })
+        Ok(Self { client: AdminClient::new(&base, args.token.clone())?, json: args.json })
     }
 
-    pub(crate) fn req(&self, rb: RequestBuilder) -> anyhow::Result<Response> {
-        let rb = match &self.token {
-            Some(t) => rb.bearer_auth(t),
-            None => rb,
-        };
-        let rsp = rb
-            .send()
-            .with_context(|| format!("cannot reach the archive at {} (is `vna serve` running?)", self.base))?;
-        if !rsp.status().is_success() {
-            let status = rsp.status();
-            let body: Value = rsp.json().unwrap_or(Value::Null);
-            let msg = body["message"].as_str().map(str::to_string).unwrap_or_else(|| body.to_string());
-            let hint =
-                if status == reqwest::StatusCode::UNAUTHORIZED { " (pass --token or set VNA_TOKEN)" } else { "" };
-            bail!("{status}: {msg}{hint}");
-        }
-        Ok(rsp)
-    }
-
-    pub(crate) fn get(&self, path: &str) -> anyhow::Result<Value> {
-        Ok(self.req(self.client.get(format!("{}{path}", self.base)))?.json()?)
-    }
-
-    pub(crate) fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        let rb = self.client.post(format!("{}{path}", self.base)).json(&body);
-        Ok(self.req(rb)?.json()?)
-    }
-
-    pub(crate) fn print_or(&self, v: &Value, summary: impl FnOnce(&Value)) {
+    /// Prints the answer as JSON with --json, else the summary.
+    pub(crate) fn print_or<T: Serialize>(&self, v: &T, summary: impl FnOnce(&T)) {
         if self.json {
             println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
         } else {
@@ -229,14 +213,16 @@ impl Api {
     }
 }
 
+/// Prints an answer as pretty JSON.
+fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
 fn tier_names(config: &VnaConfig) -> Vec<String> {
     let mut names = vec!["hot".to_string(), "warm".to_string()];
     names.extend(config.tiers.keys().cloned());
     names
-}
-
-pub(crate) fn encode(v: &str) -> String {
-    serde_urlencoded::to_string([("v", v)]).unwrap_or_default().trim_start_matches("v=").to_string()
 }
 
 /// Runs `vna policy ...`.
@@ -263,52 +249,42 @@ pub fn policy(config: &VnaConfig, server: &ServerArgs, cmd: PolicyCommand) -> an
         });
     }
     let api = Api::new(config, server)?;
+    let c = &api.client;
     match cmd {
         PolicyCommand::Check { .. } => unreachable!("handled above"),
         PolicyCommand::Simulate { at, rules, limit } => {
-            let mut path = format!("/api/policy/simulate?limit={limit}");
-            if let Some(at) = &at {
-                path.push_str(&format!("&at={}", encode(at)));
-            }
-            let v: Value = match rules {
+            let query = PolicyQuery { at, limit: Some(limit) };
+            let candidate = match rules {
                 Some(file) => {
-                    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-                    api.req(api.client.post(format!("{}{path}", api.base)).body(text))?.json()?
+                    Some(std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?)
                 }
-                None => api.get(&path)?,
+                None => None,
             };
-            api.print_or(&v, print_simulation);
+            let report = c.simulate(&query, candidate.as_deref())?;
+            api.print_or(&report, print_simulation);
         }
         PolicyCommand::Explain { study, at } => {
-            let mut path = format!("/api/policy/explain/{}", encode(&study));
-            if let Some(at) = &at {
-                path.push_str(&format!("?at={}", encode(at)));
-            }
-            let v = api.get(&path)?;
-            api.print_or(&v, print_explanation);
+            let explanation = c.explain(&study, &PolicyQuery { at, limit: None })?;
+            api.print_or(&explanation, print_explanation);
         }
-        PolicyCommand::Show => {
-            let v = api.get("/api/policy")?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
+        PolicyCommand::Show => print_json(&c.policy()?)?,
         PolicyCommand::Apply { file } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let rb = api.client.put(format!("{}/api/policy", api.base)).body(text);
-            let v: Value = api.req(rb)?.json()?;
-            api.print_or(&v, |v| {
-                println!("rules in force: digest {}, {} rules, {} floors", v["digest"], v["rules"], v["floors"])
+            let r = c.replace_policy(&text)?;
+            api.print_or(&r, |r| {
+                println!("rules in force: digest {}, {} rules, {} floors", r.digest, r.rules, r.floors)
             });
         }
         PolicyCommand::Reload => {
-            let v = api.post("/api/policy/reload", json!({}))?;
-            api.print_or(&v, |v| println!("rules in force: digest {}, {} rules", v["digest"], v["rules"]));
+            let r = c.reload_policy()?;
+            api.print_or(&r, |r| println!("rules in force: digest {}, {} rules", r.digest, r.rules));
         }
         PolicyCommand::Evaluate => {
-            let v = api.post("/api/policy/evaluate", json!({}))?;
-            api.print_or(&v, |v| {
+            let p = c.evaluate_policy()?;
+            api.print_or(&p, |p| {
                 println!(
                     "evaluated {} studies: {} migrations, {} deletions marked, {} skipped",
-                    v["evaluated"], v["migrations"], v["deletions"], v["skipped"]
+                    p.evaluated, p.migrations, p.deletions, p.skipped
                 )
             });
         }
@@ -327,90 +303,66 @@ pub(crate) fn human_bytes(n: u64) -> String {
     format!("{v:.1} {}", units[i])
 }
 
-fn totals(v: &Value) -> String {
-    format!("{} studies, {}", v["studies"].as_u64().unwrap_or(0), human_bytes(v["bytes"].as_u64().unwrap_or(0)))
+fn totals(t: &Totals) -> String {
+    format!("{} studies, {}", t.studies, human_bytes(t.bytes))
 }
 
-fn print_simulation(v: &Value) {
-    println!("simulation at {} (rules {})", v["at"].as_str().unwrap_or(""), v["rules_digest"].as_str().unwrap_or(""));
-    println!("  evaluated: {}", totals(&v["evaluated"]));
-    if let Some(tiers) = v["tiers"].as_object() {
-        for (t, x) in tiers {
-            println!("  on {t}: {}", totals(x));
-        }
+fn print_simulation(r: &SimulationReport) {
+    println!("simulation at {} (rules {})", rfc3339(r.at), r.rules_digest);
+    println!("  evaluated: {}", totals(&r.evaluated));
+    for (t, x) in &r.tiers {
+        println!("  on {t}: {}", totals(x));
     }
-    println!("  deleted: {}", totals(&v["deleted"]));
-    println!("  kept where they are: {}", totals(&v["kept"]));
+    println!("  deleted: {}", totals(&r.deleted));
+    println!("  kept where they are: {}", totals(&r.kept));
     println!(
         "  deletion blocked by a floor: {}; by a legal hold: {}",
-        totals(&v["blocked_by_floor"]),
-        totals(&v["blocked_by_hold"])
+        totals(&r.blocked_by_floor),
+        totals(&r.blocked_by_hold)
     );
-    if let Some(rules) = v["by_rule"].as_object() {
-        for (r, x) in rules {
-            println!("  decided by {r}: {}", totals(x));
-        }
+    for (rule, x) in &r.by_rule {
+        println!("  decided by {rule}: {}", totals(x));
     }
-    if let Some(list) = v["deletions"].as_array() {
-        for d in list {
-            println!(
-                "  delete {} (patient {}, {}) by {}",
-                d["study"].as_str().unwrap_or(""),
-                d["patient"].as_str().unwrap_or(""),
-                human_bytes(d["bytes"].as_u64().unwrap_or(0)),
-                d["rule"].as_str().unwrap_or("")
-            );
-        }
-        if v["deletions_truncated"].as_bool() == Some(true) {
-            println!("  ... (more; raise --limit)");
-        }
+    for d in &r.deletions {
+        println!("  delete {} (patient {}, {}) by {}", d.study, d.patient, human_bytes(d.bytes), d.rule);
+    }
+    if r.deletions_truncated {
+        println!("  ... (more; raise --limit)");
     }
 }
 
-fn print_explanation(v: &Value) {
-    let d = &v["decision"];
-    println!("{}", d["summary"].as_str().unwrap_or(""));
-    if let Some(u) = d["retained_until"].as_str() {
+fn print_explanation(e: &Explanation) {
+    let d = &e.decision;
+    println!("{}", d.summary);
+    if let Some(u) = &d.retained_until {
         println!("  retention floors keep it until {u}");
     }
-    for t in d["trace"].as_array().into_iter().flatten() {
-        let mark = if t["matched"].as_bool() == Some(true) { "matched" } else { "no match" };
-        println!(
-            "  rule {} v{} ({}): {mark}",
-            t["rule"]["name"].as_str().unwrap_or(""),
-            t["rule"]["version"],
-            t["action"].as_str().unwrap_or("")
-        );
-        for c in t["conditions"].as_array().into_iter().flatten() {
-            println!(
-                "    {:<18} {:<7} {}",
-                c["condition"].as_str().unwrap_or(""),
-                c["result"].as_str().unwrap_or(""),
-                c["detail"].as_str().unwrap_or("")
-            );
+    for t in &d.trace {
+        let mark = if t.matched { "matched" } else { "no match" };
+        println!("  rule {} ({}): {mark}", t.rule, t.action);
+        for c in &t.conditions {
+            let result = serde_json::to_value(c.result).ok().and_then(|v| v.as_str().map(str::to_string));
+            println!("    {:<18} {:<7} {}", c.condition, result.unwrap_or_default(), c.detail);
         }
     }
-    for b in d["blocked"].as_array().into_iter().flatten() {
-        println!("  blocked: {}", b);
+    for b in &d.blocked {
+        println!("  blocked: {}", serde_json::to_string(b).unwrap_or_default());
     }
+}
+
+/// An RFC 3339 time for people.
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// Runs `vna delete STUDY --reason ...`.
 pub fn delete(config: &VnaConfig, server: &ServerArgs, args: DeleteArgs) -> anyhow::Result<ExitCode> {
     let api = Api::new(config, server)?;
-    let mut body = json!({ "reason": args.reason });
-    if let Some(g) = args.grace_minutes {
-        body["grace_minutes"] = json!(g);
-    }
-    let v = api.post(&format!("/api/studies/{}/delete", encode(&args.study)), body)?;
-    api.print_or(&v, |v| {
-        println!(
-            "deletion {} marked: study {} is hidden and purged after {}",
-            v["id"],
-            args.study,
-            v["hide_at"].as_str().unwrap_or("")
-        );
-        println!("undo before then with: vna deletions undo {} --reason \"...\"", v["id"]);
+    let req = DeleteRequest { reason: args.reason, grace_minutes: args.grace_minutes };
+    let d = api.client.delete_study(&args.study, &req)?;
+    api.print_or(&d, |d| {
+        println!("deletion {} marked: study {} is hidden and purged after {}", d.id, d.study, rfc3339(d.hide_at));
+        println!("undo before then with: vna deletions undo {} --reason \"...\"", d.id);
     });
     Ok(ExitCode::SUCCESS)
 }
@@ -418,36 +370,31 @@ pub fn delete(config: &VnaConfig, server: &ServerArgs, args: DeleteArgs) -> anyh
 /// Runs `vna deletions ...`.
 pub fn deletions(config: &VnaConfig, server: &ServerArgs, cmd: DeletionsCommand) -> anyhow::Result<ExitCode> {
     let api = Api::new(config, server)?;
+    let c = &api.client;
     match cmd {
         DeletionsCommand::List => {
-            let v = api.get("/api/deletions")?;
-            api.print_or(&v, |v| {
-                for d in v["deletions"].as_array().into_iter().flatten() {
+            let list = c.deletions()?;
+            api.print_or(&list, |list| {
+                for d in &list.deletions {
+                    let state = serde_json::to_value(d.state).ok().and_then(|v| v.as_str().map(str::to_string));
                     println!(
                         "{}  {:<9} study {}  by {} ({})  marked {}",
-                        d["id"],
-                        d["state"].as_str().unwrap_or(""),
-                        d["study"].as_str().unwrap_or(""),
-                        d["requested_by"].as_str().unwrap_or(""),
-                        d["reason"].as_str().unwrap_or(""),
-                        d["marked_at"].as_str().unwrap_or("")
+                        d.id,
+                        state.unwrap_or_default(),
+                        d.study,
+                        d.requested_by,
+                        d.reason,
+                        rfc3339(d.marked_at)
                     );
                 }
             });
         }
-        DeletionsCommand::Show { id } => {
-            println!("{}", serde_json::to_string_pretty(&api.get(&format!("/api/deletions/{}", encode(&id)))?)?)
-        }
+        DeletionsCommand::Show { id } => print_json(&c.deletion(&id)?)?,
         DeletionsCommand::Undo { id, reason } => {
-            let v = api.post(&format!("/api/deletions/{}/undo", encode(&id)), json!({ "reason": reason }))?;
-            api.print_or(&v, |v| println!("deletion {} undone", v["id"]));
+            let d = c.undo_deletion(&id, &reason)?;
+            api.print_or(&d, |d| println!("deletion {} undone", d.id));
         }
-        DeletionsCommand::Certificate { id } => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&api.get(&format!("/api/deletions/{}/certificate", encode(&id)))?)?
-            )
-        }
+        DeletionsCommand::Certificate { id } => print_json(&c.certificate(&id)?)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -455,37 +402,34 @@ pub fn deletions(config: &VnaConfig, server: &ServerArgs, cmd: DeletionsCommand)
 /// Runs `vna hold ...`.
 pub fn hold(config: &VnaConfig, server: &ServerArgs, cmd: HoldCommand) -> anyhow::Result<ExitCode> {
     let api = Api::new(config, server)?;
+    let c = &api.client;
     match cmd {
         HoldCommand::List => {
-            let v = api.get("/api/holds")?;
-            api.print_or(&v, |v| {
-                for h in v["holds"].as_array().into_iter().flatten() {
-                    println!(
-                        "{}  {}  by {} at {}: {}",
-                        h["id"],
-                        h["scope"],
-                        h["set_by"].as_str().unwrap_or(""),
-                        h["set_at"].as_str().unwrap_or(""),
-                        h["reason"].as_str().unwrap_or("")
-                    );
+            let list = c.holds()?;
+            api.print_or(&list, |list| {
+                for h in &list.holds {
+                    println!("{}  {}  by {} at {}: {}", h.id, h.scope, h.set_by, rfc3339(h.set_at), h.reason);
                 }
             });
         }
         HoldCommand::Set { patient, issuer, study, accession, reason } => {
-            let body = match (patient, study, accession) {
-                (Some(p), None, None) => {
-                    json!({ "patient_id": p, "issuer": issuer.unwrap_or_default(), "reason": reason })
-                }
-                (None, Some(s), None) => json!({ "study": s, "reason": reason }),
-                (None, None, Some(a)) => json!({ "accession": a, "reason": reason }),
+            let req = match (patient, study, accession) {
+                (Some(p), None, None) => HoldRequest {
+                    patient_id: Some(p),
+                    issuer: Some(issuer.unwrap_or_default()),
+                    reason,
+                    ..Default::default()
+                },
+                (None, Some(s), None) => HoldRequest { study: Some(s), reason, ..Default::default() },
+                (None, None, Some(a)) => HoldRequest { accession: Some(a), reason, ..Default::default() },
                 _ => bail!("name exactly one of --patient, --study or --accession"),
             };
-            let v = api.post("/api/holds", body)?;
-            api.print_or(&v, |v| println!("legal hold {} set on {}", v["id"], v["scope"]));
+            let h = c.set_hold(&req)?;
+            api.print_or(&h, |h| println!("legal hold {} set on {}", h.id, h.scope));
         }
         HoldCommand::Release { id, reason } => {
-            let v = api.post(&format!("/api/holds/{}/release", encode(&id)), json!({ "reason": reason }))?;
-            api.print_or(&v, |v| println!("legal hold {} released", v["released"]["id"]));
+            let r = c.release_hold(&id, &reason)?;
+            api.print_or(&r, |r| println!("legal hold {} released", r.released.id));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -494,23 +438,19 @@ pub fn hold(config: &VnaConfig, server: &ServerArgs, cmd: HoldCommand) -> anyhow
 /// Runs `vna audit export ...` through the running archive (the export is itself audited).
 pub fn export(config: &VnaConfig, server: &ServerArgs, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let api = Api::new(config, server)?;
-    let mut params: Vec<(&str, String)> = vec![("format", args.format.clone())];
-    for (k, v) in [
-        ("since", args.since),
-        ("until", args.until),
-        ("patient", args.patient),
-        ("study", args.study),
-        ("action", args.action),
-    ] {
-        if let Some(v) = v {
-            params.push((k, v));
-        }
-    }
-    if let Some(l) = args.limit {
-        params.push(("limit", l.to_string()));
-    }
-    let query = serde_urlencoded::to_string(&params)?;
-    let text = api.req(api.client.get(format!("{}/api/audit?{query}", api.base)))?.text()?;
+    let filter = AuditFilter {
+        since: args.since,
+        until: args.until,
+        patient: args.patient,
+        study: args.study,
+        action: args.action,
+        format: Some(match args.format {
+            ExportFormat::Json => AuditFormat::Json,
+            ExportFormat::Csv => AuditFormat::Csv,
+        }),
+        limit: args.limit,
+    };
+    let text = api.client.audit_text(&filter)?;
     match args.output {
         Some(path) => {
             std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
@@ -524,12 +464,12 @@ pub fn export(config: &VnaConfig, server: &ServerArgs, args: ExportArgs) -> anyh
 /// Runs `vna audit verify --server URL`: the running archive verifies its chain.
 pub fn verify_remote(config: &VnaConfig, server: &ServerArgs) -> anyhow::Result<ExitCode> {
     let api = Api::new(config, server)?;
-    let v = api.get("/api/audit/verify")?;
-    if v["intact"].as_bool() == Some(true) {
-        println!("audit trail intact: {} records verified", v["records"]);
+    let v = api.client.verify_audit()?;
+    if v.intact {
+        println!("audit trail intact: {} records verified", v.records.unwrap_or(0));
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("audit trail BROKEN: {}", v["error"].as_str().unwrap_or(""));
+        println!("audit trail BROKEN: {}", v.error.unwrap_or_default());
         Ok(ExitCode::from(1))
     }
 }
@@ -542,7 +482,7 @@ pub enum TierCommand {
     /// Print the archive's counts and per-tier usage as JSON.
     Stats,
     /// Move (or copy, with --keep-source) a study's copies to a tier; shows progress until done.
-    Migrate {
+    Move {
         /// Study Instance UID.
         study: String,
         /// Target tier.
@@ -582,48 +522,40 @@ fn progress_bar(total: u64, what: &str) -> indicatif::ProgressBar {
 /// Runs `vna tier ...`.
 pub fn tier(config: &VnaConfig, server: &ServerArgs, cmd: TierCommand) -> anyhow::Result<ExitCode> {
     let api = Api::new(config, server)?;
+    let c = &api.client;
     match cmd {
         TierCommand::Ls => {
-            let v = api.get("/api/stats")?;
-            api.print_or(&v, |v| {
+            let stats = c.stats()?;
+            api.print_or(&stats, |stats| {
                 println!("{:<12} {:<12} {:>10} {:>12}", "tier", "availability", "copies", "bytes");
-                for (name, t) in v["tiers"].as_object().into_iter().flatten() {
-                    println!(
-                        "{:<12} {:<12} {:>10} {:>12}",
-                        name,
-                        t["availability"].as_str().unwrap_or(""),
-                        t["objects"].as_u64().unwrap_or(0),
-                        human_bytes(t["bytes"].as_u64().unwrap_or(0))
-                    );
+                for (name, t) in &stats.tiers {
+                    println!("{:<12} {:<12} {:>10} {:>12}", name, t.availability, t.objects, human_bytes(t.bytes));
                 }
             });
         }
-        TierCommand::Stats => println!("{}", serde_json::to_string_pretty(&api.get("/api/stats")?)?),
-        TierCommand::Migrate { study, to, from, keep_source, reason, no_wait } => {
-            let body = json!({ "to": to, "from": from, "keep_source": keep_source, "reason": reason });
-            let job = api.post(&format!("/api/studies/{}/migrate", encode(&study)), body)?;
-            let id = job["id"].as_u64().unwrap_or(0);
+        TierCommand::Stats => print_json(&c.stats()?)?,
+        TierCommand::Move { study, to, from, keep_source, reason, no_wait } => {
+            let job = c.move_study(&study, &MoveRequest { to: to.clone(), from, keep_source, reason })?;
+            let id = job.id;
             if no_wait {
                 api.print_or(&job, |_| println!("job {id} submitted: follow it with GET /api/jobs/{id}"));
                 return Ok(ExitCode::SUCCESS);
             }
-            let bar = progress_bar(job["instances_total"].as_u64().unwrap_or(0), "migrating");
+            let bar = progress_bar(job.instances_total, "moving");
             loop {
-                let j = api.get(&format!("/api/jobs/{id}"))?;
-                bar.set_length(j["instances_total"].as_u64().unwrap_or(0).max(1));
-                bar.set_position(
-                    j["instances_done"].as_u64().unwrap_or(0) + j["instances_failed"].as_u64().unwrap_or(0),
-                );
-                bar.set_message(format!("{} copied", human_bytes(j["bytes_copied"].as_u64().unwrap_or(0))));
-                match j["state"].as_str() {
-                    Some("done") => {
+                let j = c.job(id)?;
+                bar.set_length(j.instances_total.max(1));
+                bar.set_position(j.instances_done + j.instances_failed);
+                bar.set_message(format!("{} copied", human_bytes(j.bytes_copied)));
+                match j.state {
+                    TierJobState::Done => {
                         bar.finish();
-                        println!("job {id} done: {} instances to {to}", j["instances_done"]);
+                        println!("job {id} done: {} instances to {to}", j.instances_done);
                         return Ok(ExitCode::SUCCESS);
                     }
-                    Some("failed") => {
+                    TierJobState::Failed => {
                         bar.abandon();
-                        println!("job {id} failed: {}", j["last_error"].as_str().unwrap_or(""));
+                        println!("job {id} failed: {}", j.last_error.unwrap_or_default());
                         return Ok(ExitCode::from(1));
                     }
                     _ => std::thread::sleep(Duration::from_millis(500)),
@@ -631,27 +563,27 @@ pub fn tier(config: &VnaConfig, server: &ServerArgs, cmd: TierCommand) -> anyhow
             }
         }
         TierCommand::Scrub { no_wait } => {
-            let started = api.post("/api/scrub", json!({}))?;
+            let started = c.start_scrub()?;
             if no_wait {
                 api.print_or(&started, |_| println!("integrity pass started"));
                 return Ok(ExitCode::SUCCESS);
             }
-            let bar = progress_bar(started["studies_total"].as_u64().unwrap_or(0), "scrubbing");
+            let bar = progress_bar(started.studies_total, "scrubbing");
             loop {
-                let s = api.get("/api/scrub")?;
-                bar.set_length(s["studies_total"].as_u64().unwrap_or(0).max(1));
-                bar.set_position(s["studies_checked"].as_u64().unwrap_or(0));
-                bar.set_message(format!("{} ok, {} failed", s["copies_ok"], s["copies_failed"]));
-                if s["running"].as_bool() != Some(true) {
+                let s = c.scrub()?;
+                bar.set_length(s.studies_total.max(1));
+                bar.set_position(s.studies_checked);
+                bar.set_message(format!("{} ok, {} failed", s.copies_ok, s.copies_failed));
+                if !s.running {
                     bar.finish();
-                    let failed = s["copies_failed"].as_u64().unwrap_or(0);
                     println!(
-                        "integrity pass done: {} copies ok ({}), {} skipped, {failed} failed",
-                        s["copies_ok"],
-                        human_bytes(s["bytes_checked"].as_u64().unwrap_or(0)),
-                        s["copies_skipped"]
+                        "integrity pass done: {} copies ok ({}), {} skipped, {} failed",
+                        s.copies_ok,
+                        human_bytes(s.bytes_checked),
+                        s.copies_skipped,
+                        s.copies_failed
                     );
-                    return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) });
+                    return Ok(if s.copies_failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) });
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
@@ -688,47 +620,35 @@ pub enum PatientCommand {
     Links,
 }
 
-fn identity(raw: &str) -> Value {
-    let (id, issuer) = raw.split_once("^^^").unwrap_or((raw, ""));
-    json!({ "patient_id": id, "issuer": issuer })
-}
-
 /// Runs `vna patient ...`.
 pub fn patient(config: &VnaConfig, server: &ServerArgs, cmd: PatientCommand) -> anyhow::Result<ExitCode> {
     let api = Api::new(config, server)?;
+    let c = &api.client;
     match cmd {
         PatientCommand::Link { from, to, reason } => {
-            let v = api.post(
-                "/api/patients/link",
-                json!({ "from": identity(&from), "to": identity(&to), "reason": reason }),
-            )?;
-            api.print_or(&v, |v| {
-                println!(
-                    "link {}: {} studies of {from} re-filed under {to}",
-                    v["id"],
-                    v["studies"].as_array().map_or(0, |a| a.len())
-                )
-            });
+            let req = LinkRequest { from: PatientIdentity::parse(&from), to: PatientIdentity::parse(&to), reason };
+            let l = c.link_patients(&req)?;
+            api.print_or(&l, |l| println!("link {}: {} studies of {from} re-filed under {to}", l.id, l.studies.len()));
         }
         PatientCommand::Unlink { id, reason } => {
-            let v = api.post(&format!("/api/patient-links/{}/undo", encode(&id)), json!({ "reason": reason }))?;
-            api.print_or(&v, |v| println!("link {} undone", v["id"]));
+            let l = c.undo_link(&id, &reason)?;
+            api.print_or(&l, |l| println!("link {} undone", l.id));
         }
         PatientCommand::Links => {
-            let v = api.get("/api/patient-links")?;
-            api.print_or(&v, |v| {
-                for l in v["links"].as_array().into_iter().flatten() {
+            let list = c.links()?;
+            api.print_or(&list, |list| {
+                for l in &list.links {
                     println!(
                         "{}  {}^^^{} -> {}^^^{}  {} studies  by {}: {}{}",
-                        l["id"],
-                        l["from"]["patient_id"].as_str().unwrap_or(""),
-                        l["from"]["issuer"].as_str().unwrap_or(""),
-                        l["to"]["patient_id"].as_str().unwrap_or(""),
-                        l["to"]["issuer"].as_str().unwrap_or(""),
-                        l["studies"].as_array().map_or(0, |a| a.len()),
-                        l["linked_by"].as_str().unwrap_or(""),
-                        l["reason"].as_str().unwrap_or(""),
-                        l["undone"].as_str().map(|u| format!(" (undone: {u})")).unwrap_or_default()
+                        l.id,
+                        l.from.patient_id,
+                        l.from.issuer,
+                        l.to.patient_id,
+                        l.to.issuer,
+                        l.studies.len(),
+                        l.linked_by,
+                        l.reason,
+                        l.undone.as_ref().map(|u| format!(" (undone: {u})")).unwrap_or_default()
                     );
                 }
             });

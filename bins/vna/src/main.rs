@@ -4,7 +4,7 @@
 mod admin_cli;
 mod import;
 mod logging;
-mod migrate_cli;
+mod pull_cli;
 mod serve;
 mod wiring;
 
@@ -58,12 +58,12 @@ enum Command {
     /// Legal holds: no deletion touches what they cover while they stand.
     #[command(subcommand)]
     Hold(admin_cli::HoldCommand),
-    /// Storage tiers of the running archive: list, usage, migrate a study, integrity scrub.
+    /// Storage tiers of the running archive: list, usage, move a study, integrity scrub.
     #[command(subcommand)]
     Tier(admin_cli::TierCommand),
-    /// Migration from a legacy PACS ([[migration.sources]]): pull studies, follow jobs, reports.
-    #[command(subcommand)]
-    Migrate(migrate_cli::MigrateCommand),
+    /// Pull studies from a legacy PACS ([[migration.sources]]) into vna: start, follow, reports.
+    #[command(subcommand, alias = "migrate")]
+    Pull(pull_cli::PullCommand),
     /// Patient identity: link (merge) two identities, undo a link, list links.
     #[command(subcommand)]
     Patient(admin_cli::PatientCommand),
@@ -128,7 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deletions(cmd) => admin_cli::deletions(&config, &cli.server, cmd),
         Command::Hold(cmd) => admin_cli::hold(&config, &cli.server, cmd),
         Command::Tier(cmd) => admin_cli::tier(&config, &cli.server, cmd),
-        Command::Migrate(cmd) => migrate_cli::migrate(&config, &cli.server, cmd),
+        Command::Pull(cmd) => pull_cli::pull(&config, &cli.server, cmd),
         Command::Patient(cmd) => admin_cli::patient(&config, &cli.server, cmd),
         Command::Audit(AuditCommand::Export(args)) => admin_cli::export(&config, &cli.server, args),
         Command::Audit(AuditCommand::Verify) if cli.server.server.is_some() => {

@@ -34,7 +34,8 @@ pub async fn run(config: VnaConfig) -> anyhow::Result<()> {
     };
     let dimse = dimse_scp::DimseServer::new(archive.clone(), settings);
     let dimse_task = tokio::spawn(dimse.run(dicom_listener, stopped(stop_rx.clone())));
-    let app = dicomweb::router_with_services(archive.clone(), http_settings, Some(policy), Some(migrations.clone()));
+    let admin = admin_api::AdminState::new(archive.clone(), Some(policy), Some(migrations.clone()))?;
+    let app = dicomweb::router_with(archive.clone(), http_settings, admin_api::router(admin));
     let http_task = tokio::spawn(
         axum::serve(http_listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(stopped(stop_rx))

@@ -217,7 +217,7 @@ fn colliding_patient_ids_stay_apart_coercion_is_traceable_and_links_are_reversib
             .json()
             .unwrap();
         assert_eq!(r["records"].as_array().unwrap().len(), 1, "{action}");
-        assert_eq!(r["records"][0]["event"]["actor"], "test-admin");
+        assert_eq!(r["records"][0]["actor"], "test-admin");
     }
     assert!(server.stop().success());
 }

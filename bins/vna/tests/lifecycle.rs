@@ -32,7 +32,7 @@ fn stow(c: &Client, base: &str, file: &[u8]) {
 
 fn migrate(c: &Client, base: &str, study: &str, body: &str) -> Value {
     let rsp = c
-        .post(format!("{base}/api/studies/{study}/migrate"))
+        .post(format!("{base}/api/studies/{study}/move"))
         .header("Content-Type", "application/json")
         .bearer_auth(ADMIN_TOKEN)
         .body(body.to_string())

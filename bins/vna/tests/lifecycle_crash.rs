@@ -155,7 +155,7 @@ fn crash_and_resume(point: &str, target: Target, seed: u64, removed: usize) {
     stow(&c, &base, &instances);
     // The process may abort before it answers.
     let answer = c
-        .post(format!("{base}/api/studies/{study}/migrate"))
+        .post(format!("{base}/api/studies/{study}/move"))
         .bearer_auth(ADMIN_TOKEN)
         .header("Content-Type", "application/json")
         .body(format!(r#"{{"to": "{to}", "from": "hot", "reason": "crash test"}}"#))

@@ -1,6 +1,6 @@
 //! Migration from a legacy PACS end to end: a real Orthanc (Debian's `orthanc` and
 //! `orthanc-dicomweb`, installed by `.ci/run`) holds pydicom's test files and generated CT
-//! studies with varied study dates; `vna serve` pulls them with `vna migrate pull` / the admin
+//! studies with varied study dates; `vna serve` pulls them with `vna pull start` / the admin
 //! API over DIMSE (C-FIND, C-MOVE to vna) and over DICOMweb (QIDO-RS, WADO-RS), is killed with
 //! SIGKILL midway and resumes without refetching, honours the date range, and every job ends
 //! with a reconciliation report without mismatches and objects identical to Orthanc's.
@@ -257,10 +257,10 @@ fn post(c: &Client, url: &str, token: Option<&str>, body: Value) -> (StatusCode,
 
 /// Starts a pull over the admin API; the job id.
 fn start_pull(c: &Client, server: &Server, body: Value) -> u64 {
-    let (status, job, location) = post(c, &format!("{}/api/migrations", server.http()), Some(ADMIN_TOKEN), body);
+    let (status, job, location) = post(c, &format!("{}/api/pulls", server.http()), Some(ADMIN_TOKEN), body);
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     let id = job["id"].as_u64().unwrap();
-    assert_eq!(location.as_deref(), Some(format!("/api/migrations/{id}").as_str()));
+    assert_eq!(location.as_deref(), Some(format!("/api/pulls/{id}").as_str()));
     id
 }
 
@@ -268,7 +268,7 @@ fn start_pull(c: &Client, server: &Server, body: Value) -> u64 {
 fn wait_done(c: &Client, server: &Server, id: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let j = get(c, &format!("{}/api/migrations/{id}", server.http()));
+        let j = get(c, &format!("{}/api/pulls/{id}", server.http()));
         if matches!(j["state"].as_str(), Some("done" | "failed" | "cancelled")) {
             return j;
         }
@@ -278,12 +278,12 @@ fn wait_done(c: &Client, server: &Server, id: u64) -> Value {
 }
 
 fn report(c: &Client, server: &Server, id: u64) -> Value {
-    get(c, &format!("{}/api/migrations/{id}/report", server.http()))
+    get(c, &format!("{}/api/pulls/{id}/report", server.http()))
 }
 
 /// The studies of a job by UID.
 fn studies(c: &Client, server: &Server, id: u64) -> BTreeMap<String, Value> {
-    let v = get(c, &format!("{}/api/migrations/{id}/studies", server.http()));
+    let v = get(c, &format!("{}/api/pulls/{id}/studies", server.http()));
     v["studies"].as_array().unwrap().iter().map(|s| (s["uid"].as_str().unwrap().to_string(), s.clone())).collect()
 }
 
@@ -417,7 +417,7 @@ fn dimse_pull_of_real_files_reconciles_with_identical_objects() {
     let c = client();
 
     // The admin API refuses what it must.
-    let url = format!("{}/api/migrations", server.http());
+    let url = format!("{}/api/pulls", server.http());
     assert_eq!(post(&c, &url, None, json!({"source": "legacy"})).0, StatusCode::UNAUTHORIZED);
     assert_eq!(post(&c, &url, Some(AUDITOR_TOKEN), json!({"source": "legacy"})).0, StatusCode::FORBIDDEN);
     assert_eq!(post(&c, &url, Some(ADMIN_TOKEN), json!({"source": "nowhere"})).0, StatusCode::BAD_REQUEST);
@@ -427,7 +427,7 @@ fn dimse_pull_of_real_files_reconciles_with_identical_objects() {
     // The CLI pulls everything (no date range: studies without a date too) and reports.
     let out = std::process::Command::new(common::vna_bin())
         .args(["--config", server.config.to_str().unwrap(), "--server", &server.http(), "--token", ADMIN_TOKEN])
-        .args(["migrate", "pull", "--from", "legacy"])
+        .args(["pull", "start", "--from", "legacy"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -435,7 +435,7 @@ fn dimse_pull_of_real_files_reconciles_with_identical_objects() {
     assert!(stdout.contains("mismatches: none") && stdout.contains("reconciled"), "{stdout}");
 
     let jobs = get(&c, &url);
-    let id = jobs["migrations"][0]["id"].as_u64().unwrap();
+    let id = jobs["pulls"][0]["id"].as_u64().unwrap();
     let r = report(&c, &server, id);
     let total = legacy.instances.len() as u64;
     assert_reconciled(&r, legacy.studies.len(), total);
@@ -458,10 +458,10 @@ fn dimse_pull_of_real_files_reconciles_with_identical_objects() {
             .output()
             .unwrap()
     };
-    let out = cli(&["migrate", "report", &again.to_string()]);
+    let out = cli(&["pull", "report", &again.to_string()]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success() && text.contains(&format!("{} already present", legacy.studies.len())), "{text}");
-    let out = cli(&["migrate", "status"]);
+    let out = cli(&["pull", "status"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success() && text.lines().count() == 2 && text.contains("done"), "{text}");
     let r = report(&c, &server, again);
@@ -541,12 +541,12 @@ fn interrupted_pull_resumes_after_sigkill_without_refetching() {
     let id = start_pull(&c, &server, json!({"source": "legacy"}));
     // A second job on the same source is refused while the first runs.
     let (status, _, _) =
-        post(&c, &format!("{}/api/migrations", server.http()), Some(ADMIN_TOKEN), json!({"source": "legacy"}));
+        post(&c, &format!("{}/api/pulls", server.http()), Some(ADMIN_TOKEN), json!({"source": "legacy"}));
     assert_eq!(status, StatusCode::CONFLICT);
 
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let j = get(&c, &format!("{}/api/migrations/{id}", server.http()));
+        let j = get(&c, &format!("{}/api/pulls/{id}", server.http()));
         if j["counters"]["studies_handled"].as_u64().unwrap_or(0) >= 4 {
             break;
         }
@@ -584,8 +584,7 @@ fn interrupted_pull_resumes_after_sigkill_without_refetching() {
     let all: BTreeSet<String> = legacy.studies.keys().cloned().collect();
     assert_identical(&c, &orthanc, &server, &legacy, &all, Identity::DataSet);
     // An ended job cannot be cancelled.
-    let (status, _, _) =
-        post(&c, &format!("{}/api/migrations/{id}/cancel", server.http()), Some(ADMIN_TOKEN), json!({}));
+    let (status, _, _) = post(&c, &format!("{}/api/pulls/{id}/cancel", server.http()), Some(ADMIN_TOKEN), json!({}));
     assert_eq!(status, StatusCode::CONFLICT);
 }
 
@@ -602,7 +601,7 @@ fn network_failure_midway_is_retried_and_the_pull_completes() {
     let id = start_pull(&c, &server, json!({"source": "legacy-web"}));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let j = get(&c, &format!("{}/api/migrations/{id}", server.http()));
+        let j = get(&c, &format!("{}/api/pulls/{id}", server.http()));
         if j["counters"]["studies_handled"].as_u64().unwrap_or(0) >= 3 {
             break;
         }
