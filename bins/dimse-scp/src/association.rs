@@ -272,18 +272,15 @@ impl Connection {
     /// buffered for the next read, a partly assembled message in the reader.
     pub fn cancel_requested(&mut self, message_id: u16) -> Result<bool, AssociationError> {
         use futures::FutureExt;
-        while let Some(received) = self.reader.receive(&mut self.assoc, None).now_or_never() {
-            match operation_message(received.map_err(receive_error)?)? {
-                Message::CCancelRq(c) if c.message_id_being_responded_to == message_id => return Ok(true),
-                other => {
-                    return Err(AssociationError::Protocol(format!(
-                        "{:?} received while an operation is running (no asynchronous operations were negotiated)",
-                        other.command_field()
-                    )))
-                }
-            }
+        // One poll reads every PDU already received, until a message is complete.
+        let Some(received) = self.reader.receive(&mut self.assoc, None).now_or_never() else { return Ok(false) };
+        match operation_message(received.map_err(receive_error)?)? {
+            Message::CCancelRq(c) if c.message_id_being_responded_to == message_id => Ok(true),
+            other => Err(AssociationError::Protocol(format!(
+                "{:?} received while an operation is running (no asynchronous operations were negotiated)",
+                other.command_field()
+            ))),
         }
-        Ok(false)
     }
 
     /// Sends one message, fragmented to the peer's maximum PDU length.
