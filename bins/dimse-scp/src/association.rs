@@ -2,8 +2,8 @@
 //!
 //! Each message is assembled from its fragments by the connection's one
 //! [`dimse::ul::MessageReader`] (also while an operation waits for a reply), decoded by the
-//! `dimse` crate and handed to its service. Protocol errors (undecodable command sets, fragments out of order, unknown
-//! presentation contexts) abort this association only.
+//! `dimse` crate and handed to its service. Protocol errors (undecodable command sets,
+//! fragments out of order, unknown presentation contexts) abort this association only.
 
 use crate::server::Shared;
 use crate::{commitment, find, retrieve, store};

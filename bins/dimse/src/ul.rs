@@ -6,8 +6,8 @@
 //! logic. [`MessageReader`] is that loop, once, for servers and clients alike:
 //!
 //! ```text
-//! AsyncAssociation::receive ──► Pdu::PData { PDVs } ──► queue ──► MessageAssembler ──► Received::Message
-//!                           └─► any other PDU ─────────────────────────────────────► Received::Pdu
+//! assoc.receive() ─► P-DATA PDVs ─► queue ─► MessageAssembler ─► Received::Message
+//!                 └► other PDU ────────────────────────────────► Received::Pdu
 //! ```
 //!
 //! # Behavior
