@@ -328,10 +328,12 @@ impl Archive {
                 return Ok(Err(job));
             }
         }
-        // The recalls added copies: read the records again.
+        // The recalls added copies: read the records again (through the read view: an
+        // instance a deletion hid while the recall ran is not sent).
+        let view = self.retrieve.visible();
         let mut fresh = Vec::with_capacity(records.len());
         for r in records {
-            if let Some(now) = self.catalog.instance(&r.uid)? {
+            if let Some(now) = view.instance(&r.uid)? {
                 fresh.push(now);
             }
         }

@@ -10,7 +10,10 @@
 //! - [`matching`], [`query`]: DICOM matching rules (PS3.4 C.2.2.2) and the query model.
 //! - [`catalog`]: the catalog trait and its RocksDB engine (group commit, indexes, intents).
 //! - [`tier`], [`tiers`]: the tier trait, its conformance suite, an in-memory tier, the configured set.
-//! - [`ingest`], [`retrieve`]: the two data paths.
+//! - [`ingest`], [`retrieve`]: the two data paths; [`retrieve::Retrieve::select`] is the one
+//!   retrieve selection every door uses, through the read view [`visible::Visible`] that leaves
+//!   out what deletions hide.
+//! - [`dicom_status`]: the one mapping of ingest failures to DICOM storage statuses.
 //! - [`audit`]: the hash-chained audit trail.
 //! - [`config`], [`disk`], [`metrics`]: configuration, free-space floors, Prometheus metrics.
 //!
@@ -34,6 +37,7 @@ pub mod checksum;
 pub mod coerce;
 pub mod config;
 pub mod deletion;
+pub mod dicom_status;
 pub mod disk;
 pub mod failpoint;
 pub mod hold;
@@ -53,6 +57,7 @@ pub mod tier;
 pub mod tiers;
 pub mod transcode;
 pub mod uid;
+pub mod visible;
 pub mod walk;
 
 pub use archive::Archive;

@@ -1,28 +1,87 @@
-//! Retrieve: streams instances, series and studies from whichever tier holds them.
+//! Retrieve: selects instances, then streams them from whichever tier holds them.
 //!
+//! # Selection
+//! Every door selects what it sends with [`Retrieve::select`]: a [`Query`] at STUDY, SERIES or
+//! IMAGE level (a C-MOVE or C-GET identifier, or a WADO [`RetrieveTarget`] turned into one with
+//! [`RetrieveTarget::query`]) gives the visible instances it covers, through the read view
+//! [`Visible`]: what a deletion hides (a study past its grace period, a purge under way, an IOCM
+//! rejection) is never selected, whichever door asks. No door expands rows or filters on its own.
+//!
+//! # Reading
 //! The catalog says where each object lives; the first readable copy is streamed,
 //! checksum-verified as it goes. A copy that fails is skipped for the next one.
 
-use crate::attribute::Level;
+use crate::attribute::{Attribute, Level};
 use crate::catalog::{Catalog, CatalogError};
+use crate::matching::MatchOptions;
 use crate::metrics::Metrics;
 use crate::model::InstanceRecord;
+use crate::query::Query;
 use crate::tier::{collect_stream, Availability, ByteStream, GetOpts, TierError};
 use crate::tiers::TierSet;
 use crate::uid::{SeriesUid, SopInstanceUid, StudyUid};
+use crate::visible::Visible;
 use bytes::Bytes;
 use futures::StreamExt;
 use std::sync::Arc;
 
-/// What to retrieve.
+/// What a WADO request retrieves: a study, a series of a study, or an instance of a series.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RetrieveTarget {
     /// A whole study.
     Study(StudyUid),
     /// A series of a study.
     Series(StudyUid, SeriesUid),
-    /// One instance.
-    Instance(SopInstanceUid),
+    /// One instance of a series of a study.
+    Instance(StudyUid, SeriesUid, SopInstanceUid),
+}
+
+impl RetrieveTarget {
+    /// The retrieve query that selects the target: the level it addresses with the unique key
+    /// of each level down to it.
+    pub fn query(&self) -> Query {
+        let key = |attribute: Attribute, uid: &str| crate::query::QueryKey {
+            attribute,
+            matcher: crate::matching::Matcher::Single(uid.to_string()),
+        };
+        let (level, keys) = match self {
+            RetrieveTarget::Study(st) => (Level::Study, vec![key(Attribute::StudyInstanceUID, st.as_str())]),
+            RetrieveTarget::Series(st, se) => (
+                Level::Series,
+                vec![key(Attribute::StudyInstanceUID, st.as_str()), key(Attribute::SeriesInstanceUID, se.as_str())],
+            ),
+            RetrieveTarget::Instance(st, se, i) => (
+                Level::Instance,
+                vec![
+                    key(Attribute::StudyInstanceUID, st.as_str()),
+                    key(Attribute::SeriesInstanceUID, se.as_str()),
+                    key(Attribute::SOPInstanceUID, i.as_str()),
+                ],
+            ),
+        };
+        Query { level, keys, offset: 0, limit: None }
+    }
+}
+
+impl std::fmt::Display for RetrieveTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetrieveTarget::Study(s) => write!(f, "study {s}"),
+            RetrieveTarget::Series(st, se) => write!(f, "series {se} of study {st}"),
+            RetrieveTarget::Instance(st, se, i) => write!(f, "instance {i} of series {se} of study {st}"),
+        }
+    }
+}
+
+/// The unique key a retrieve query must constrain at its level (PS3.4 C.4.2.2.1: a retrieve
+/// names what it wants by unique key; without one it would select everything).
+pub fn required_key(level: Level) -> Attribute {
+    match level {
+        Level::Patient => Attribute::PatientID,
+        Level::Study => Attribute::StudyInstanceUID,
+        Level::Series => Attribute::SeriesInstanceUID,
+        Level::Instance => Attribute::SOPInstanceUID,
+    }
 }
 
 /// Retrieve failures.
@@ -31,6 +90,13 @@ pub enum RetrieveError {
     /// Nothing is stored under this identity.
     #[error("{0} not found")]
     NotFound(String),
+    /// The retrieve query cannot select instances (no unique key at its level, or a key that
+    /// cannot be used).
+    #[error("invalid retrieve: {0}")]
+    InvalidSelection(String),
+    /// The blocking task that ran the selection failed.
+    #[error("the selection task failed")]
+    Task(#[source] tokio::task::JoinError),
     /// No copy of the object could be read.
     #[error("no readable copy of instance {sop_instance}: {last_error}")]
     Unreadable {
@@ -91,34 +157,84 @@ impl Retrieve {
         Self { catalog, tiers, metrics, accessed: Arc::default() }
     }
 
-    /// The instance records a target covers, in study/series/instance UID order.
-    pub fn instances(&self, target: &RetrieveTarget) -> Result<Vec<InstanceRecord>, RetrieveError> {
-        let found = match target {
-            RetrieveTarget::Study(s) => self.catalog.instances_of_study(s)?,
-            RetrieveTarget::Series(st, se) => self.catalog.instances_of_series(st, se)?,
-            RetrieveTarget::Instance(i) => self.catalog.instance(i)?.into_iter().collect(),
+    /// The read view the selection goes through: the catalog without what deletions hide.
+    pub fn visible(&self) -> Visible {
+        Visible::new(self.catalog.clone())
+    }
+
+    /// The retrieve selection: the visible instances a retrieve query covers, in the order of
+    /// the query's rows (study, series, instance UID order within each), each once.
+    ///
+    /// # Behavior
+    /// - The query must constrain the unique key of its level ([`required_key`]): Patient ID,
+    ///   Study, Series or SOP Instance UID, single or a list; otherwise `InvalidSelection`.
+    ///   Other keys narrow the selection as they would a query.
+    /// - A PATIENT level query covers the patient's studies.
+    /// - Offset and limit are ignored: a retrieve takes everything it names.
+    /// - Instances hidden by a deletion (their study past its grace period or being purged, or
+    ///   rejected by an IOCM note) are never selected, and neither are studies and series with
+    ///   nothing visible left.
+    /// - Nothing matching is `Ok` with no records (a DIMSE retrieve of nothing succeeds with no
+    ///   sub-operations; WADO answers 404, see [`Retrieve::instances`]).
+    /// - Blocking (catalog scans): call from a blocking thread, or use [`Retrieve::select_async`].
+    pub fn select(&self, query: &Query, opts: MatchOptions) -> Result<Vec<InstanceRecord>, RetrieveError> {
+        let key = required_key(query.level);
+        if query.constraint(key).is_none() {
+            return Err(RetrieveError::InvalidSelection(format!(
+                "a {} level retrieve needs {}",
+                query.level.as_dicom(),
+                key.keyword()
+            )));
+        }
+        let query = Query {
+            // A PATIENT level retrieve covers that patient's studies.
+            level: if query.level == Level::Patient { Level::Study } else { query.level },
+            keys: query.keys.clone(),
+            offset: 0,
+            limit: None,
         };
-        // Instances a deletion hides are gone for every client.
-        let now = time::OffsetDateTime::now_utc();
-        let found: Vec<InstanceRecord> =
-            found.into_iter().filter(|r| !self.catalog.is_hidden(&r.study, Some(&r.uid), now)).collect();
+        let view = self.visible();
+        let rows = view.query(&query, opts).map_err(|e| match e {
+            CatalogError::InvalidQuery(why) => RetrieveError::InvalidSelection(why),
+            other => RetrieveError::Catalog(other),
+        })?;
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for row in rows.rows {
+            let records = match (row.instance, &row.series, &row.study) {
+                (Some(i), _, _) => view.retain(vec![i]),
+                (None, Some(se), _) => view.instances_of_series(&se.study, &se.uid)?,
+                (None, None, Some(st)) => view.instances_of_study(&st.uid)?,
+                _ => Vec::new(),
+            };
+            for r in records {
+                if seen.insert(r.uid.clone()) {
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Retrieve::select`] on a blocking thread, for doors on the async runtime.
+    pub async fn select_async(&self, query: Query, opts: MatchOptions) -> Result<Vec<InstanceRecord>, RetrieveError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.select(&query, opts)).await.map_err(RetrieveError::Task)?
+    }
+
+    /// The visible instance records a WADO target covers, in study/series/instance UID order;
+    /// `NotFound` when there are none. Blocking, like [`Retrieve::select`].
+    pub fn instances(&self, target: &RetrieveTarget) -> Result<Vec<InstanceRecord>, RetrieveError> {
+        let found = self.select(&target.query(), MatchOptions::default())?;
         if found.is_empty() {
-            return Err(RetrieveError::NotFound(match target {
-                RetrieveTarget::Study(s) => format!("study {s}"),
-                RetrieveTarget::Series(_, se) => format!("series {se}"),
-                RetrieveTarget::Instance(i) => format!("instance {i}"),
-            }));
+            return Err(RetrieveError::NotFound(target.to_string()));
         }
         Ok(found)
     }
 
-    /// Opens one instance by UID.
+    /// Opens one visible instance by UID.
     pub async fn open_instance(&self, uid: &SopInstanceUid) -> Result<RetrievedObject, RetrieveError> {
-        let record = self
-            .catalog
-            .instance(uid)?
-            .filter(|r| !self.catalog.is_hidden(&r.study, Some(&r.uid), time::OffsetDateTime::now_utc()))
-            .ok_or_else(|| RetrieveError::NotFound(format!("instance {uid}")))?;
+        let record = self.visible().instance(uid)?.ok_or_else(|| RetrieveError::NotFound(format!("instance {uid}")))?;
         self.open(record).await
     }
 
@@ -269,7 +385,7 @@ impl Retrieve {
         match target {
             RetrieveTarget::Study(_) => Level::Study,
             RetrieveTarget::Series(..) => Level::Series,
-            RetrieveTarget::Instance(_) => Level::Instance,
+            RetrieveTarget::Instance(..) => Level::Instance,
         }
     }
 }

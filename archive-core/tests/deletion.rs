@@ -1,6 +1,7 @@
 //! The deletion engine against holds that arrive late: a hold set while a purge is under way
 //! stops it before its next batch (and it resumes once released), and a hold on the identity a
-//! study was linked to since it was marked still cancels its deletion.
+//! study was linked to since it was marked still cancels its deletion. Queries, the retrieve
+//! selection and the read view leave out what deletions hide before the purge removes it.
 
 use archive_core::attribute::{Attribute, Level};
 use archive_core::catalog::rocks::{RocksCatalog, RocksCatalogOptions};
@@ -43,6 +44,7 @@ fn object(study: &str, n: u32, patient: &str) -> Bytes {
 struct Fixture {
     catalog: Arc<dyn Catalog>,
     deleter: Deleter,
+    retrieve: archive_core::retrieve::Retrieve,
     _dir: tempfile::TempDir,
 }
 
@@ -54,6 +56,7 @@ async fn fixture(studies: &[(&str, &str)]) -> Fixture {
     let tiers = Arc::new(TierSet::new(vec![hot as Arc<dyn Tier>], TierName::new("hot").unwrap()).unwrap());
     let settings = DeletionSettings { grace: Duration::ZERO, purge_batch: 2, delete_concurrency: 4 };
     let deleter = Deleter::new(catalog.clone(), tiers.clone(), settings, Metrics::new());
+    let retrieve = archive_core::retrieve::Retrieve::new(catalog.clone(), tiers.clone(), Metrics::new());
     let ingest = Ingest::new(catalog.clone(), tiers, DiskGuard::new(), Default::default(), Metrics::new())
         .with_sop_locks(deleter.sop_locks());
     for (study, patient) in studies {
@@ -62,7 +65,7 @@ async fn fixture(studies: &[(&str, &str)]) -> Fixture {
             ingest.ingest(IngestInput::Part10(object(study, n, patient)), src).await.unwrap();
         }
     }
-    Fixture { catalog, deleter, _dir: dir }
+    Fixture { catalog, deleter, retrieve, _dir: dir }
 }
 
 fn request(study: &str, grace: Duration) -> DeletionRequest {
@@ -196,4 +199,66 @@ async fn queries_count_only_what_deletions_leave_visible_before_the_purge() {
     assert_eq!(seen(cat, Level::Study, Attribute::StudyInstanceUID, "1.2.3.11").0, 0);
     assert_eq!(seen(cat, Level::Series, Attribute::StudyInstanceUID, "1.2.3.11").0, 0);
     assert_eq!(seen(cat, Level::Patient, Attribute::PatientID, "P8"), (1, Some((1, 1, 5))));
+}
+
+/// The SOP Instance UIDs (their last component) the retrieve selection gives for a query.
+fn selected(f: &Fixture, level: Level, keys: &[(Attribute, &str)]) -> Vec<String> {
+    let mut q = Query::new(level);
+    for (a, v) in keys {
+        q.add(*a, v).unwrap();
+    }
+    let records = f.retrieve.select(&q, MatchOptions::default()).unwrap();
+    records.iter().map(|r| r.uid.as_str().rsplit('.').next().unwrap().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retrieve_selection_and_the_read_view_leave_out_what_deletions_hide() {
+    use archive_core::retrieve::{RetrieveError, RetrieveTarget};
+    let f = fixture(&[("1.2.3.20", "P1"), ("1.2.3.21", "P1"), ("1.2.3.22", "P2")]).await;
+    let all = |n: u32| (0..n).map(|i| i.to_string()).collect::<Vec<_>>();
+    assert_eq!(selected(&f, Level::Study, &[(Attribute::StudyInstanceUID, "1.2.3.20")]), all(5));
+    // Without the level's unique key a retrieve would take everything: refused.
+    let q = Query::new(Level::Study).with(Attribute::PatientID, "P1").unwrap();
+    assert!(matches!(f.retrieve.select(&q, MatchOptions::default()), Err(RetrieveError::InvalidSelection(_))));
+
+    // Two instances of one study rejected (hidden at once), another study past its grace.
+    f.deleter.request(rejection("1.2.3.20", &[1, 3])).await.unwrap();
+    f.deleter.request(request("1.2.3.21", Duration::ZERO)).await.unwrap();
+    let study = |uid: &str| selected(&f, Level::Study, &[(Attribute::StudyInstanceUID, uid)]);
+    assert_eq!(study("1.2.3.20"), vec!["0", "2", "4"]);
+    assert_eq!(study("1.2.3.21"), Vec::<String>::new());
+    assert_eq!(study("1.2.3.22"), all(5));
+    assert_eq!(study("1.2.3.20\\1.2.3.21\\1.2.3.22").len(), 8, "a list of studies, the hidden left out");
+    let series = selected(
+        &f,
+        Level::Series,
+        &[(Attribute::StudyInstanceUID, "1.2.3.20"), (Attribute::SeriesInstanceUID, "1.2.3.20.8")],
+    );
+    assert_eq!(series, vec!["0", "2", "4"]);
+    let images = selected(
+        &f,
+        Level::Instance,
+        &[(Attribute::SOPInstanceUID, "1.2.3.20.9.0\\1.2.3.20.9.1\\1.2.3.21.9.0\\2.25.404")],
+    );
+    assert_eq!(images, vec!["0"], "only the visible, known instance");
+    assert_eq!(selected(&f, Level::Patient, &[(Attribute::PatientID, "P1")]), vec!["0", "2", "4"]);
+
+    // WADO targets: the same selection; nothing visible is "not found".
+    let st = |u: &str| StudyUid::new(u).unwrap();
+    let sop = |u: &str| archive_core::uid::SopInstanceUid::new(u).unwrap();
+    let se = |u: &str| archive_core::uid::SeriesUid::new(u).unwrap();
+    assert_eq!(f.retrieve.instances(&RetrieveTarget::Study(st("1.2.3.20"))).unwrap().len(), 3);
+    let hidden = RetrieveTarget::Instance(st("1.2.3.20"), se("1.2.3.20.8"), sop("1.2.3.20.9.1"));
+    assert!(matches!(f.retrieve.instances(&hidden), Err(RetrieveError::NotFound(_))));
+    let wrong_series = RetrieveTarget::Instance(st("1.2.3.20"), se("1.2.3.22.8"), sop("1.2.3.20.9.0"));
+    assert!(matches!(f.retrieve.instances(&wrong_series), Err(RetrieveError::NotFound(_))));
+    assert!(matches!(f.retrieve.open_instance(&sop("1.2.3.21.9.0")).await, Err(RetrieveError::NotFound(_))));
+
+    // The read view: what storage commitment sees.
+    let view = f.retrieve.visible();
+    assert!(view.instance(&sop("1.2.3.20.9.0")).unwrap().is_some());
+    assert!(view.instance(&sop("1.2.3.20.9.1")).unwrap().is_none(), "rejected");
+    assert!(view.instance(&sop("1.2.3.21.9.0")).unwrap().is_none(), "study past its grace");
+    assert!(f.catalog.instance(&sop("1.2.3.21.9.0")).unwrap().is_some(), "still in the catalog, not purged");
+    assert_eq!(view.instances_of_study(&st("1.2.3.20")).unwrap().len(), 3);
 }

@@ -128,19 +128,12 @@ impl StoreClient {
         dimse::pdv::encode_pdus(&mut self.out, pc, true, &command, self.max_pdu);
         dimse::pdv::encode_pdus(&mut self.out, pc, false, dataset_of(part10)?, self.max_pdu);
         self.assoc.inner_stream().write_all(&self.out).await?;
-        let mut assembler = MessageAssembler::new(1 << 20);
-        loop {
-            let Pdu::PData { data } = self.assoc.receive().await? else {
-                anyhow::bail!("unexpected PDU during C-STORE");
-            };
-            for v in data {
-                let is_command = v.value_type == PDataValueType::Command;
-                if let Some(m) = assembler.push_parts(v.presentation_context_id, is_command, v.is_last, &v.data)? {
-                    let status = Message::decode(&m.command)?.status().unwrap_or(0xC000);
-                    return Ok((status, started.elapsed()));
-                }
-            }
-        }
+        let mut reader = dimse::ul::MessageReader::new(1 << 20);
+        let dimse::ul::Received::Message(m) = reader.receive(&mut self.assoc, None).await? else {
+            anyhow::bail!("unexpected PDU during C-STORE");
+        };
+        let status = Message::decode(&m.command)?.status().unwrap_or(0xC000);
+        Ok((status, started.elapsed()))
     }
 
     /// Releases the association.

@@ -79,27 +79,21 @@ impl FindClient {
                 self.assoc.send(&dicom_ul::Pdu::PData { data: vec![pdv] }).await?;
             }
         }
-        let mut assembler = dimse::pdv::MessageAssembler::new(64 << 20);
+        let mut reader = dimse::ul::MessageReader::new(64 << 20);
         let mut matches = Vec::new();
         loop {
-            let dicom_ul::Pdu::PData { data } = self.assoc.receive().await? else {
+            let dimse::ul::Received::Message(m) = reader.receive(&mut self.assoc, None).await? else {
                 anyhow::bail!("unexpected PDU during C-FIND");
             };
-            for v in data {
-                let is_command = v.value_type == PDataValueType::Command;
-                let Some(m) = assembler.push_parts(v.presentation_context_id, is_command, v.is_last, &v.data)? else {
-                    continue;
-                };
-                let status = Message::decode(&m.command)?.status().unwrap_or(0xC000);
-                match dimse::status::kind(status) {
-                    dimse::status::StatusKind::Pending => {
-                        if let Some(ds) = m.dataset {
-                            matches.push(InMemDicomObject::read_dataset_with_ts(&ds[..], ts)?);
-                        }
+            let status = Message::decode(&m.command)?.status().unwrap_or(0xC000);
+            match dimse::status::kind(status) {
+                dimse::status::StatusKind::Pending => {
+                    if let Some(ds) = m.dataset {
+                        matches.push(InMemDicomObject::read_dataset_with_ts(&ds[..], ts)?);
                     }
-                    dimse::status::StatusKind::Success => return Ok((matches, started.elapsed())),
-                    _ => anyhow::bail!("C-FIND ended with status {status:04X}"),
                 }
+                dimse::status::StatusKind::Success => return Ok((matches, started.elapsed())),
+                _ => anyhow::bail!("C-FIND ended with status {status:04X}"),
             }
         }
     }

@@ -6,13 +6,16 @@
 //! Then the parts are ingested, four at a time so that their catalog commits share WAL
 //! syncs, and the answer lists each instance as stored (ReferencedSOPSequence) or failed
 //! (FailedSOPSequence with its FailureReason). Each instance is durable before the answer.
+//! Failure reasons are DICOM storage statuses from the core's one table
+//! ([`archive_core::dicom_status`]), the statuses C-STORE answers with.
 
 use crate::dicom_json::{set_seq, set_str, set_us, JsonDataset};
 use crate::error::ApiError;
 use crate::multipart::{MultipartError, MultipartReader};
 use crate::spool::{SpoolWriter, Spooled, REQUEST_MEMORY_BUDGET};
 use crate::{media, AppState};
-use archive_core::ingest::{IngestError, IngestErrorKind, IngestInput};
+use archive_core::dicom_status::{storage_failure, StorageFailure};
+use archive_core::ingest::IngestInput;
 use archive_core::model::Source;
 use archive_core::parse::parse_part10;
 use archive_core::uid::StudyUid;
@@ -22,20 +25,6 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::Value as Json;
 use std::net::SocketAddr;
-
-/// Failure reasons of PS3.18 table 10.5.3-2 (DIMSE status codes).
-mod reason {
-    /// Processing failure.
-    pub const PROCESSING_FAILURE: u16 = 0x0110;
-    /// Duplicate SOP instance (different content under a stored UID).
-    pub const DUPLICATE_SOP_INSTANCE: u16 = 0x0111;
-    /// Out of resources.
-    pub const OUT_OF_RESOURCES: u16 = 0xA700;
-    /// Data set does not match SOP class (also used for a Study Instance UID mismatch).
-    pub const DATASET_MISMATCH: u16 = 0xA900;
-    /// Cannot understand.
-    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
-}
 
 /// Most parts one request may carry (each spooled part is a memory map).
 pub const MAX_PARTS: usize = 10_000;
@@ -183,7 +172,7 @@ async fn receive(state: &AppState, body: Body, boundary: &str) -> Result<Vec<Par
             if essence != "application/dicom" {
                 while reader.next_chunk().await.map_err(malformed)?.is_some() {}
                 parts.push(Part::Refused(
-                    reason::CANNOT_UNDERSTAND,
+                    StorageFailure::CannotUnderstand.code(),
                     format!("part of type {t:?} is not application/dicom"),
                 ));
                 continue;
@@ -202,7 +191,7 @@ async fn receive(state: &AppState, body: Body, boundary: &str) -> Result<Vec<Par
         }
         if oversized {
             parts.push(Part::Refused(
-                reason::OUT_OF_RESOURCES,
+                StorageFailure::OutOfResources.code(),
                 format!("the object exceeds the {} MiB limit of one part", max_object >> 20),
             ));
             continue;
@@ -237,7 +226,7 @@ async fn ingest_part(state: &AppState, part: Part, study: Option<&StudyUid>, sou
                 sop_instance: None,
                 study: None,
                 series: None,
-                failure: Some((reason::CANNOT_UNDERSTAND, e.to_string())),
+                failure: Some((StorageFailure::CannotUnderstand.code(), e.to_string())),
                 server_fault: false,
             }
         }
@@ -253,7 +242,7 @@ async fn ingest_part(state: &AppState, part: Part, study: Option<&StudyUid>, sou
     if let Some(expected) = study {
         if &parsed.study != expected {
             outcome.failure = Some((
-                reason::DATASET_MISMATCH,
+                StorageFailure::DataSetDoesNotMatchSopClass.code(),
                 format!("the instance belongs to study {}, not {expected}", parsed.study),
             ));
             return outcome;
@@ -262,23 +251,12 @@ async fn ingest_part(state: &AppState, part: Part, study: Option<&StudyUid>, sou
     match state.archive.ingest().ingest(IngestInput::Part10(spooled.bytes), source).await {
         Ok(_) => {}
         Err(e) => {
-            outcome.server_fault = matches!(e.kind(), IngestErrorKind::OutOfResources | IngestErrorKind::Internal);
-            outcome.failure = Some((failure_reason(&e), e.to_string()));
+            let failure = storage_failure(&e);
+            outcome.server_fault = failure.is_server_fault();
+            outcome.failure = Some((failure.code(), e.to_string()));
         }
     }
     outcome
-}
-
-fn failure_reason(e: &IngestError) -> u16 {
-    match e.kind() {
-        IngestErrorKind::InvalidObject => match e {
-            IngestError::IdentityMismatch { .. } => reason::DATASET_MISMATCH,
-            _ => reason::CANNOT_UNDERSTAND,
-        },
-        IngestErrorKind::OutOfResources => reason::OUT_OF_RESOURCES,
-        IngestErrorKind::Conflict => reason::DUPLICATE_SOP_INSTANCE,
-        IngestErrorKind::Internal => reason::PROCESSING_FAILURE,
-    }
 }
 
 /// The response: 200 when all parts were stored, 202 when some failed, 409 when none was stored.

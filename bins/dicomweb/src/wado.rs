@@ -12,25 +12,17 @@ use crate::AppState;
 use archive_core::model::InstanceRecord;
 use archive_core::parse::{parse_part10, walked_dataset};
 use archive_core::pixels::{frame_layout, FrameLayout, PixelError};
-use archive_core::retrieve::RetrieveTarget;
 use archive_core::transcode::{can_convert, transcode_part10};
-use archive_core::uid::{SeriesUid, SopInstanceUid, StudyUid, TransferSyntaxUid};
+use archive_core::uid::TransferSyntaxUid;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
 
-/// What a retrieval addresses.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// A study.
-    Study(StudyUid),
-    /// A series of a study.
-    Series(StudyUid, SeriesUid),
-    /// An instance of a series of a study.
-    Instance(StudyUid, SeriesUid, SopInstanceUid),
-}
+/// What a retrieval addresses: the core's retrieve target (study, series, or instance of a
+/// series of a study), which the core's one retrieve selection turns into instances.
+pub use archive_core::retrieve::RetrieveTarget as Target;
 
 /// The syntax a client wants objects in.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,27 +51,13 @@ enum Delivery {
     Single(Wanted),
 }
 
-/// The instance records a target names; 404 when there are none.
+/// The visible instance records a target names, from the core's retrieve selection (which
+/// leaves out what deletions hide); 404 when there are none.
 pub async fn records(state: &AppState, target: &Target) -> Result<Vec<InstanceRecord>, ApiError> {
-    let archive = state.archive.clone();
-    let t = target.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        let retrieve = archive.retrieve();
-        match &t {
-            Target::Study(st) => retrieve.instances(&RetrieveTarget::Study(st.clone())),
-            Target::Series(st, se) => retrieve.instances(&RetrieveTarget::Series(st.clone(), se.clone())),
-            Target::Instance(st, se, i) => retrieve.instances(&RetrieveTarget::Instance(i.clone())).and_then(|r| {
-                if r.iter().all(|r| &r.study == st && &r.series == se) {
-                    Ok(r)
-                } else {
-                    Err(archive_core::retrieve::RetrieveError::NotFound(format!(
-                        "instance {i} of series {se} of study {st}"
-                    )))
-                }
-            }),
-        }
-    })
-    .await??;
+    let found = state.archive.retrieve().select_async(target.query(), state.archive.match_options()).await?;
+    if found.is_empty() {
+        return Err(archive_core::retrieve::RetrieveError::NotFound(target.to_string()).into());
+    }
     Ok(found)
 }
 

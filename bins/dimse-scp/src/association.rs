@@ -1,18 +1,19 @@
 //! One association: negotiation, then a loop of P-DATA messages until release or abort.
 //!
-//! Each message is assembled from its fragments, decoded by the `dimse` crate and handed to
-//! its service. Protocol errors (undecodable command sets, fragments out of order, unknown
-//! presentation contexts) abort this association only.
+//! Each message is assembled from its fragments by the connection's one
+//! [`dimse::ul::MessageReader`] (also while an operation waits for a reply), decoded by the
+//! `dimse` crate and handed to its service. Protocol errors (undecodable command sets,
+//! fragments out of order, unknown presentation contexts) abort this association only.
 
 use crate::server::Shared;
 use crate::{commitment, find, retrieve, store};
 use dicom_ul::association::server::ServerAssociationOptions;
 use dicom_ul::association::{Association, AsyncServerAssociation};
-use dicom_ul::pdu::{PDataValueType, PresentationContextNegotiated, PresentationContextResultReason};
+use dicom_ul::pdu::{PresentationContextNegotiated, PresentationContextResultReason};
 use dicom_ul::Pdu;
 use dimse::command::{CEchoRsp, Message};
-use dimse::pdv::MessageAssembler;
 use dimse::status;
+use dimse::ul::{MessageReader, ReceiveError, Received};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,6 +56,8 @@ pub struct Connection {
     pub(crate) pending_reports: std::collections::HashMap<u16, commitment::PendingReport>,
     /// Frames outgoing messages.
     writer: crate::wire::MessageWriter,
+    /// Assembles incoming messages, between operations and during them.
+    reader: MessageReader,
 }
 
 impl std::fmt::Debug for Connection {
@@ -125,6 +128,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAd
         shared: shared.clone(),
         pending_reports: Default::default(),
         writer: Default::default(),
+        reader: MessageReader::new(settings.max_dataset_len),
     };
     let result = conn.run().await;
     // Reports the requestor did not answer here go out on a new association.
@@ -149,35 +153,31 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAd
 
 impl Connection {
     async fn run(&mut self) -> Result<(), AssociationError> {
-        let mut assembler = MessageAssembler::new(self.shared.settings.max_dataset_len);
         loop {
-            let pdu = self.receive_pdu().await?;
-            match pdu {
-                Pdu::PData { data } => {
-                    for pdv in data {
-                        let is_command = pdv.value_type == PDataValueType::Command;
-                        let done = assembler
-                            .push_parts(pdv.presentation_context_id, is_command, pdv.is_last, &pdv.data)
-                            .map_err(|e| AssociationError::Protocol(e.to_string()))?;
-                        if let Some(message) = done {
-                            let (pc, command, dataset) = message.into_parts();
-                            self.dispatch(pc, &command, dataset).await?;
-                        }
-                    }
+            match self.receive().await? {
+                Received::Message(message) => {
+                    let (pc, command, dataset) = message.into_parts();
+                    self.dispatch(pc, &command, dataset).await?;
                 }
-                Pdu::ReleaseRQ => {
+                Received::Pdu(Pdu::ReleaseRQ) => {
                     self.assoc.send(&Pdu::ReleaseRP).await.map_err(|e| AssociationError::Network(e.to_string()))?;
                     return Ok(());
                 }
-                Pdu::AbortRQ { .. } => {
+                Received::Pdu(Pdu::AbortRQ { .. }) => {
                     tracing::info!(peer = %self.peer, "peer aborted the association");
                     return Ok(());
                 }
-                other => {
+                Received::Pdu(other) => {
                     return Err(AssociationError::Protocol(format!("unexpected {}", other.short_description())));
                 }
             }
         }
+    }
+
+    /// The next complete message or other PDU, giving up after the idle timeout.
+    async fn receive(&mut self) -> Result<Received, AssociationError> {
+        let idle = self.shared.settings.idle_timeout;
+        self.reader.receive(&mut self.assoc, Some(idle)).await.map_err(receive_error)
     }
 
     /// The accepted presentation context with this id.
@@ -261,50 +261,26 @@ impl Connection {
         self.message_id
     }
 
-    /// Reads the next PDU, giving up after the idle timeout.
-    async fn receive_pdu(&mut self) -> Result<Pdu, AssociationError> {
-        let idle = self.shared.settings.idle_timeout;
-        match tokio::time::timeout(idle, self.assoc.receive()).await {
-            Ok(Ok(pdu)) => Ok(pdu),
-            Ok(Err(e)) => Err(AssociationError::Network(e.to_string())),
-            Err(_) => Err(AssociationError::Network(format!("idle for {} s", idle.as_secs()))),
-        }
-    }
-
     /// Reads the next complete message from the peer (used while an operation waits for a reply).
     pub async fn receive_message(&mut self) -> Result<Message, AssociationError> {
-        let mut assembler = MessageAssembler::new(1 << 20);
-        loop {
-            let pdu = self.receive_pdu().await?;
-            if let Some(message) = operation_message(&mut assembler, pdu)? {
-                return Ok(message);
-            }
-        }
+        let received = self.receive().await?;
+        operation_message(received)
     }
 
     /// Whether the peer has asked to cancel the operation `message_id`, looking only at PDUs
     /// already received (never waits). Reading is cancel-safe: a partly received PDU stays
-    /// buffered for the next read.
-    pub fn cancel_requested(
-        &mut self,
-        assembler: &mut MessageAssembler,
-        message_id: u16,
-    ) -> Result<bool, AssociationError> {
+    /// buffered for the next read, a partly assembled message in the reader.
+    pub fn cancel_requested(&mut self, message_id: u16) -> Result<bool, AssociationError> {
         use futures::FutureExt;
-        while let Some(received) = self.assoc.receive().now_or_never() {
-            let pdu = received.map_err(|e| AssociationError::Network(e.to_string()))?;
-            match operation_message(assembler, pdu)? {
-                Some(Message::CCancelRq(c)) if c.message_id_being_responded_to == message_id => return Ok(true),
-                Some(other) => {
-                    return Err(AssociationError::Protocol(format!(
-                        "{:?} received while an operation is running (no asynchronous operations were negotiated)",
-                        other.command_field()
-                    )))
-                }
-                None => {}
-            }
+        // One poll reads every PDU already received, until a message is complete.
+        let Some(received) = self.reader.receive(&mut self.assoc, None).now_or_never() else { return Ok(false) };
+        match operation_message(received.map_err(receive_error)?)? {
+            Message::CCancelRq(c) if c.message_id_being_responded_to == message_id => Ok(true),
+            other => Err(AssociationError::Protocol(format!(
+                "{:?} received while an operation is running (no asynchronous operations were negotiated)",
+                other.command_field()
+            ))),
         }
-        Ok(false)
     }
 
     /// Sends one message, fragmented to the peer's maximum PDU length.
@@ -320,29 +296,25 @@ impl Connection {
     }
 }
 
-/// Feeds a PDU received while an operation runs into `assembler`; returns the command of the
-/// message it completes, if any. Anything but P-DATA is a protocol error at that point.
-fn operation_message(assembler: &mut MessageAssembler, pdu: Pdu) -> Result<Option<Message>, AssociationError> {
-    let data = match pdu {
-        Pdu::PData { data } => data,
-        Pdu::ReleaseRQ => return Err(AssociationError::Released),
-        other => {
-            return Err(AssociationError::Protocol(format!(
-                "unexpected {} during an operation",
-                other.short_description()
-            )))
-        }
-    };
-    for pdv in data {
-        let is_command = pdv.value_type == PDataValueType::Command;
-        let done = assembler
-            .push_parts(pdv.presentation_context_id, is_command, pdv.is_last, &pdv.data)
-            .map_err(|e| AssociationError::Protocol(e.to_string()))?;
-        if let Some(m) = done {
-            return Message::decode(&m.command).map(Some).map_err(|e| AssociationError::Protocol(e.to_string()));
+/// The association error for a failed receive.
+fn receive_error(e: ReceiveError) -> AssociationError {
+    match e {
+        ReceiveError::Network(e) => AssociationError::Network(e.to_string()),
+        ReceiveError::Timeout(t) => AssociationError::Network(format!("idle for {} s", t.as_secs())),
+        ReceiveError::Assemble(e) => AssociationError::Protocol(e.to_string()),
+    }
+}
+
+/// The command of a message received while an operation runs. Anything but P-DATA is a
+/// protocol error at that point (a release request ends the operation).
+fn operation_message(received: Received) -> Result<Message, AssociationError> {
+    match received {
+        Received::Message(m) => Message::decode(&m.command).map_err(|e| AssociationError::Protocol(e.to_string())),
+        Received::Pdu(Pdu::ReleaseRQ) => Err(AssociationError::Released),
+        Received::Pdu(other) => {
+            Err(AssociationError::Protocol(format!("unexpected {} during an operation", other.short_description())))
         }
     }
-    Ok(None)
 }
 
 /// The encoded response refusing a request with `code`: same command field with the response

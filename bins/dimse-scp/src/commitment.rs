@@ -3,12 +3,13 @@
 //! An N-ACTION asks the archive to take responsibility for a list of instances. The archive
 //! answers the N-ACTION at once, then reports per instance in an N-EVENT-REPORT on the same
 //! association, or on a new one to the requestor's configured address when it does not take
-//! it there: committed only when the catalog holds the instance with the same SOP class
-//! (an entry exists only after the object and its catalog record were made durable).
+//! it there: committed only when the core's read view ([`archive_core::visible::Visible`])
+//! shows the instance with the same SOP class (an entry exists only after the object and its
+//! catalog record were made durable, and the view leaves out what a deletion hides: a rejected
+//! instance or a study past its grace period is "no such object instance").
 //! Modalities delete their copies on this report, so nothing else is ever reported as committed.
 
 use crate::association::{AssociationError, Connection};
-use archive_core::catalog::Catalog;
 use archive_core::config::RemoteAe;
 use archive_core::uid::SopInstanceUid;
 use dicom_core::value::{DataSetSequence, PrimitiveValue};
@@ -117,13 +118,12 @@ pub(crate) async fn handle(
         .map(|item| (text(item, REFERENCED_SOP_CLASS), text(item, REFERENCED_SOP_INSTANCE)))
         .collect();
     // The catalog lookups (one per instance, thousands for a large study) run off the runtime.
-    let archive = conn.shared.archive.clone();
+    let view = conn.shared.archive.retrieve().visible();
     let checked = tokio::task::spawn_blocking(move || {
         items
             .into_iter()
             .map(|(class, instance)| {
-                let stored =
-                    SopInstanceUid::new(&instance).ok().and_then(|uid| archive.catalog().instance(&uid).ok().flatten());
+                let stored = SopInstanceUid::new(&instance).ok().and_then(|uid| view.instance(&uid).ok().flatten());
                 let verdict = match stored {
                     Some(rec) if rec.sop_class.as_str() == class => None,
                     Some(_) => Some(CLASS_INSTANCE_CONFLICT),
@@ -392,27 +392,15 @@ async fn try_deliver(
             assoc.send(&dicom_ul::Pdu::PData { data: vec![pdv] }).await.map_err(|e| e.to_string())?;
         }
     }
-    let mut assembler = dimse::pdv::MessageAssembler::new(1 << 20);
-    loop {
-        match assoc.receive().await.map_err(|e| e.to_string())? {
-            dicom_ul::Pdu::PData { data } => {
-                for v in data {
-                    let is_command = v.value_type == PDataValueType::Command;
-                    if let Some(m) = assembler
-                        .push_parts(v.presentation_context_id, is_command, v.is_last, &v.data)
-                        .map_err(|e| e.to_string())?
-                    {
-                        let code = Message::decode(&m.command)
-                            .map_err(|e| e.to_string())?
-                            .status()
-                            .unwrap_or(status::PROCESSING_FAILURE);
-                        // The answer is what counts; a peer slow to release does not hold it up.
-                        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), assoc.release()).await;
-                        return Ok(code);
-                    }
-                }
-            }
-            other => return Err(format!("unexpected {}", other.short_description())),
+    let mut reader = dimse::ul::MessageReader::new(1 << 20);
+    match reader.receive(&mut assoc, None).await.map_err(|e| e.to_string())? {
+        dimse::ul::Received::Message(m) => {
+            let code =
+                Message::decode(&m.command).map_err(|e| e.to_string())?.status().unwrap_or(status::PROCESSING_FAILURE);
+            // The answer is what counts; a peer slow to release does not hold it up.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), assoc.release()).await;
+            Ok(code)
         }
+        dimse::ul::Received::Pdu(other) => Err(format!("unexpected {}", other.short_description())),
     }
 }

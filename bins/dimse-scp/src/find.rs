@@ -73,7 +73,6 @@ pub(crate) async fn handle(
     };
 
     let ae = conn.shared.settings.ae_title.clone();
-    let mut cancel_watch = dimse::pdv::MessageAssembler::new(0);
     for row in &rows {
         let availability = availability(conn, row);
         let data = match identifier::encode_response(&request, row, &ae, availability, &ts) {
@@ -92,7 +91,7 @@ pub(crate) async fn handle(
             has_dataset: true,
         };
         conn.send(pc, &Message::from(pending).encode(), Some(&data)).await?;
-        if conn.cancel_requested(&mut cancel_watch, rq.message_id)? {
+        if conn.cancel_requested(rq.message_id)? {
             conn.send(pc, &Message::from(final_rsp(status::CANCEL, None)).encode(), None).await?;
             return Ok(status::CANCEL);
         }

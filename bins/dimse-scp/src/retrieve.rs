@@ -1,4 +1,6 @@
-//! C-GET and C-MOVE SCP: the identifier selects instances through the catalog; each one is
+//! C-GET and C-MOVE SCP: the identifier becomes a retrieve query and the core's one retrieve
+//! selection ([`archive_core::retrieve::Retrieve::select`]) gives the visible instances it
+//! covers (this door neither expands rows nor filters hidden instances itself); each one is
 //! read from its tier and sent as a C-STORE sub-operation, on the requesting association
 //! (C-GET) or on a new association to the configured destination (C-MOVE), with pending
 //! responses counting remaining, completed, failed and warning sub-operations.
@@ -11,16 +13,13 @@
 
 use crate::association::{AssociationError, Connection};
 use crate::identifier;
-use archive_core::attribute::{Attribute, Level};
-use archive_core::catalog::Catalog;
 use archive_core::model::InstanceRecord;
-use archive_core::query::Query;
+use archive_core::retrieve::RetrieveError;
 use bytes::Bytes;
-use dicom_ul::pdu::{PDataValueType, PresentationContextNegotiated, PresentationContextResultReason};
-use dicom_ul::Pdu;
+use dicom_ul::pdu::{PresentationContextNegotiated, PresentationContextResultReason};
 use dimse::command::{CGetRq, CGetRsp, CMoveRq, CMoveRsp, CStoreRq, Message, SubOperations};
-use dimse::pdv::MessageAssembler;
 use dimse::status;
+use dimse::ul::{MessageReader, Received};
 use std::collections::{BTreeSet, VecDeque};
 
 use crate::wire::MessageWriter;
@@ -223,52 +222,12 @@ impl Counts {
 async fn select(conn: &Connection, dataset: &[u8], ts: &str) -> Result<Vec<InstanceRecord>, (u16, String)> {
     let request =
         identifier::decode(dataset, ts).map_err(|e| (status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, e.to_string()))?;
-    // A retrieve names what it wants by unique key: an identifier without one would select everything.
-    let key = required_key(request.query.level);
-    if request.query.constraint(key).is_none() {
-        return Err((
-            status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS,
-            format!("a {} level retrieve needs {}", request.query.level.as_dicom(), key.keyword()),
-        ));
-    }
-    let archive = conn.shared.archive.clone();
-    let query = Query { limit: None, ..request.query };
-    let joined = tokio::task::spawn_blocking(move || -> Result<Vec<InstanceRecord>, String> {
-        let catalog = archive.catalog();
-        // A PATIENT level retrieve covers that patient's studies.
-        let query = if query.level == Level::Patient {
-            let mut q = Query::new(Level::Study);
-            q.keys = query.keys.clone();
-            q
-        } else {
-            query
-        };
-        let rows = catalog.query(&query, archive.match_options()).map_err(|e| e.to_string())?.rows;
-        let mut out = Vec::new();
-        let mut seen = BTreeSet::new();
-        for row in rows {
-            let records = match (&row.instance, &row.series, &row.study) {
-                (Some(i), _, _) => vec![i.clone()],
-                (None, Some(se), _) => catalog.instances_of_series(&se.study, &se.uid).map_err(|e| e.to_string())?,
-                (None, None, Some(st)) => catalog.instances_of_study(&st.uid).map_err(|e| e.to_string())?,
-                _ => Vec::new(),
-            };
-            let now = time::OffsetDateTime::now_utc();
-            for r in records {
-                if catalog.is_hidden(&r.study, Some(&r.uid), now) {
-                    continue;
-                }
-                if seen.insert(r.uid.clone()) {
-                    out.push(r);
-                }
-            }
+    let archive = &conn.shared.archive;
+    match archive.retrieve().select_async(request.query, archive.match_options()).await {
+        Ok(v) => recall_offline(conn, v).await,
+        Err(e @ RetrieveError::InvalidSelection(_)) => {
+            Err((status::IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, e.to_string()))
         }
-        Ok(out)
-    })
-    .await;
-    match joined {
-        Ok(Ok(v)) => recall_offline(conn, v).await,
-        Ok(Err(e)) => Err((status::UNABLE_TO_PROCESS, e)),
         Err(e) => Err((status::UNABLE_TO_PROCESS, e.to_string())),
     }
 }
@@ -335,7 +294,6 @@ pub(crate) async fn handle_get(
         conn.shared.archive.audit_retrieve(&conn.calling_ae, &peer, &instances, "C-GET");
     }
     let mut counts = Counts { remaining: instances.len(), ..Counts::default() };
-    let mut cancel_watch = MessageAssembler::new(0);
     // C-STOREs go only on contexts whose class the requestor took the SCP role for.
     let contexts: Vec<PresentationContextNegotiated> =
         conn.contexts().filter(|c| conn.requestor_is_scp(&c.abstract_syntax)).cloned().collect();
@@ -349,7 +307,7 @@ pub(crate) async fn handle_get(
             }
         };
         counts.record(record.uid.as_str(), sub);
-        if std::mem::take(&mut conn.cancel_pending) || conn.cancel_requested(&mut cancel_watch, rq.message_id)? {
+        if std::mem::take(&mut conn.cancel_pending) || conn.cancel_requested(rq.message_id)? {
             send_final(conn, pc, &context.transfer_syntax, &counts, |has_dataset| {
                 let mut last = rsp(status::CANCEL, &counts, true, None);
                 last.has_dataset = has_dataset;
@@ -447,7 +405,6 @@ pub(crate) async fn handle_move(
         conn.shared.archive.audit_retrieve(&conn.calling_ae, &peer, &instances, &how);
     }
     let mut counts = Counts { remaining: instances.len(), ..Counts::default() };
-    let mut cancel_watch = MessageAssembler::new(0);
     if instances.is_empty() {
         conn.send(pc, &Message::from(rsp(status::SUCCESS, &counts, false, None)).encode(), None).await?;
         return Ok(status::SUCCESS);
@@ -500,6 +457,7 @@ pub(crate) async fn handle_move(
     let peer_max = sub.acceptor_max_pdu_length();
     let timeout = conn.shared.settings.idle_timeout;
     let mut writer = MessageWriter::default();
+    let mut responses = MessageReader::new(1 << 20);
     let mut message_id = 0u16;
     let mut reads = ReadAhead::new(conn.shared.archive.retrieve().clone(), instances);
     // Why the sub-association became unusable, if it did.
@@ -529,7 +487,7 @@ pub(crate) async fn handle_move(
                     let sent =
                         writer.write(sub.inner_stream(), pc_id, &command, Some(&dataset), peer_max, timeout).await;
                     let answered = match sent {
-                        Ok(()) => wait_for_store_response(&mut sub).await,
+                        Ok(()) => wait_for_store_response(&mut sub, &mut responses).await,
                         Err(e) => Err(format!("sending failed: {e}")),
                     };
                     match answered {
@@ -553,7 +511,7 @@ pub(crate) async fn handle_move(
             }
             break;
         }
-        if conn.cancel_requested(&mut cancel_watch, rq.message_id)? {
+        if conn.cancel_requested(rq.message_id)? {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sub.release()).await;
             send_final(conn, pc, &context.transfer_syntax, &counts, |has_dataset| {
                 let mut last = rsp(status::CANCEL, &counts, true, None);
@@ -585,32 +543,23 @@ pub(crate) async fn handle_move(
 /// carries none), or why the sub-association can no longer be used.
 async fn wait_for_store_response(
     assoc: &mut dicom_ul::association::AsyncClientAssociation<tokio::net::TcpStream>,
+    reader: &mut MessageReader,
 ) -> Result<Option<u16>, String> {
-    let mut assembler = MessageAssembler::new(1 << 20);
-    loop {
-        match assoc.receive().await {
-            Ok(Pdu::PData { data }) => {
-                for v in data {
-                    let is_command = v.value_type == PDataValueType::Command;
-                    match assembler.push_parts(v.presentation_context_id, is_command, v.is_last, &v.data) {
-                        Ok(Some(m)) => return Ok(Message::decode(&m.command).ok().and_then(|m| m.status())),
-                        Ok(None) => {}
-                        Err(e) => return Err(e.to_string()),
-                    }
-                }
-            }
-            Ok(other) => return Err(format!("the destination sent {}", other.short_description())),
-            Err(e) => return Err(e.to_string()),
-        }
+    match reader.receive(assoc, None).await {
+        Ok(Received::Message(m)) => Ok(Message::decode(&m.command).ok().and_then(|m| m.status())),
+        Ok(Received::Pdu(other)) => Err(format!("the destination sent {}", other.short_description())),
+        Err(e) => Err(dimse_error_chain(&e)),
     }
 }
 
-/// The unique key a retrieve identifier must constrain at each level.
-fn required_key(level: Level) -> Attribute {
-    match level {
-        Level::Patient => Attribute::PatientID,
-        Level::Study => Attribute::StudyInstanceUID,
-        Level::Series => Attribute::SeriesInstanceUID,
-        Level::Instance => Attribute::SOPInstanceUID,
+/// An error with its causes, for a log line or an error comment.
+fn dimse_error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
     }
+    out
 }

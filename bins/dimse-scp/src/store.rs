@@ -1,26 +1,16 @@
 //! C-STORE SCP: the data set goes to the core's ingest; success is sent only once it is durable.
+//! A failed ingest answers with the status of the core's one table
+//! ([`archive_core::dicom_status::storage_failure`]), which STOW-RS uses for its failure reasons.
 
 use crate::association::Connection;
-use archive_core::ingest::{IngestError, IngestErrorKind, IngestInput};
+use archive_core::dicom_status::storage_failure;
+use archive_core::ingest::IngestInput;
 use archive_core::model::Source;
 use archive_core::uid::{SopClassUid, SopInstanceUid, TransferSyntaxUid};
 use bytes::Bytes;
 use dicom_ul::pdu::PresentationContextNegotiated;
 use dimse::command::{CStoreRq, CStoreRsp};
 use dimse::status;
-
-/// The DIMSE status and error comment for a failed ingest.
-pub fn status_of(error: &IngestError) -> u16 {
-    match error.kind() {
-        IngestErrorKind::InvalidObject => match error {
-            IngestError::IdentityMismatch { .. } => status::DATASET_DOES_NOT_MATCH_SOP_CLASS,
-            _ => status::CANNOT_UNDERSTAND,
-        },
-        IngestErrorKind::OutOfResources => status::OUT_OF_RESOURCES,
-        IngestErrorKind::Conflict => status::DUPLICATE_SOP_INSTANCE,
-        IngestErrorKind::Internal => status::PROCESSING_FAILURE,
-    }
-}
 
 /// Error comments are limited to 64 characters (LO).
 fn comment(text: &str) -> String {
@@ -57,9 +47,31 @@ pub(crate) async fn handle(
     match conn.shared.archive.ingest().ingest(input, source).await {
         Ok(_) => rsp,
         Err(e) => {
-            rsp.status = status_of(&e);
+            rsp.status = storage_failure(&e).code();
             rsp.error_comment = Some(comment(&e.to_string()));
             rsp
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use archive_core::dicom_status::StorageFailure;
+    use dimse::status;
+
+    /// The core's storage statuses are the codes the DIMSE layer names.
+    #[test]
+    fn storage_failures_are_the_dimse_status_codes() {
+        let pairs = [
+            (StorageFailure::OutOfResources, status::OUT_OF_RESOURCES),
+            (StorageFailure::DataSetDoesNotMatchSopClass, status::DATASET_DOES_NOT_MATCH_SOP_CLASS),
+            (StorageFailure::CannotUnderstand, status::CANNOT_UNDERSTAND),
+            (StorageFailure::DuplicateSopInstance, status::DUPLICATE_SOP_INSTANCE),
+            (StorageFailure::ProcessingFailure, status::PROCESSING_FAILURE),
+        ];
+        for (failure, code) in pairs {
+            assert_eq!(failure.code(), code, "{failure:?}");
+            assert_eq!(status::kind(code), status::StatusKind::Failure, "{failure:?}");
         }
     }
 }

@@ -10,6 +10,7 @@
 //! | [`command`] | [`CommandSet`]: the generic group-0000 command set, its Implicit VR Little Endian codec and element dictionary; [`CommandField`]; one typed struct per DIMSE message ([`CEchoRq`], [`CStoreRq`], …); the [`Message`] enum that dispatches on the command field; [`DecodeError`]. |
 //! | [`status`] | Status code constants (PS3.7 Annex C, PS3.4 service classes) and [`StatusKind`] classification. |
 //! | [`pdv`] | Splitting a command or data set into P-DATA value fragments ([`pdv::fragment`]) and reassembling fragments into complete messages ([`MessageAssembler`]). |
+//! | `ul` (feature `ul`) | `MessageReader`: the one loop that receives a complete message (command set and data set) from a `dicom-ul` association, for servers and clients. |
 //!
 //! ## Data flow
 //!
@@ -34,7 +35,7 @@
 //!   follows ([`Message::has_dataset`]). Messages whose data set is mandatory or forbidden by PS3.7 reject the
 //!   wrong value on decode.
 //! * The [`pdv`] module is independent of any Upper Layer implementation: it works on plain structs and byte
-//!   vectors.
+//!   vectors. Only the optional `ul` module knows `dicom-ul`.
 //!
 //! ## Example
 //!
@@ -51,6 +52,8 @@
 pub mod command;
 pub mod pdv;
 pub mod status;
+#[cfg(feature = "ul")]
+pub mod ul;
 
 pub use command::{
     AttributeTag, CCancelRq, CEchoRq, CEchoRsp, CFindRq, CFindRsp, CGetRq, CGetRsp, CMoveRq, CMoveRsp, CStoreRq,

@@ -62,6 +62,8 @@ struct Assoc {
     pc: u8,
     ts: String,
     max_pdu: u32,
+    /// Assembles the source's answers.
+    reader: dimse::ul::MessageReader,
 }
 
 fn net(what: &str, e: impl std::fmt::Display) -> PullError {
@@ -94,7 +96,7 @@ impl DimseSource {
         };
         let (pc, ts) = (ctx.id, ctx.transfer_syntax.clone());
         let max_pdu = assoc.acceptor_max_pdu_length();
-        Ok(Assoc { assoc, pc, ts, max_pdu })
+        Ok(Assoc { assoc, pc, ts, max_pdu, reader: dimse::ul::MessageReader::new(16 << 20) })
     }
 
     /// Every study the source holds with a StudyDate in `range` (every study when unbounded),
@@ -254,27 +256,33 @@ async fn send(a: &mut Assoc, command: &[u8], dataset: Option<&[u8]>) -> Result<(
 
 /// The next complete message and its data set.
 async fn receive(a: &mut Assoc) -> Result<(Message, Option<Vec<u8>>), PullError> {
-    let mut assembler = dimse::pdv::MessageAssembler::new(16 << 20);
-    loop {
-        match a.assoc.receive().await.map_err(|e| net("receiving", e))? {
-            dicom_ul::Pdu::PData { data } => {
-                for v in data {
-                    let is_command = v.value_type == PDataValueType::Command;
-                    let done = assembler
-                        .push_parts(v.presentation_context_id, is_command, v.is_last, &v.data)
-                        .map_err(|e| PullError::Remote(e.to_string()))?;
-                    if let Some(m) = done {
-                        let (_, command, dataset) = m.into_parts();
-                        let message = Message::decode(&command).map_err(|e| PullError::Remote(e.to_string()))?;
-                        return Ok((message, dataset));
-                    }
-                }
-            }
-            dicom_ul::Pdu::AbortRQ { .. } => return Err(net("receiving", "the source aborted the association")),
-            dicom_ul::Pdu::ReleaseRQ => return Err(net("receiving", "the source released the association")),
-            other => return Err(PullError::Remote(format!("unexpected {}", other.short_description()))),
+    use dimse::ul::{ReceiveError, Received};
+    let received = a.reader.receive(&mut a.assoc, None).await.map_err(|e| match e {
+        ReceiveError::Assemble(e) => PullError::Remote(e.to_string()),
+        other => net("receiving", error_chain(&other)),
+    })?;
+    match received {
+        Received::Message(m) => {
+            let (_, command, dataset) = m.into_parts();
+            let message = Message::decode(&command).map_err(|e| PullError::Remote(e.to_string()))?;
+            Ok((message, dataset))
         }
+        Received::Pdu(dicom_ul::Pdu::AbortRQ { .. }) => Err(net("receiving", "the source aborted the association")),
+        Received::Pdu(dicom_ul::Pdu::ReleaseRQ) => Err(net("receiving", "the source released the association")),
+        Received::Pdu(other) => Err(PullError::Remote(format!("unexpected {}", other.short_description()))),
     }
+}
+
+/// An error with its causes.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// One C-FIND match as a planned study (`None` without a usable Study Instance UID).

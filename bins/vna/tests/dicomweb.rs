@@ -1,7 +1,9 @@
 //! DICOMweb against the running binary: STOW-RS of pydicom's corpus byte for byte,
 //! WADO-RS and WADO-URI byte-exact, metadata/QIDO/frames checked by a real client
 //! (dicomweb-client) against pydicom, hostile requests, a spooled large upload, the admin
-//! API, CORS and metrics.
+//! API, CORS and metrics. The shared retrieve selection cases (`common::selection`, also run
+//! over C-MOVE and C-GET by the DIMSE retrieve tests) deliver the same instances over WADO-RS
+//! and WADO-URI.
 
 mod common;
 
@@ -540,4 +542,18 @@ fn admin_api_cors_and_metrics() {
         assert!(metrics.contains(needle), "metrics lack {needle}:\n{metrics}");
     }
     assert_eq!(server.stop().code(), Some(0));
+}
+
+/// The shared selection cases over WADO-RS (and, for IMAGE level cases, WADO-URI): each
+/// delivers exactly the instances C-MOVE and C-GET deliver for the same case.
+#[test]
+fn selection_cases_over_wado_rs_and_wado_uri() {
+    use common::selection::{cases, Doors};
+    let doors = Doors::start();
+    for case in cases(&doors.data) {
+        assert_eq!(doors.wado_rs(&case.select), case.expected, "WADO-RS: {}", case.name);
+        if let Some(got) = doors.wado_uri(&case.select) {
+            assert_eq!(got, case.expected, "WADO-URI: {}", case.name);
+        }
+    }
 }

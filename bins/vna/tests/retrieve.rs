@@ -1,5 +1,7 @@
 //! C-MOVE and C-GET from the running `vna serve` with dcmtk's movescu and getscu: every
-//! moved or fetched instance arrives with the data set it was stored with.
+//! moved or fetched instance arrives with the data set it was stored with. The shared retrieve
+//! selection cases (`common::selection`, also run over WADO-RS by the DICOMweb tests) deliver
+//! the same instances over C-MOVE and C-GET, and storage commitment fails what deletions hide.
 
 mod common;
 
@@ -576,4 +578,53 @@ fn a_move_destination_that_drops_the_association_fails_the_rest_and_vna_goes_on(
     assert_eq!(report["final"]["status"], 0, "{report}");
     assert_eq!(report["final"]["completed"], 8, "{report}");
     assert_eq!(report["stores"], 8, "{report}");
+}
+
+/// The shared selection cases over C-MOVE (to a dcmtk storescp) and C-GET (dcmtk getscu): each
+/// delivers exactly the expected instances, never one an IOCM rejection or a deletion past its
+/// grace period hides (those are still in the catalog: nothing purges them here).
+#[test]
+fn selection_cases_over_c_move_and_c_get() {
+    use common::selection::{cases, Doors, StorageScp};
+    let doors = Doors::start();
+    let received = doors.dir.join("moved");
+    let _scp = StorageScp::start(doors.dest_port, &received);
+    for case in cases(&doors.data) {
+        assert_eq!(doors.c_move(&case.select, &received), case.expected, "C-MOVE: {}", case.name);
+        assert_eq!(doors.c_get(&case.select), case.expected, "C-GET: {}", case.name);
+    }
+}
+
+/// Storage commitment goes through the read view: an instance rejected by an IOCM note and one
+/// of a study past its deletion grace period are "no such object instance", never committed,
+/// though their records are still in the catalog.
+#[test]
+fn storage_commitment_fails_instances_a_deletion_hides() {
+    use archive_core::catalog::Catalog;
+    let doors = common::selection::Doors::start();
+    let d = &doors.data;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scripts/commitment_scu.py");
+    let ct = "1.2.840.10008.5.1.4.1.1.2";
+    let visible = &d.a[1];
+    let hidden = [d.rejected(), &d.c[0]];
+    let mut args = vec![format!("{ct}:{}", visible.sop_instance)];
+    args.extend(hidden.iter().map(|i| format!("{ct}:{}", i.sop_instance)));
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(doors.dicom_port.to_string())
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["action_status"], 0, "{report}");
+    assert_eq!(report["event_type"], 2, "some failed: {report}");
+    assert_eq!(report["committed"], serde_json::json!([visible.sop_instance]), "{report}");
+    let failed = report["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 2, "{report}");
+    for h in hidden {
+        assert!(failed.iter().any(|f| f["uid"] == h.sop_instance.as_str() && f["reason"] == 0x0112), "{report}");
+        let uid = archive_core::uid::SopInstanceUid::new(&h.sop_instance).unwrap();
+        assert!(doors.archive.catalog().instance(&uid).unwrap().is_some(), "hidden, not purged");
+    }
 }

@@ -2,6 +2,8 @@
 //! real RocksDB catalog and hot tier, and pydicom's test files.
 #![allow(dead_code)]
 
+pub mod selection;
+
 use archive_core::config::VnaConfig;
 use archive_core::tier::{Tier, TierName};
 use archive_core::Archive;
