@@ -1515,9 +1515,11 @@ impl Inner {
         };
         let mut moves: Vec<Move> = Vec::with_capacity(entries.len());
         let mut ends: BTreeMap<u64, u64> = BTreeMap::new();
+        // Headers of the segments the copies opened: bytes that are not reclaimed.
+        let mut headers = 0u64;
         let copied_bytes: u64 = entries.iter().map(|(_, e)| e.stored_len).sum();
         if !entries.is_empty() {
-            if let Copied::Damaged(why) = self.copy_live(&path, entries, &mut moves, &mut ends)? {
+            if let Copied::Damaged(why) = self.copy_live(&path, entries, &mut moves, &mut ends, &mut headers)? {
                 tracing::warn!(tier = %self.name, segment = id, reason = %why, "segment not compacted");
                 report.segments_skipped += 1;
                 return Ok(());
@@ -1570,7 +1572,7 @@ impl Inner {
         batch.delete_cf(self.meta()?, deleting_key(id));
         self.write_synced(batch)?;
         report.segments_compacted += 1;
-        report.bytes_reclaimed += old_len.saturating_sub(copied_bytes);
+        report.bytes_reclaimed += old_len.saturating_sub(copied_bytes + headers);
         Ok(())
     }
 
@@ -1582,6 +1584,7 @@ impl Inner {
         entries: Vec<Live>,
         moves: &mut Vec<Move>,
         ends: &mut BTreeMap<u64, u64>,
+        headers: &mut u64,
     ) -> Result<Copied, TierError> {
         let file = match fs::File::open(path) {
             Ok(f) => f,
@@ -1605,28 +1608,33 @@ impl Inner {
             chunk_bytes += raw.len() as u64;
             chunk.push((key, e, raw));
             if chunk_bytes >= COPY_CHUNK_BYTES {
-                self.append_copies(&mut chunk, moves, ends)?;
+                self.append_copies(&mut chunk, moves, ends, headers)?;
                 chunk_bytes = 0;
             }
         }
-        self.append_copies(&mut chunk, moves, ends)?;
+        self.append_copies(&mut chunk, moves, ends, headers)?;
         Ok(Copied::All)
     }
 
     /// Appends a chunk of verified frames to the active segment under the put mutex and
-    /// fdatasyncs them.
+    /// fdatasyncs them; adds the header bytes of the segments it opens to `headers`.
     fn append_copies(
         &self,
         chunk: &mut Vec<Frame>,
         moves: &mut Vec<Move>,
         ends: &mut BTreeMap<u64, u64>,
+        headers: &mut u64,
     ) -> Result<(), TierError> {
         if chunk.is_empty() {
             return Ok(());
         }
         let mut state = self.state.lock();
         for (key, old, raw) in chunk.drain(..) {
+            let before = state.active.id;
             self.make_room(&mut state.active, raw.len() as u64)?;
+            if state.active.id != before {
+                *headers += SEGMENT_HEADER_LEN;
+            }
             let offset = self.write_active(&mut state.active, &raw, false, "a compacted object")?;
             let new = Entry { segment: state.active.id, offset, ..old.clone() };
             ends.insert(state.active.id, state.active.len);
