@@ -159,7 +159,7 @@ async fn write_fixtures() {
         deleter
             .request(DeletionRequest {
                 study: study3.clone(),
-                instances: Some(vec![SopInstanceUid::new(&format!("{}.9.1", STUDIES[2].0)).unwrap()]),
+                instances: Some(vec![SopInstanceUid::new(format!("{}.9.1", STUDIES[2].0)).unwrap()]),
                 requested_by: "admin".into(),
                 requested_from: "10.0.0.1".into(),
                 reason: "duplicate".into(),
