@@ -12,7 +12,7 @@
 //! - [`tier`], [`tiers`]: the tier trait, its conformance suite, an in-memory tier, the configured set.
 //! - [`ingest`], [`retrieve`]: the two data paths.
 //! - [`audit`]: the hash-chained audit trail.
-//! - [`format`]: versioned on-disk formats (version markers read on decode, migrations).
+//! - [`format`](mod@format): versioned on-disk formats (version markers read on decode, migrations).
 //! - [`config`], [`disk`], [`metrics`]: configuration, free-space floors, Prometheus metrics.
 //!
 //! ## Invariants

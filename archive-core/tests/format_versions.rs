@@ -252,6 +252,11 @@ async fn a_catalog_of_version_1_reads_back_exactly_as_version_1_read_it() {
         let ingest = Ingest::new(catalog.clone(), tiers, DiskGuard::new(), Default::default(), Metrics::new());
         let src = Source { actor: "NEW".into(), address: String::new() };
         ingest.ingest(IngestInput::Part10(object("1.2.826.0.1.3680043.10.1.4", 0, "P4")), src).await.unwrap();
+        // Written now: the current record versions.
+        let new = catalog.instance(&SopInstanceUid::new("1.2.826.0.1.3680043.10.1.4.9.0").unwrap()).unwrap().unwrap();
+        assert_eq!(new.v, archive_core::model::RECORD_VERSION);
+        let last = catalog.audit_records(1).unwrap().pop().unwrap().unwrap();
+        assert_eq!(last.v, archive_core::audit::AUDIT_RECORD_VERSION);
         let verified = catalog.verify_audit().unwrap().unwrap();
         assert_eq!(verified, expected["audit_verified"].as_u64().unwrap() + 1);
     }

@@ -28,6 +28,9 @@
 //!   a version 1 catalog. Opening a version 1 tier writes it and closes a version 1 open
 //!   volume (new objects go to a new, labelled one).
 //!
+//! A recall from a labelled volume first reads its label back: a volume whose label is gone
+//! or names another volume or format is not read (the recall fails as a read failure).
+//!
 //! On open, a marker or a volume record newer than this code knows is refused with
 //! [`TierError::Format`] before anything is changed.
 //!
@@ -1197,6 +1200,19 @@ impl Inner {
     fn stage(&self, entry: &CatalogEntry) -> Result<PathBuf, StageFailure> {
         let read_err = |what: &str, e: std::io::Error| StageFailure::Read(format!("{what}: {e}"));
         let src = fs::File::open(volume_path(&self.root, entry.volume)).map_err(|e| read_err("opening", e))?;
+        // A labelled volume must still say what it is (the right cartridge, the right format).
+        let format = self.index.volume(entry.volume).ok().flatten().map_or(1, |v| v.format);
+        if format >= 2 {
+            match volume_format(&src, entry.volume).map_err(|e| read_err("reading the volume label", e))? {
+                VolumeFormat::Label(v) if v == format => {}
+                found => {
+                    return Err(StageFailure::Read(format!(
+                        "volume {} has lost its label (expected format {format}, found {found:?})",
+                        volume_label(entry.volume)
+                    )))
+                }
+            }
+        }
         let seq = self.next_seq();
         let part = self.root.join("staging").join(format!("{seq}.part"));
         let done = self.root.join("staging").join(format!("{seq}.obj"));

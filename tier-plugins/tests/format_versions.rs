@@ -365,7 +365,7 @@ async fn tape_data_of_version_1_reads_back_byte_exact_and_new_volumes_carry_a_la
     assert_eq!(tier.catalog_entry(&key("t/new2")).unwrap().unwrap().volume, entry.volume);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_tape_tier_labels_its_volumes() {
     let dir = tempfile::tempdir().unwrap();
     let tier = TapeTier::open(TierName::new("tape").unwrap(), tape_config(dir.path())).unwrap();
@@ -380,6 +380,19 @@ async fn a_new_tape_tier_labels_its_volumes() {
         assert_eq!(volume_format(&file, v.id).unwrap(), VolumeFormat::Label(TAPE_FORMAT_VERSION), "{v:?}");
         assert!(v.used <= v.capacity, "{v:?}");
     }
+    for i in 0..8 {
+        assert_eq!(read_tape(&tier, &format!("n/{i}")).await.unwrap(), content(i));
+    }
+    // A volume that lost its label is not read (a wrong or damaged cartridge).
+    drop(tier);
+    let tier = TapeTier::open(TierName::new("tape").unwrap(), tape_config(dir.path())).unwrap();
+    let entry = tier.catalog_entry(&key("n/0")).unwrap().unwrap();
+    let path = tier.volume_path(entry.volume);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] = b'X';
+    std::fs::write(&path, &bytes).unwrap();
+    let e = read_tape(&tier, "n/0").await.unwrap_err();
+    assert!(e.to_string().contains("label"), "{e}");
 }
 
 #[tokio::test]
