@@ -34,7 +34,7 @@
 //! rewritten, and their hash covers the version they were written with
 //! ([`crate::audit::AuditRecord::v`]), so a migration of an audit record keeps its stored `v`.
 //!
-//! Store-wide markers (the catalog's `format_version` key, a warm segment's header, a tape
+//! Store-wide markers (the catalog's `schema_version` key, a warm segment's header, a tape
 //! volume's label) are checked when the store opens, with the same error type.
 
 use serde::de::DeserializeOwned;
@@ -131,7 +131,9 @@ impl Versioned for NoPrevious {
 }
 
 /// Implements [`Versioned`] for the first format of a record type (its `Previous` is
-/// [`NoPrevious`]).
+/// [`NoPrevious`]); the type's version marker is its `v: u32` field.
+///
+/// `first_format!(StudyRecord, "study record", RECORD_VERSION);`
 #[macro_export]
 macro_rules! first_format {
     ($ty:ty, $kind:expr, $version:expr) => {

@@ -63,7 +63,7 @@ pub(crate) fn decode<T: Versioned>(key: &[u8], bytes: &[u8]) -> Result<T, Catalo
 }
 
 /// Decodes a value without a version marker of its own (stats, write intents): the catalog's
-/// `format_version` covers it.
+/// `schema_version` covers it.
 pub(crate) fn decode_plain<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, CatalogError> {
     serde_json::from_slice(bytes)
         .map_err(|e| CatalogError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), message: e.to_string() })
