@@ -14,7 +14,12 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 /// Current version of the audit record format.
+///
+/// Audit records are never rewritten and their hash covers the version they were written
+/// with: a future migration of an audit record keeps its stored [`AuditRecord::v`].
 pub const AUDIT_RECORD_VERSION: u32 = 1;
+
+crate::first_format!(AuditRecord, "audit record", AUDIT_RECORD_VERSION);
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

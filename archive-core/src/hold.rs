@@ -52,6 +52,11 @@ impl fmt::Display for HoldScope {
     }
 }
 
+/// Current version of the legal hold record format.
+pub const HOLD_VERSION: u32 = 1;
+
+crate::first_format!(LegalHold, "legal hold record", HOLD_VERSION);
+
 /// A legal hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LegalHold {

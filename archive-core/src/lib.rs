@@ -15,6 +15,7 @@
 //!   out what deletions hide.
 //! - [`dicom_status`]: the one mapping of ingest failures to DICOM storage statuses.
 //! - [`audit`]: the hash-chained audit trail.
+//! - [`format`](mod@format): versioned on-disk formats (version markers read on decode, migrations).
 //! - [`config`], [`disk`], [`metrics`]: configuration, free-space floors, Prometheus metrics.
 //!
 //! ## Invariants
@@ -40,6 +41,7 @@ pub mod deletion;
 pub mod dicom_status;
 pub mod disk;
 pub mod failpoint;
+pub mod format;
 pub mod hold;
 pub mod ingest;
 pub mod lifecycle;

@@ -1,7 +1,7 @@
 //! Catalog records: patients, studies, series and instances.
 //!
-//! Every record carries a format version (`v`) so that later releases can migrate
-//! the catalog. Attribute values live in an [`AttrMap`]; counts, sizes, times and
+//! Every record carries a format version (`v`) that decoding reads (see [`crate::format`]):
+//! a record of an older version is migrated up, one of a newer version is refused. Attribute values live in an [`AttrMap`]; counts, sizes, times and
 //! locations are typed fields maintained by the catalog.
 
 use crate::attribute::{AttrMap, Attribute};
@@ -14,6 +14,11 @@ use time::OffsetDateTime;
 
 /// Current version of the record formats.
 pub const RECORD_VERSION: u32 = 1;
+
+crate::first_format!(PatientRecord, "patient record", RECORD_VERSION);
+crate::first_format!(StudyRecord, "study record", RECORD_VERSION);
+crate::first_format!(SeriesRecord, "series record", RECORD_VERSION);
+crate::first_format!(InstanceRecord, "instance record", RECORD_VERSION);
 
 /// A patient's identity: the Patient ID within the domain of its issuer.
 ///

@@ -38,6 +38,11 @@ pub struct LinkedStudy {
     pub previous_attrs: AttrMap,
 }
 
+/// Current version of the patient link record format.
+pub const LINK_VERSION: u32 = 1;
+
+crate::first_format!(PatientLink, "patient link record", LINK_VERSION);
+
 /// A link of two patient identities.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatientLink {
@@ -189,7 +194,7 @@ pub async fn link(
     let now = OffsetDateTime::now_utc();
     let id = LinkId((now.unix_timestamp_nanos() / 1000) as u64);
     let link = PatientLink {
-        v: 1,
+        v: LINK_VERSION,
         id,
         from: from.clone(),
         to: to.clone(),

@@ -179,8 +179,11 @@ fn default_orphan_min_age() -> u64 {
     60
 }
 
-/// Current version of the bundle index format.
+/// Current version of the bundle index format (its `v`, read on decode: an index object
+/// of a newer version is refused with [`TierError::Format`], see [`archive_core::format`]).
 pub const BUNDLE_INDEX_VERSION: u32 = 1;
+
+archive_core::first_format!(BundleIndex, "s3 bundle index", BUNDLE_INDEX_VERSION);
 
 /// The index object of a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -472,8 +475,11 @@ impl S3Tier {
                     .await
                     .map_err(|e| self.sdk_err("reading a bundle index", None, e))?;
                 let bytes = got.body.collect().await.map_err(|e| TierError::Transient(e.to_string()))?.into_bytes();
-                let idx: BundleIndex = serde_json::from_slice(&bytes)
-                    .map_err(|e| TierError::Other(format!("bundle index {k} is corrupt: {e}")))?;
+                let idx: BundleIndex = archive_core::format::decode(&bytes).map_err(|source| TierError::Format {
+                    tier: self.name.clone(),
+                    what: format!("bundle index {k}"),
+                    source,
+                })?;
                 self.commit_local(&idx)?;
                 bundles += 1;
             }

@@ -16,6 +16,24 @@
 //! - `root/spool/`: bodies being received, before they are written to a volume. Emptied
 //!   when the tier opens.
 //!
+//! # Format versions
+//! The tape tier's format version is [`TAPE_FORMAT_VERSION`] (see `docs/formats.md`):
+//! - each volume created by version 2 starts with a 24-byte label: `VNA-VOL\n`, the format
+//!   version (u32 LE), 4 zero bytes and the volume number (u64 LE), so that a cartridge says
+//!   what it is. Volumes of version 1 have no label and are read as before (entries hold
+//!   absolute offsets). The label counts against the volume's capacity;
+//! - each [`VolumeInfo`] records its volume's `format` (absent, thus 1, in records of
+//!   version 1), so that the catalog knows a volume's format without mounting it;
+//! - the catalog holds the marker `format-version` in its default column family, absent in
+//!   a version 1 catalog. Opening a version 1 tier writes it and closes a version 1 open
+//!   volume (new objects go to a new, labelled one).
+//!
+//! A recall from a labelled volume first reads its label back: a volume whose label is gone
+//! or names another volume or format is not read (the recall fails as a read failure).
+//!
+//! On open, a marker or a volume record newer than this code knows is refused with
+//! [`TierError::Format`] before anything is changed.
+//!
 //! # Writing
 //! A body is spooled to a local file (hashed on the way), then copied onto the open volume
 //! under the writer lock, the volume is fdatasynced, and only then the catalog entries are
@@ -52,6 +70,7 @@
 //! not implemented.
 
 use archive_core::checksum::{Checksum, ChecksumHasher};
+use archive_core::format::FormatError;
 use archive_core::tier::{
     verify_stream, Availability, ByteStream, GetOpts, GetResult, ObjectKey, ObjectMeta, PutOpts, RecallStatus, Tier,
     TierCapabilities, TierError, TierName,
@@ -77,6 +96,20 @@ pub const DEFAULT_VOLUME_BYTES: u64 = 10240 << 20;
 pub const DEFAULT_MOUNT_DELAY: Duration = Duration::from_secs(2);
 /// Default time a recalled copy stays readable.
 pub const DEFAULT_STAGING_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Format version of the tape tier this code writes: version 2 volumes start with a
+/// [volume label](#format-versions); version 1 volumes (written before labels existed) have
+/// none and are read as they always were.
+pub const TAPE_FORMAT_VERSION: u32 = 2;
+/// The oldest tape format this code reads.
+pub const OLDEST_TAPE_FORMAT_VERSION: u32 = 1;
+/// Length of a volume label.
+pub const VOLUME_LABEL_LEN: u64 = 24;
+/// A volume label's magic.
+const VOLUME_MAGIC: [u8; 8] = *b"VNA-VOL\n";
+/// Key of the tier's format marker in the catalog's default column family (its value: the
+/// version in decimal). Absent in a catalog written by version 1.
+const FORMAT_VERSION_KEY: &[u8] = b"format-version";
 
 const CF_OBJECTS: &str = "objects";
 const CF_VOLUMES: &str = "volumes";
@@ -156,11 +189,28 @@ pub struct VolumeInfo {
     pub live_objects: u64,
     /// Bytes of the live objects.
     pub live_bytes: u64,
+    /// Format version of the volume: 2 for a volume that starts with its label, 1 (also when
+    /// the field is absent, in records written by version 1) for one without.
+    #[serde(default = "legacy_volume_format")]
+    pub format: u32,
+}
+
+fn legacy_volume_format() -> u32 {
+    1
 }
 
 impl VolumeInfo {
     fn empty(id: u64, capacity: u64) -> Self {
-        Self { id, state: VolumeState::Open, capacity, used: 0, objects: 0, live_objects: 0, live_bytes: 0 }
+        Self {
+            id,
+            state: VolumeState::Open,
+            capacity,
+            used: 0,
+            objects: 0,
+            live_objects: 0,
+            live_bytes: 0,
+            format: TAPE_FORMAT_VERSION,
+        }
     }
 
     /// The volume's label, `VNNNNNN`.
@@ -212,6 +262,71 @@ pub struct RecallStats {
     pub failed: u64,
     /// Whether the robot is paused ([`TapeTier::pause_recalls`]).
     pub paused: bool,
+}
+
+/// The label a new volume starts with: magic, format version (u32 LE), 4 zero bytes, and the
+/// volume number (u64 LE).
+fn volume_label_bytes(id: u64) -> [u8; VOLUME_LABEL_LEN as usize] {
+    let mut l = [0u8; VOLUME_LABEL_LEN as usize];
+    l[0..8].copy_from_slice(&VOLUME_MAGIC);
+    l[8..12].copy_from_slice(&TAPE_FORMAT_VERSION.to_le_bytes());
+    l[16..24].copy_from_slice(&id.to_le_bytes());
+    l
+}
+
+/// What the start of a volume file says about its format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeFormat {
+    /// No bytes at all.
+    Empty,
+    /// Fewer bytes than a label, all of them the start of this volume's label: a creation a
+    /// crash interrupted.
+    PartialLabel,
+    /// A label naming this format version.
+    Label(u32),
+    /// No label: a version 1 volume (or a label of another volume number).
+    Legacy,
+}
+
+/// Reads the format of volume `id` from the start of its file.
+pub fn volume_format(file: &fs::File, id: u64) -> std::io::Result<VolumeFormat> {
+    let mut head = [0u8; VOLUME_LABEL_LEN as usize];
+    let mut n = 0;
+    while n < head.len() {
+        match file.read_at(&mut head[n..], n as u64)? {
+            0 => break,
+            read => n += read,
+        }
+    }
+    let expected = volume_label_bytes(id);
+    Ok(if n == 0 {
+        VolumeFormat::Empty
+    } else if n == head.len() && head[0..8] == VOLUME_MAGIC && head[16..24] == expected[16..24] {
+        VolumeFormat::Label(u32::from_le_bytes([head[8], head[9], head[10], head[11]]))
+    } else if n < head.len() && head[..n] == expected[..n] {
+        VolumeFormat::PartialLabel
+    } else {
+        VolumeFormat::Legacy
+    })
+}
+
+/// Makes `file` (empty or holding the start of its label) a new volume: its label, synced;
+/// returns the append position.
+fn write_volume_label(file: &fs::File, id: u64) -> std::io::Result<u64> {
+    file.set_len(0)?;
+    file.write_all_at(&volume_label_bytes(id), 0)?;
+    file.sync_data()?;
+    Ok(VOLUME_LABEL_LEN)
+}
+
+/// Prepares a volume file for appending: labels an empty (or half-labelled) one; returns its
+/// format version and append position (its length).
+fn prepare_volume(file: &fs::File, id: u64) -> std::io::Result<(u32, u64)> {
+    match volume_format(file, id)? {
+        VolumeFormat::Empty | VolumeFormat::PartialLabel => Ok((TAPE_FORMAT_VERSION, write_volume_label(file, id)?)),
+        VolumeFormat::Label(v) => Ok((v, file.metadata()?.len())),
+        VolumeFormat::Legacy => Ok((1, file.metadata()?.len())),
+    }
 }
 
 /// The label of volume `id`: `V` and six digits.
@@ -281,6 +396,34 @@ impl Index {
         Ok(())
     }
 
+    /// The format marker: `None` when absent (a catalog of version 1); a newer version than
+    /// this code reads, or a volume record of one, is refused with [`TierError::Format`].
+    fn check_format(&self) -> Result<Option<u32>, TierError> {
+        let refuse = |what: String, source| TierError::Format { tier: self.name.clone(), what, source };
+        let check = |v| FormatError::check_marker("tape tier", v, OLDEST_TAPE_FORMAT_VERSION, TAPE_FORMAT_VERSION);
+        let marker = match self.db.get(FORMAT_VERSION_KEY).map_err(|e| self.err("read", e))? {
+            None => None,
+            Some(raw) => match std::str::from_utf8(&raw).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+                Some(v) => Some(check(v).map_err(|e| refuse("its volume catalog".into(), e))?),
+                None => {
+                    return Err(refuse(
+                        "its volume catalog".into(),
+                        FormatError::UnknownVersion {
+                            kind: "tape tier",
+                            found: None,
+                            oldest: OLDEST_TAPE_FORMAT_VERSION,
+                            supported: TAPE_FORMAT_VERSION,
+                        },
+                    ))
+                }
+            },
+        };
+        for v in self.volumes()? {
+            check(v.format).map_err(|e| refuse(format!("volume {}", v.label()), e))?;
+        }
+        Ok(marker)
+    }
+
     /// Writes a batch with a synced WAL.
     fn commit(&self, batch: WriteBatch) -> Result<(), TierError> {
         let mut wo = WriteOptions::default();
@@ -296,6 +439,24 @@ struct Writer {
     /// Append position: the file's length.
     used: u64,
     capacity: u64,
+    /// Where objects start: after the label (0 on a version 1 volume).
+    start: u64,
+}
+
+impl Writer {
+    /// Whether an object was written to the volume (or bytes a crash left).
+    fn has_data(&self) -> bool {
+        self.used > self.start
+    }
+}
+
+/// Where objects start on a volume of this format.
+fn data_start(format: u32) -> u64 {
+    if format >= 2 {
+        VOLUME_LABEL_LEN
+    } else {
+        0
+    }
 }
 
 /// Why copying an object off a volume failed.
@@ -526,8 +687,10 @@ impl TapeTier {
     /// Empties the staging and spool areas, and opens the last open volume for appending
     /// (after any unreferenced bytes a crash left), or a new one.
     pub fn open(name: TierName, config: TapeConfig) -> Result<TapeTier, TierError> {
-        if config.volume_bytes == 0 {
-            return Err(TierError::Other(format!("tier {name}: the volume size must be at least one byte")));
+        if config.volume_bytes <= VOLUME_LABEL_LEN {
+            return Err(TierError::Other(format!(
+                "tier {name}: the volume size must be larger than a volume label ({VOLUME_LABEL_LEN} bytes)"
+            )));
         }
         let root = config.root;
         let volumes = root.join("volumes");
@@ -535,14 +698,33 @@ impl TapeTier {
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = [CF_OBJECTS, CF_VOLUMES].map(|n| ColumnFamilyDescriptor::new(n, rocksdb::Options::default()));
+        // A newer vna may have added column families: open them too, so that the format
+        // marker can refuse the catalog with a clear error.
+        let mut families = vec![CF_OBJECTS.to_string(), CF_VOLUMES.to_string()];
+        for cf in DB::list_cf(&rocksdb::Options::default(), root.join("index")).unwrap_or_default() {
+            if cf != rocksdb::DEFAULT_COLUMN_FAMILY_NAME && !families.contains(&cf) {
+                families.push(cf);
+            }
+        }
+        let cfs = families.iter().map(|n| ColumnFamilyDescriptor::new(n, rocksdb::Options::default()));
         let db = DB::open_cf_descriptors(&opts, root.join("index"), cfs)
             .map_err(|e| TierError::Other(format!("tier {name}: cannot open the volume catalog: {e}")))?;
         let index = Index { name: name.clone(), db };
+        // Before anything is changed: a tier written by a newer vna is refused.
+        let marker = index.check_format()?;
         // Only after the catalog's lock is held: another instance on this root fails above.
         reset_dir(&name, &root.join("staging"))?;
         reset_dir(&name, &root.join("spool"))?;
         let writer = open_writer(&index, &root, config.volume_bytes)?;
+        if marker != Some(TAPE_FORMAT_VERSION) {
+            // Created now, or upgraded from version 1 (whose volumes stay readable as they are).
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            index
+                .db
+                .put_opt(FORMAT_VERSION_KEY, TAPE_FORMAT_VERSION.to_string(), &wo)
+                .map_err(|e| index.err("writing the format marker", e))?;
+        }
         let inner = Inner {
             name,
             root,
@@ -723,9 +905,24 @@ fn open_writer(index: &Index, root: &Path, volume_bytes: u64) -> Result<Writer, 
             .write(true)
             .open(&path)
             .map_err(|e| io(format!("opening {}", path.display()), e))?;
-        let len = file.metadata().map_err(|e| io(format!("sizing {}", path.display()), e))?.len();
         let mut record = record.unwrap_or_else(|| VolumeInfo::empty(id, volume_bytes));
         let mut batch = WriteBatch::default();
+        if record.used == 0 {
+            // Nothing catalogued on it: label it (unless it holds unlabelled bytes).
+            let (format, _) = prepare_volume(&file, id).map_err(|e| io(format!("labelling {}", path.display()), e))?;
+            record.format = format;
+        }
+        let len = file.metadata().map_err(|e| io(format!("sizing {}", path.display()), e))?.len();
+        if record.format < TAPE_FORMAT_VERSION && len > 0 {
+            // A version 1 volume has no label to put in front of its data: new objects go to
+            // a new, labelled volume.
+            record.used = record.used.max(len);
+            record.state = VolumeState::Full;
+            index.put_volume(&mut batch, &record)?;
+            index.commit(batch)?;
+            id += 1;
+            continue;
+        }
         if len < record.used {
             // Bytes the catalog counts are missing: never append over them.
             tracing::error!(tier = %name, volume = %volume_label(id), len, used = record.used, "volume is shorter than its catalog record; closing it");
@@ -745,7 +942,7 @@ fn open_writer(index: &Index, root: &Path, volume_bytes: u64) -> Result<Writer, 
             index.put_volume(&mut batch, &older)?;
         }
         index.commit(batch)?;
-        return Ok(Writer { id, file, used: len, capacity: record.capacity });
+        return Ok(Writer { id, file, used: len, capacity: record.capacity, start: data_start(record.format) });
     }
 }
 
@@ -797,10 +994,18 @@ impl Inner {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Bytes of objects a new volume holds (its capacity less its label).
+    fn room(&self) -> u64 {
+        self.volume_bytes.saturating_sub(VOLUME_LABEL_LEN)
+    }
+
     fn too_large(&self, key: &ObjectKey, len: u64) -> TierError {
         TierError::InsufficientSpace {
             tier: self.name.clone(),
-            detail: format!("object {key} ({len}+ bytes) is larger than a volume ({} bytes)", self.volume_bytes),
+            detail: format!(
+                "object {key} ({len}+ bytes) is larger than a volume holds ({} bytes after its label)",
+                self.room()
+            ),
         }
     }
 
@@ -819,17 +1024,20 @@ impl Inner {
             .write(true)
             .open(&path)
             .map_err(|e| self.io(format!("creating {}", path.display()), e))?;
-        // A file left by a crash between creating it and cataloguing it: append after its bytes.
-        let used = file.metadata().map_err(|e| self.io(format!("sizing {}", path.display()), e))?.len();
+        // A new volume gets its label; a file left by a crash between creating it and
+        // cataloguing it keeps its bytes, and appends go after them.
+        let (format, used) =
+            prepare_volume(&file, id).map_err(|e| self.io(format!("labelling {}", path.display()), e))?;
         sync_dir(&self.name, &self.root.join("volumes"))?;
         let mut new = VolumeInfo::empty(id, self.volume_bytes);
         new.used = used;
+        new.format = format;
         let mut batch = WriteBatch::default();
         self.index.put_volume(&mut batch, &old)?;
         self.index.put_volume(&mut batch, &new)?;
         self.index.commit(batch)?;
         tracing::info!(tier = %self.name, closed = %volume_label(w.id), opened = %volume_label(id), "volume full");
-        *w = Writer { id, file, used, capacity: self.volume_bytes };
+        *w = Writer { id, file, used, capacity: self.volume_bytes, start: data_start(format) };
         Ok(())
     }
 
@@ -864,13 +1072,13 @@ impl Inner {
         }
         // A batch that fits on one volume goes onto one volume, contiguously.
         let total = items.iter().fold(0u64, |t, s| t.saturating_add(s.len));
-        if w.used > 0 && total > w.capacity.saturating_sub(w.used) && total <= self.volume_bytes {
+        if w.has_data() && total > w.capacity.saturating_sub(w.used) && total <= self.room() {
             self.roll(&mut w)?;
         }
         let written_at = unix_now();
         let mut placed = Vec::with_capacity(items.len());
         for s in items {
-            if w.used > 0 && w.used.saturating_add(s.len) > w.capacity {
+            if w.has_data() && w.used.saturating_add(s.len) > w.capacity {
                 self.roll(&mut w)?;
             }
             if w.used.saturating_add(s.len) > w.capacity {
@@ -992,6 +1200,19 @@ impl Inner {
     fn stage(&self, entry: &CatalogEntry) -> Result<PathBuf, StageFailure> {
         let read_err = |what: &str, e: std::io::Error| StageFailure::Read(format!("{what}: {e}"));
         let src = fs::File::open(volume_path(&self.root, entry.volume)).map_err(|e| read_err("opening", e))?;
+        // A labelled volume must still say what it is (the right cartridge, the right format).
+        let format = self.index.volume(entry.volume).ok().flatten().map_or(1, |v| v.format);
+        if format >= 2 {
+            match volume_format(&src, entry.volume).map_err(|e| read_err("reading the volume label", e))? {
+                VolumeFormat::Label(v) if v == format => {}
+                found => {
+                    return Err(StageFailure::Read(format!(
+                        "volume {} has lost its label (expected format {format}, found {found:?})",
+                        volume_label(entry.volume)
+                    )))
+                }
+            }
+        }
         let seq = self.next_seq();
         let part = self.root.join("staging").join(format!("{seq}.part"));
         let done = self.root.join("staging").join(format!("{seq}.obj"));

@@ -11,6 +11,20 @@
 //!   the stats records are complete, and the trained compression dictionaries
 //!   (`dict/<id>` → content class and dictionary bytes, see [Dictionaries](#dictionaries)).
 //!
+//! # Format versions
+//! The warm tier's format version is [`WARM_FORMAT_VERSION`] (see `docs/formats.md`):
+//! - each segment created by version 2 starts with a 16-byte header, a zstd skippable frame
+//!   (magic `50 2A 4D 18`, length 8) holding `VNAW` and the format version (u32 LE), so a
+//!   segment is still a plain sequence of zstd frames. Segments of version 1 have no header
+//!   (their first bytes are a zstd frame, magic `28 B5 2F FD`) and are read as before:
+//!   entries hold absolute offsets, so a header changes nothing for reads;
+//! - the index holds the format marker `format-version` in `meta`, absent in a version 1
+//!   index. Opening a version 1 tier writes it, and starts a new (headed) segment instead of
+//!   appending to the version 1 active one.
+//!
+//! On open, a marker or a segment header newer than this code knows is refused with
+//! [`TierError::Format`] before anything is changed.
+//!
 //! # Durability
 //! A put compresses the object (at [`WarmConfig::zstd_level`]), appends it to the active
 //! segment and fdatasyncs it, then writes the index entry *and* the updated stats record of
@@ -109,6 +123,7 @@
 //!   writes only; objects written with a dictionary stay readable.
 
 use archive_core::checksum::Checksum;
+use archive_core::format::FormatError;
 use archive_core::tier::{
     bytes_stream, verify_stream, Availability, ByteStream, GetOpts, GetResult, ObjectKey, ObjectMeta, PutOpts, Tier,
     TierCapabilities, TierError, TierName,
@@ -145,6 +160,22 @@ pub const MAX_DICTIONARY_SAMPLES: usize = 10_000;
 /// Largest [`WarmConfig::dictionary_kb`].
 pub const MAX_DICTIONARY_KB: usize = 1024;
 
+/// Format version of the warm tier this code writes: version 2 segments start with a
+/// [segment header](#format-versions); version 1 segments (written before headers existed)
+/// have none and are read as they always were.
+pub const WARM_FORMAT_VERSION: u32 = 2;
+/// The oldest warm format this code reads.
+pub const OLDEST_WARM_FORMAT_VERSION: u32 = 1;
+/// Length of a segment header.
+pub const SEGMENT_HEADER_LEN: u64 = 16;
+/// A zstd skippable frame's magic number (little endian): the header is one, so a segment
+/// stays a valid sequence of zstd frames.
+const SKIPPABLE_FRAME_MAGIC: [u8; 4] = [0x50, 0x2A, 0x4D, 0x18];
+/// The header's own magic, inside the skippable frame.
+const SEGMENT_MAGIC: [u8; 4] = *b"VNAW";
+/// Key of the tier's format marker in the `meta` column family (its value: the version in
+/// decimal). Absent in an index written by version 1.
+const FORMAT_VERSION_KEY: &[u8] = b"format-version";
 /// Column family of the per-segment stats records and markers.
 const META_CF: &str = "meta";
 /// Present when the stats records cover every segment.
@@ -505,6 +536,96 @@ fn sample_of(data: &[u8]) -> Option<&[u8]> {
     (sample.len() >= MIN_SAMPLE_BYTES).then_some(sample)
 }
 
+/// The header a new segment starts with: a zstd skippable frame (magic, content length 8)
+/// whose content is `VNAW` and the format version (u32, little endian).
+fn segment_header() -> [u8; SEGMENT_HEADER_LEN as usize] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
+    h[0..4].copy_from_slice(&SKIPPABLE_FRAME_MAGIC);
+    h[4..8].copy_from_slice(&8u32.to_le_bytes());
+    h[8..12].copy_from_slice(&SEGMENT_MAGIC);
+    h[12..16].copy_from_slice(&WARM_FORMAT_VERSION.to_le_bytes());
+    h
+}
+
+/// What the start of a segment file says about its format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentFormat {
+    /// No bytes at all.
+    Empty,
+    /// Fewer bytes than a header, all of them the start of one: a creation a crash interrupted.
+    PartialHeader,
+    /// A header naming this format version.
+    Header(u32),
+    /// No header: a version 1 segment (its first bytes are a zstd frame).
+    Legacy,
+}
+
+impl SegmentFormat {
+    /// The format version of the segment's data (1 for a segment without header).
+    pub fn version(self) -> u32 {
+        match self {
+            SegmentFormat::Header(v) => v,
+            _ => 1,
+        }
+    }
+}
+
+/// Reads the format of the segment file `file`.
+pub fn segment_format(file: &fs::File) -> std::io::Result<SegmentFormat> {
+    let mut head = [0u8; SEGMENT_HEADER_LEN as usize];
+    let mut n = 0;
+    while n < head.len() {
+        match file.read_at(&mut head[n..], n as u64)? {
+            0 => break,
+            read => n += read,
+        }
+    }
+    let expected = segment_header();
+    Ok(if n == 0 {
+        SegmentFormat::Empty
+    } else if n == head.len() && head[0..4] == SKIPPABLE_FRAME_MAGIC && head[8..12] == SEGMENT_MAGIC {
+        SegmentFormat::Header(u32::from_le_bytes([head[12], head[13], head[14], head[15]]))
+    } else if n < head.len() && head[..n] == expected[..n] {
+        SegmentFormat::PartialHeader
+    } else {
+        SegmentFormat::Legacy
+    })
+}
+
+/// Makes `file` (empty, or holding the start of a header) a new segment: its header, synced.
+fn write_segment_header(file: &fs::File) -> std::io::Result<()> {
+    file.set_len(0)?;
+    file.write_all_at(&segment_header(), 0)?;
+    file.sync_data()
+}
+
+/// The warm format marker of an index: `None` when absent (an index of version 1).
+fn index_format(db: &rocksdb::DB, name: &TierName) -> Result<Option<u32>, TierError> {
+    let meta = db
+        .cf_handle(META_CF)
+        .ok_or_else(|| TierError::Other(format!("tier {name}: the index has no {META_CF} column family")))?;
+    let raw = db
+        .get_cf(meta, FORMAT_VERSION_KEY)
+        .map_err(|e| TierError::Other(format!("tier {name}: reading the format marker failed: {e}")))?;
+    let Some(raw) = raw else { return Ok(None) };
+    let found = std::str::from_utf8(&raw).ok().and_then(|s| s.trim().parse::<u32>().ok());
+    let source = match found {
+        Some(v) => {
+            match FormatError::check_marker("warm tier index", v, OLDEST_WARM_FORMAT_VERSION, WARM_FORMAT_VERSION) {
+                Ok(v) => return Ok(Some(v)),
+                Err(e) => e,
+            }
+        }
+        None => FormatError::UnknownVersion {
+            kind: "warm tier index",
+            found: None,
+            oldest: OLDEST_WARM_FORMAT_VERSION,
+            supported: WARM_FORMAT_VERSION,
+        },
+    };
+    Err(TierError::Format { tier: name.clone(), what: "its index".into(), source })
+}
+
 /// Segment files on disk: id → length.
 fn list_segments(dir: &Path) -> std::io::Result<BTreeMap<u64, u64>> {
     let mut out = BTreeMap::new();
@@ -545,16 +666,54 @@ impl WarmTier {
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let db = rocksdb::DB::open_cf(&opts, root.join("index"), [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, META_CF])
+        // A newer vna may have added column families: open them too, so that the format
+        // marker can refuse the index with a clear error.
+        let mut families = vec![rocksdb::DEFAULT_COLUMN_FAMILY_NAME.to_string(), META_CF.to_string()];
+        for cf in rocksdb::DB::list_cf(&rocksdb::Options::default(), root.join("index")).unwrap_or_default() {
+            if !families.contains(&cf) {
+                families.push(cf);
+            }
+        }
+        let db = rocksdb::DB::open_cf(&opts, root.join("index"), &families)
             .map_err(|e| TierError::Other(format!("tier {name}: cannot open the index: {e}")))?;
+        // Before anything is changed: a tier written by a newer vna is refused.
+        let marker = index_format(&db, &name)?;
         let on_disk = list_segments(&segments).map_err(|e| io("listing segments", e))?;
-        let id = on_disk.keys().next_back().copied().unwrap_or(1);
+        let mut active_format = SegmentFormat::Empty;
+        for &id in on_disk.keys() {
+            let path = segment_path(&root, id);
+            let format = fs::File::open(&path)
+                .and_then(|f| segment_format(&f))
+                .map_err(|e| io(&format!("reading the header of {}", path.display()), e))?;
+            if let SegmentFormat::Header(v) = format {
+                FormatError::check_marker("warm segment", v, OLDEST_WARM_FORMAT_VERSION, WARM_FORMAT_VERSION).map_err(
+                    |source| TierError::Format {
+                        tier: name.clone(),
+                        what: format!("segment {}", path.display()),
+                        source,
+                    },
+                )?;
+            }
+            active_format = format;
+        }
+        let mut id = on_disk.keys().next_back().copied().unwrap_or(1);
+        if active_format == SegmentFormat::Legacy {
+            // A version 1 segment gets no header in front of its data: new objects go to a
+            // new segment, which has one.
+            id += 1;
+        }
         let file = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .read(true)
             .open(segment_path(&root, id))
             .map_err(|e| io("opening the active segment", e))?;
+        if matches!(
+            segment_format(&file).map_err(|e| io("reading the active segment", e))?,
+            SegmentFormat::Empty | SegmentFormat::PartialHeader
+        ) {
+            write_segment_header(&file).map_err(|e| io("writing the header of the active segment", e))?;
+        }
         let len = file.metadata().map_err(|e| io("sizing the active segment", e))?.len();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let inner = Inner {
@@ -572,6 +731,15 @@ impl WarmTier {
         inner.recover(on_disk)?;
         inner.load_dictionaries()?;
         inner.sync_segment_dir()?;
+        if marker != Some(WARM_FORMAT_VERSION) {
+            // Created now, or upgraded from version 1 (whose segments stay readable as they are).
+            let mut wo = rocksdb::WriteOptions::default();
+            wo.set_sync(true);
+            inner
+                .db
+                .put_cf_opt(inner.meta()?, FORMAT_VERSION_KEY, WARM_FORMAT_VERSION.to_string(), &wo)
+                .map_err(|e| inner.db_err("writing the format marker", e))?;
+        }
         let inner = Arc::new(inner);
         if !inner.config.compact_interval.is_zero() {
             spawn_compactor(&inner, stopped);
@@ -968,7 +1136,7 @@ impl Inner {
 
     /// Starts a new active segment if `len` more bytes would overflow this one.
     fn make_room(&self, active: &mut Active, len: u64) -> Result<(), TierError> {
-        if active.len == 0 || active.len + len <= self.config.segment_bytes {
+        if active.len <= SEGMENT_HEADER_LEN || active.len + len <= self.config.segment_bytes {
             return Ok(());
         }
         // Compaction appends without syncing each copy: the old segment must be durable first.
@@ -981,8 +1149,9 @@ impl Inner {
             .read(true)
             .open(&path)
             .map_err(|e| self.io(format!("creating segment {}", path.display()), e))?;
+        write_segment_header(&file).map_err(|e| self.io(format!("writing the header of {}", path.display()), e))?;
         self.sync_segment_dir()?;
-        *active = Active { id, file, len: 0 };
+        *active = Active { id, file, len: SEGMENT_HEADER_LEN };
         Ok(())
     }
 
@@ -1346,9 +1515,11 @@ impl Inner {
         };
         let mut moves: Vec<Move> = Vec::with_capacity(entries.len());
         let mut ends: BTreeMap<u64, u64> = BTreeMap::new();
+        // Headers of the segments the copies opened: bytes that are not reclaimed.
+        let mut headers = 0u64;
         let copied_bytes: u64 = entries.iter().map(|(_, e)| e.stored_len).sum();
         if !entries.is_empty() {
-            if let Copied::Damaged(why) = self.copy_live(&path, entries, &mut moves, &mut ends)? {
+            if let Copied::Damaged(why) = self.copy_live(&path, entries, &mut moves, &mut ends, &mut headers)? {
                 tracing::warn!(tier = %self.name, segment = id, reason = %why, "segment not compacted");
                 report.segments_skipped += 1;
                 return Ok(());
@@ -1401,7 +1572,7 @@ impl Inner {
         batch.delete_cf(self.meta()?, deleting_key(id));
         self.write_synced(batch)?;
         report.segments_compacted += 1;
-        report.bytes_reclaimed += old_len.saturating_sub(copied_bytes);
+        report.bytes_reclaimed += old_len.saturating_sub(copied_bytes + headers);
         Ok(())
     }
 
@@ -1413,6 +1584,7 @@ impl Inner {
         entries: Vec<Live>,
         moves: &mut Vec<Move>,
         ends: &mut BTreeMap<u64, u64>,
+        headers: &mut u64,
     ) -> Result<Copied, TierError> {
         let file = match fs::File::open(path) {
             Ok(f) => f,
@@ -1436,28 +1608,33 @@ impl Inner {
             chunk_bytes += raw.len() as u64;
             chunk.push((key, e, raw));
             if chunk_bytes >= COPY_CHUNK_BYTES {
-                self.append_copies(&mut chunk, moves, ends)?;
+                self.append_copies(&mut chunk, moves, ends, headers)?;
                 chunk_bytes = 0;
             }
         }
-        self.append_copies(&mut chunk, moves, ends)?;
+        self.append_copies(&mut chunk, moves, ends, headers)?;
         Ok(Copied::All)
     }
 
     /// Appends a chunk of verified frames to the active segment under the put mutex and
-    /// fdatasyncs them.
+    /// fdatasyncs them; adds the header bytes of the segments it opens to `headers`.
     fn append_copies(
         &self,
         chunk: &mut Vec<Frame>,
         moves: &mut Vec<Move>,
         ends: &mut BTreeMap<u64, u64>,
+        headers: &mut u64,
     ) -> Result<(), TierError> {
         if chunk.is_empty() {
             return Ok(());
         }
         let mut state = self.state.lock();
         for (key, old, raw) in chunk.drain(..) {
+            let before = state.active.id;
             self.make_room(&mut state.active, raw.len() as u64)?;
+            if state.active.id != before {
+                *headers += SEGMENT_HEADER_LEN;
+            }
             let offset = self.write_active(&mut state.active, &raw, false, "a compacted object")?;
             let new = Entry { segment: state.active.id, offset, ..old.clone() };
             ends.insert(state.active.id, state.active.len);

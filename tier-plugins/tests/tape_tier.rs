@@ -14,7 +14,10 @@ use futures::StreamExt;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tier_plugins::tape::{RecallOutcome, TapeConfig, TapeTier, VolumeState};
+use tier_plugins::tape::{RecallOutcome, TapeConfig, TapeTier, VolumeState, VOLUME_LABEL_LEN};
+
+/// Each volume starts with its label: objects start after it.
+const L: u64 = VOLUME_LABEL_LEN;
 
 fn config(root: &std::path::Path, volume_bytes: u64) -> TapeConfig {
     TapeConfig {
@@ -234,7 +237,7 @@ async fn deletes_are_idempotent_drop_staged_copies_and_lower_live_bytes() {
     assert_eq!(tier.list(Some("s/")).await.unwrap().iter().map(|m| m.key.clone()).collect::<Vec<_>>(), vec![b]);
     assert_eq!(std::fs::read_dir(dir.path().join("staging")).unwrap().count(), 0, "staged copy removed");
     let v = &tier.volumes().unwrap()[0];
-    assert_eq!((v.objects, v.live_objects, v.live_bytes, v.used), (2, 1, 6000, 10_000));
+    assert_eq!((v.objects, v.live_objects, v.live_bytes, v.used), (2, 1, 6000, L + 10_000));
 
     // The key can be written again without overwrite.
     tier.put_bytes(&a, data(10, 3), PutOpts::default()).await.unwrap();
@@ -251,20 +254,29 @@ async fn volumes_roll_over_when_the_next_object_does_not_fit() {
     }
     let volumes = tier.volumes().unwrap();
     assert_eq!(volumes.len(), 2, "{volumes:?}");
-    assert_eq!((volumes[0].id, volumes[0].state, volumes[0].used, volumes[0].objects), (1, VolumeState::Full, 900, 3));
-    assert_eq!((volumes[1].id, volumes[1].state, volumes[1].used, volumes[1].objects), (2, VolumeState::Open, 600, 2));
+    assert_eq!(
+        (volumes[0].id, volumes[0].state, volumes[0].used, volumes[0].objects),
+        (1, VolumeState::Full, L + 900, 3)
+    );
+    assert_eq!(
+        (volumes[1].id, volumes[1].state, volumes[1].used, volumes[1].objects),
+        (2, VolumeState::Open, L + 600, 2)
+    );
     assert_eq!(volumes[0].label(), "V000001");
-    assert_eq!(std::fs::metadata(dir.path().join("volumes/V000001.vol")).unwrap().len(), 900);
-    assert_eq!(std::fs::metadata(dir.path().join("volumes/V000002.vol")).unwrap().len(), 600);
+    assert_eq!(std::fs::metadata(dir.path().join("volumes/V000001.vol")).unwrap().len(), L + 900);
+    assert_eq!(std::fs::metadata(dir.path().join("volumes/V000002.vol")).unwrap().len(), L + 600);
     let e = tier.catalog_entry(&key("o/3")).unwrap().unwrap();
-    assert_eq!((e.volume, e.offset, e.len), (2, 0, 300));
+    assert_eq!((e.volume, e.offset, e.len), (2, L, 300));
 
     // An object larger than a volume is refused and stores nothing.
     let err = tier.put_bytes(&key("o/huge"), data(1001, 9), PutOpts::default()).await.unwrap_err();
     assert!(matches!(err, TierError::InsufficientSpace { .. }), "{err:?}");
     assert!(matches!(tier.head(&key("o/huge")).await, Err(TierError::NotFound(_))));
-    // An object of exactly a volume fills a new one.
-    tier.put_bytes(&key("o/full"), data(1000, 8), PutOpts::default()).await.unwrap();
+    // So is one that does not fit beside the label.
+    let err = tier.put_bytes(&key("o/huge"), data(1000 - L as usize + 1, 9), PutOpts::default()).await.unwrap_err();
+    assert!(matches!(err, TierError::InsufficientSpace { .. }), "{err:?}");
+    // An object of exactly a volume's room (its capacity less its label) fills a new one.
+    tier.put_bytes(&key("o/full"), data(1000 - L as usize, 8), PutOpts::default()).await.unwrap();
     assert_eq!(tier.catalog_entry(&key("o/full")).unwrap().unwrap().volume, 3);
 
     for i in 0..5u8 {
@@ -296,12 +308,12 @@ async fn a_batch_is_written_contiguously_on_one_volume() {
             (e.volume, e.offset)
         })
         .collect();
-    assert_eq!(placed, vec![(2, 0), (2, 250), (2, 500)]);
+    assert_eq!(placed, vec![(2, L), (2, L + 250), (2, L + 500)]);
     assert_eq!(tier.volumes().unwrap()[0].state, VolumeState::Full);
 
     // A batch that fits what is left stays on the open volume.
     tier.put_many(batch("small", &[100, 100])).await.unwrap();
-    assert_eq!(tier.catalog_entry(&key("small/1")).unwrap().unwrap().offset, 850);
+    assert_eq!(tier.catalog_entry(&key("small/1")).unwrap().unwrap().offset, L + 850);
 
     // A batch larger than a volume spans volumes, each object whole on one.
     tier.put_many(batch("big", &[400, 400, 400, 400])).await.unwrap();
@@ -311,7 +323,7 @@ async fn a_batch_is_written_contiguously_on_one_volume() {
             (e.volume, e.offset)
         })
         .collect();
-    assert_eq!(placed, vec![(3, 0), (3, 400), (4, 0), (4, 400)]);
+    assert_eq!(placed, vec![(3, L), (3, L + 400), (4, L), (4, L + 400)]);
 
     // A batch with a taken key stores none of its objects.
     let mut items = batch("fresh", &[10, 10]);
@@ -337,7 +349,7 @@ async fn the_robot_reads_volume_by_volume_in_offset_order() {
     let mut cfg = config(dir.path(), 1000);
     cfg.mount_delay = Duration::from_millis(30);
     let tier = TapeTier::open(TierName::new("tape").unwrap(), cfg).unwrap();
-    // Volume 1: v1/a at 0, v1/b at 400; volume 2: v2/a at 0, v2/b at 400.
+    // Volume 1: v1/a at L, v1/b at L + 400; volume 2: v2/a at L, v2/b at L + 400.
     for name in ["v1/a", "v1/b", "v2/a", "v2/b"] {
         tier.put_bytes(&key(name), data(400, name.len() as u8), PutOpts::default()).await.unwrap();
     }
@@ -362,10 +374,10 @@ async fn the_robot_reads_volume_by_volume_in_offset_order() {
     assert_eq!(
         served,
         vec![
-            ("v1/a".to_string(), 1, 0),
-            ("v1/b".to_string(), 1, 400),
-            ("v2/a".to_string(), 2, 0),
-            ("v2/b".to_string(), 2, 400)
+            ("v1/a".to_string(), 1, L),
+            ("v1/b".to_string(), 1, L + 400),
+            ("v2/a".to_string(), 2, L),
+            ("v2/b".to_string(), 2, L + 400)
         ]
     );
     let stats = tier.recall_stats();
@@ -409,7 +421,7 @@ async fn catalog_and_volumes_survive_reopening_after_unreferenced_bytes() {
     // A crash after appending bytes but before cataloguing them leaves them unreferenced.
     let open_volume = dir.path().join("volumes/V000002.vol");
     let f = std::fs::OpenOptions::new().append(true).open(&open_volume).unwrap();
-    f.write_all_at(&[0xee; 50], 300).unwrap();
+    f.write_all_at(&[0xee; 50], L + 300).unwrap();
     drop(f);
 
     let tier = open(dir.path(), 1000);
@@ -417,10 +429,10 @@ async fn catalog_and_volumes_survive_reopening_after_unreferenced_bytes() {
     // Staged state is dropped on reopening: reads need a recall again.
     assert!(matches!(tier.get(&keys[0], GetOpts::default()).await, Err(TierError::NeedsRecall(_))));
     let volumes = tier.volumes().unwrap();
-    assert_eq!((volumes[1].state, volumes[1].used, volumes[1].live_bytes), (VolumeState::Open, 350, 300));
+    assert_eq!((volumes[1].state, volumes[1].used, volumes[1].live_bytes), (VolumeState::Open, L + 350, 300));
     // New writes go after the unreferenced bytes; everything reads back.
     tier.put_bytes(&key("r/new"), data(200, 9), PutOpts::default()).await.unwrap();
-    assert_eq!(tier.catalog_entry(&key("r/new")).unwrap().unwrap().offset, 350);
+    assert_eq!(tier.catalog_entry(&key("r/new")).unwrap().unwrap().offset, L + 350);
     for (i, k) in keys.iter().enumerate() {
         recall_ready(&tier, k).await.unwrap();
         assert!(read_all(&tier, k).await.unwrap() == data(300, i as u8));

@@ -16,7 +16,11 @@
 //! | `deletions` | deletion id (u64 big endian) | [`Deletion`](crate::deletion::Deletion) JSON |
 //! | `holds` | hold id (u64 big endian) | [`LegalHold`](crate::hold::LegalHold) JSON |
 //! | `links` | link id (u64 big endian) | [`PatientLink`](crate::patient_link::PatientLink) JSON |
-//! | `meta` | name | JSON |
+//! | `meta` | `schema_version` (the catalog's format marker, decimal), `stats` | version, [`CatalogStats`](super::CatalogStats) JSON |
+//!
+//! Every record whose value is a versioned JSON record carries its format version in `v`,
+//! which decoding reads (see [`crate::format`]); the other values are covered by
+//! `schema_version`.
 //!
 //! Hierarchical keys make "series of a study" and "instances of a series" prefix scans.
 //! Index entries put the matched value first so that exact values and literal prefixes
@@ -71,8 +75,14 @@ pub const CF_LINKS: &str = "links";
 /// Catalog metadata: schema version, stats.
 pub const CF_META: &str = "meta";
 
-/// Version of this key layout, stored under `schema_version` in `meta`.
+/// Version of this key layout (the catalog's format marker), stored under
+/// [`SCHEMA_VERSION_KEY`] in `meta`: written when the catalog is created, checked when it
+/// opens (a newer one is refused, an older one upgraded, see [`crate::format`]).
 pub const SCHEMA_VERSION: u32 = 1;
+/// The oldest catalog layout this vna opens (upgrading it to [`SCHEMA_VERSION`]).
+pub const OLDEST_SCHEMA_VERSION: u32 = 1;
+/// Key of the catalog's format marker in `meta` (its value: the version in decimal).
+pub const SCHEMA_VERSION_KEY: &str = "schema_version";
 
 /// Secondary index identifiers (first byte of an `idx` key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,6 +20,8 @@ mod writer;
 use crate::attribute::AttrMap;
 use crate::audit::{AuditAction, AuditRecord, ChainError};
 use crate::checksum::Checksum;
+#[cfg(doc)]
+use crate::format::FormatError;
 use crate::matching::MatchOptions;
 use crate::model::{InstanceRecord, Location, PatientKey, PatientRecord, SeriesRecord, StudyRecord};
 use crate::query::{Query, QueryPage};
@@ -210,6 +212,16 @@ pub enum CatalogError {
         key: String,
         /// Decoder message.
         message: String,
+    },
+    /// A stored record (or the catalog's format marker) is in a format this vna does not
+    /// read: written by a newer vna ([`FormatError::UnsupportedVersion`]), or unknown.
+    #[error("catalog record {key}: {source}")]
+    Format {
+        /// The record's key (`schema_version` for the catalog's marker).
+        key: String,
+        /// What is wrong with its format.
+        #[source]
+        source: crate::format::FormatError,
     },
     /// The catalog is shutting down.
     #[error("catalog is closed")]

@@ -8,6 +8,7 @@ use super::{Catalog, CatalogError, CatalogStats, InsertOutcome, NewInstance, Pur
 use crate::attribute::{Attribute, Level};
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::deletion::{Deletion, DeletionId};
+use crate::format::{self, FormatError, Versioned};
 use crate::hold::{HoldId, LegalHold};
 use crate::lifecycle::job::{Job, JobId};
 use crate::matching::{normalize_date, normalize_pn, MatchOptions, Matcher};
@@ -54,7 +55,16 @@ impl std::fmt::Debug for RocksCatalog {
     }
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, CatalogError> {
+/// Decodes a versioned record: its version marker is read, an older version is migrated up,
+/// a newer one is refused (see [`crate::format`]).
+pub(crate) fn decode<T: Versioned>(key: &[u8], bytes: &[u8]) -> Result<T, CatalogError> {
+    format::decode(bytes)
+        .map_err(|source| CatalogError::Format { key: String::from_utf8_lossy(key).into_owned(), source })
+}
+
+/// Decodes a value without a version marker of its own (stats, write intents): the catalog's
+/// `schema_version` covers it.
+pub(crate) fn decode_plain<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, CatalogError> {
     serde_json::from_slice(bytes)
         .map_err(|e| CatalogError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), message: e.to_string() })
 }
@@ -76,10 +86,11 @@ impl RocksCatalog {
         db_opts.create_missing_column_families(true);
         db_opts.set_keep_log_file_num(5);
         db_opts.set_max_total_wal_size(256 << 20);
-        let cfs = keys::COLUMN_FAMILIES.iter().map(|name| {
+        let unknown = unknown_column_families(path);
+        let cfs = keys::COLUMN_FAMILIES.iter().copied().chain(unknown.iter().map(String::as_str)).map(|name| {
             let mut o = Options::default();
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            ColumnFamilyDescriptor::new(*name, o)
+            ColumnFamilyDescriptor::new(name, o)
         });
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
         let db = Arc::new(db);
@@ -131,7 +142,7 @@ impl RocksCatalog {
         Ok(())
     }
 
-    fn get<T: DeserializeOwned>(&self, cf_name: &str, key: &[u8]) -> Result<Option<T>, CatalogError> {
+    fn get<T: Versioned>(&self, cf_name: &str, key: &[u8]) -> Result<Option<T>, CatalogError> {
         match self.db.get_cf(cf(&self.db, cf_name), key)? {
             Some(v) => Ok(Some(decode(key, &v)?)),
             None => Ok(None),
@@ -139,7 +150,7 @@ impl RocksCatalog {
     }
 
     /// Values of every key starting with `prefix` in a column family.
-    fn scan_prefix<T: DeserializeOwned>(&self, cf_name: &str, prefix: &[u8]) -> Result<Vec<T>, CatalogError> {
+    fn scan_prefix<T: Versioned>(&self, cf_name: &str, prefix: &[u8]) -> Result<Vec<T>, CatalogError> {
         let mut out = Vec::new();
         self.for_each_prefix(cf_name, prefix, |k, v| {
             out.push(decode(k, v)?);
@@ -525,27 +536,66 @@ pub fn row_matches(row: &QueryRow, q: &Query, opts: MatchOptions) -> bool {
     })
 }
 
-fn check_schema(db: &DB) -> Result<(), CatalogError> {
-    let meta = cf(db, CF_META);
-    match db.get_cf(meta, b"schema_version")? {
-        None => {
-            let mut wo = WriteOptions::default();
-            wo.set_sync(true);
-            db.put_cf_opt(meta, b"schema_version", keys::SCHEMA_VERSION.to_string(), &wo)?;
-            Ok(())
-        }
-        Some(v) => {
-            let found: u32 = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-            if found == keys::SCHEMA_VERSION {
-                Ok(())
-            } else {
-                Err(CatalogError::Storage(format!(
-                    "catalog schema version {found} is not supported by this vna (expects {})",
-                    keys::SCHEMA_VERSION
-                )))
-            }
-        }
+/// One upgrade of the catalog layout: brings a catalog from the version at its index
+/// (plus [`keys::OLDEST_SCHEMA_VERSION`]) to the next. Each step must be idempotent: the
+/// marker is advanced (synced) only after the step, so a crash repeats the step.
+type Upgrade = fn(&DB) -> Result<(), CatalogError>;
+
+/// The upgrades from [`keys::OLDEST_SCHEMA_VERSION`] to [`keys::SCHEMA_VERSION`], in order
+/// (none yet: version 1 is the first catalog layout).
+const UPGRADES: &[Upgrade] = &[];
+const _: () = assert!(keys::OLDEST_SCHEMA_VERSION + UPGRADES.len() as u32 == keys::SCHEMA_VERSION);
+
+/// Column families of an existing catalog that this vna does not know (a newer vna's):
+/// RocksDB opens a database only with all of its column families, so they are opened too
+/// and the format marker can refuse the catalog with a clear error.
+fn unknown_column_families(path: &Path) -> Vec<String> {
+    match DB::list_cf(&Options::default(), path) {
+        Ok(names) => names
+            .into_iter()
+            .filter(|n| n != rocksdb::DEFAULT_COLUMN_FAMILY_NAME && !keys::COLUMN_FAMILIES.contains(&n.as_str()))
+            .collect(),
+        Err(_) => Vec::new(),
     }
+}
+
+/// Checks the catalog's format marker (`schema_version` in `meta`): writes it in a new
+/// catalog, upgrades an older catalog step by step, refuses a newer one.
+fn check_schema(db: &DB) -> Result<(), CatalogError> {
+    check_schema_with(db, UPGRADES)
+}
+
+fn check_schema_with(db: &DB, upgrades: &[Upgrade]) -> Result<(), CatalogError> {
+    let meta = cf(db, CF_META);
+    let current = keys::OLDEST_SCHEMA_VERSION + upgrades.len() as u32;
+    let mut wo = WriteOptions::default();
+    wo.set_sync(true);
+    let marker_error = |source| CatalogError::Format { key: keys::SCHEMA_VERSION_KEY.to_string(), source };
+    let found = match db.get_cf(meta, keys::SCHEMA_VERSION_KEY)? {
+        None => {
+            db.put_cf_opt(meta, keys::SCHEMA_VERSION_KEY, current.to_string(), &wo)?;
+            return Ok(());
+        }
+        Some(v) => match std::str::from_utf8(&v).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+            Some(found) => found,
+            None => {
+                return Err(marker_error(FormatError::UnknownVersion {
+                    kind: "catalog",
+                    found: None,
+                    oldest: keys::OLDEST_SCHEMA_VERSION,
+                    supported: current,
+                }))
+            }
+        },
+    };
+    FormatError::check_marker("catalog", found, keys::OLDEST_SCHEMA_VERSION, current).map_err(marker_error)?;
+    for version in found..current {
+        let step = upgrades[(version - keys::OLDEST_SCHEMA_VERSION) as usize];
+        step(db)?;
+        db.put_cf_opt(meta, keys::SCHEMA_VERSION_KEY, (version + 1).to_string(), &wo)?;
+        tracing::info!(from = version, to = version + 1, "catalog format upgraded");
+    }
+    Ok(())
 }
 
 fn check_level(q: &Query) -> Result<(), CatalogError> {
@@ -692,7 +742,12 @@ impl Catalog for RocksCatalog {
     }
 
     fn pending_writes(&self) -> Result<Vec<WriteIntent>, CatalogError> {
-        self.scan_prefix(CF_INTENTS, b"")
+        let mut out = Vec::new();
+        self.for_each_prefix(CF_INTENTS, b"", |k, v| {
+            out.push(decode_plain(k, v)?);
+            Ok(true)
+        })?;
+        Ok(out)
     }
 
     fn instance_metadata(&self, records: &[InstanceRecord]) -> Result<Vec<Option<Vec<u8>>>, CatalogError> {
@@ -787,7 +842,10 @@ impl Catalog for RocksCatalog {
     }
 
     fn stats(&self) -> Result<CatalogStats, CatalogError> {
-        Ok(self.get(CF_META, b"stats")?.unwrap_or_default())
+        match self.db.get_cf(cf(&self.db, CF_META), b"stats")? {
+            Some(v) => decode_plain(b"stats", &v),
+            None => Ok(CatalogStats::default()),
+        }
     }
 
     fn audit_page(&self, from_seq: u64, limit: usize) -> Result<Vec<Result<AuditRecord, String>>, CatalogError> {
@@ -797,7 +855,7 @@ impl Catalog for RocksCatalog {
         let mut out = Vec::new();
         for item in iter.take(limit) {
             let (_, v) = item?;
-            out.push(serde_json::from_slice::<AuditRecord>(&v).map_err(|e| e.to_string()));
+            out.push(format::decode::<AuditRecord>(&v).map_err(|e| e.to_string()));
         }
         Ok(out)
     }
@@ -809,8 +867,75 @@ impl Catalog for RocksCatalog {
         let mut out = Vec::new();
         for item in iter {
             let (_, v) = item?;
-            out.push(serde_json::from_slice::<AuditRecord>(&v).map_err(|e| e.to_string()));
+            out.push(format::decode::<AuditRecord>(&v).map_err(|e| e.to_string()));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_raw(path: &Path) -> DB {
+        let cfs = DB::list_cf(&Options::default(), path).unwrap();
+        DB::open_cf(&Options::default(), path, cfs).unwrap()
+    }
+
+    fn marker(db: &DB) -> Vec<u8> {
+        db.get_cf(cf(db, CF_META), keys::SCHEMA_VERSION_KEY).unwrap().unwrap()
+    }
+
+    fn step_to_2(db: &DB) -> Result<(), CatalogError> {
+        db.put_cf(cf(db, CF_META), b"upgraded-to-2", b"")?;
+        Ok(())
+    }
+
+    fn step_to_3(db: &DB) -> Result<(), CatalogError> {
+        // Each step sees the previous one done.
+        if db.get_cf(cf(db, CF_META), b"upgraded-to-2")?.is_none() {
+            return Err(CatalogError::Storage("step 2 did not run first".into()));
+        }
+        db.put_cf(cf(db, CF_META), b"upgraded-to-3", b"")?;
+        Ok(())
+    }
+
+    fn failing_step(_: &DB) -> Result<(), CatalogError> {
+        Err(CatalogError::Storage("interrupted".into()))
+    }
+
+    #[test]
+    fn an_older_catalog_is_upgraded_step_by_step_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        drop(RocksCatalog::open(&path, RocksCatalogOptions::default()).unwrap());
+        let db = open_raw(&path);
+        assert_eq!(marker(&db), b"1");
+
+        // A step that fails leaves the marker where it was: the next open repeats it.
+        let e = check_schema_with(&db, &[step_to_2, failing_step]).unwrap_err();
+        assert!(matches!(e, CatalogError::Storage(_)), "{e}");
+        assert_eq!(marker(&db), b"2", "the first step is done and recorded");
+
+        db.put_cf(cf(&db, CF_META), keys::SCHEMA_VERSION_KEY, b"1").unwrap();
+        check_schema_with(&db, &[step_to_2, step_to_3]).unwrap();
+        assert_eq!(marker(&db), b"3");
+        assert!(db.get_cf(cf(&db, CF_META), b"upgraded-to-3").unwrap().is_some());
+
+        // Up to date: no step runs again.
+        db.delete_cf(cf(&db, CF_META), b"upgraded-to-3").unwrap();
+        check_schema_with(&db, &[step_to_2, step_to_3]).unwrap();
+        assert!(db.get_cf(cf(&db, CF_META), b"upgraded-to-3").unwrap().is_none());
+
+        // This code (no upgrades: version 1) refuses the version 3 catalog.
+        let e = check_schema_with(&db, &[]).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                CatalogError::Format { source: FormatError::UnsupportedVersion { found: 3, supported: 1, .. }, .. }
+            ),
+            "{e}"
+        );
+        assert_eq!(marker(&db), b"3");
     }
 }

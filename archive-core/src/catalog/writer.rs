@@ -10,7 +10,7 @@ use super::keys::{
     self, IndexId, CF_AUDIT, CF_IDX, CF_INSTANCES, CF_INSTANCE_BY_UID, CF_INTENTS, CF_META, CF_METADATA,
 };
 use super::keys::{CF_DELETIONS, CF_HOLDS, CF_LINKS, CF_PATIENTS, CF_SERIES, CF_SERIES_BY_UID, CF_STUDIES};
-use super::rocks::{cf, decode, RocksCatalogOptions};
+use super::rocks::{cf, decode, decode_plain, RocksCatalogOptions};
 use super::{CatalogError, CatalogStats, ConflictPolicy, InsertOutcome, InstanceRelocation, NewInstance, Relocation};
 use super::{PurgeRequest, StudyMove, VerifiedCopy};
 use crate::attribute::Attribute;
@@ -25,7 +25,6 @@ use crate::model::{
 use crate::patient_link::PatientLink;
 use crate::uid::StudyUid;
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
@@ -182,7 +181,7 @@ pub(crate) struct WriterState {
 impl WriterState {
     pub(crate) fn load(db: &DB) -> Result<Self, CatalogError> {
         let stats = match db.get_cf(cf(db, CF_META), b"stats")? {
-            Some(v) => decode(b"stats", &v)?,
+            Some(v) => decode_plain(b"stats", &v)?,
             None => CatalogStats::default(),
         };
         let mut iter = db.iterator_cf(cf(db, CF_AUDIT), IteratorMode::End);
@@ -378,7 +377,7 @@ struct Overlay<K, T> {
     slots: HashMap<K, Slot<T>>,
 }
 
-impl<K: Hash + Eq + Clone, T: Clone + DeserializeOwned> Overlay<K, T> {
+impl<K: Hash + Eq + Clone, T: Clone + crate::format::Versioned> Overlay<K, T> {
     fn new() -> Self {
         Self { slots: HashMap::new() }
     }

@@ -368,7 +368,7 @@ impl Deleter {
         let _admin = self.inner.admin.lock().await;
         let now = OffsetDateTime::now_utc();
         let hold = LegalHold {
-            v: 1,
+            v: crate::hold::HOLD_VERSION,
             id: HoldId(self.next_id()),
             scope,
             reason: reason.to_string(),

@@ -11,6 +11,8 @@ use time::OffsetDateTime;
 /// Current version of the deletion record format.
 pub const DELETION_RECORD_VERSION: u32 = 1;
 
+crate::first_format!(Deletion, "deletion record", DELETION_RECORD_VERSION);
+
 /// Identifies a deletion (unique, increasing: microseconds since the epoch at creation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -9,6 +9,8 @@ use time::OffsetDateTime;
 /// Current version of the job record format.
 pub const JOB_VERSION: u32 = 1;
 
+crate::first_format!(Job, "lifecycle job record", JOB_VERSION);
+
 /// A job's identity: microseconds since the Unix epoch when it was created, made unique.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

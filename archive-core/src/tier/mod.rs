@@ -246,6 +246,19 @@ pub enum TierError {
         #[source]
         source: std::io::Error,
     },
+    /// Stored data (a segment, a volume, an index) is in a format this tier does not read:
+    /// written by a newer vna ([`crate::format::FormatError::UnsupportedVersion`]), or unknown.
+    /// The tier refuses to open rather than guess.
+    #[error("tier {tier}: {what}: {source}")]
+    Format {
+        /// The tier.
+        tier: TierName,
+        /// What was read (`segment PATH`, `its index`, `volume V000001`).
+        what: String,
+        /// What is wrong with its format.
+        #[source]
+        source: crate::format::FormatError,
+    },
     /// Any other permanent failure.
     #[error("{0}")]
     Other(String),
