@@ -3,7 +3,7 @@
 
 use crate::catalog::rocks::{RocksCatalog, RocksCatalogOptions};
 use crate::catalog::{Catalog, CatalogError};
-use crate::config::VnaConfig;
+use crate::config::ArchiveConfig;
 use crate::disk::DiskGuard;
 use crate::ingest::{Ingest, IngestError, RecoveryReport};
 use crate::lifecycle::scrub::Scrubber;
@@ -52,7 +52,7 @@ pub enum ArchiveError {
 /// Everything a door needs.
 #[derive(Clone)]
 pub struct Archive {
-    config: Arc<VnaConfig>,
+    config: Arc<ArchiveConfig>,
     catalog: Arc<RocksCatalog>,
     tiers: Arc<TierSet>,
     ingest: Ingest,
@@ -72,7 +72,7 @@ impl std::fmt::Debug for Archive {
 impl Archive {
     /// Opens the catalog, takes the tiers the binary built, and resolves interrupted writes.
     pub async fn open(
-        config: VnaConfig,
+        config: ArchiveConfig,
         tiers: Vec<Arc<dyn Tier>>,
         ingest_tier: TierName,
     ) -> Result<(Archive, RecoveryReport), ArchiveError> {
@@ -130,7 +130,7 @@ impl Archive {
     }
 
     /// The configuration it was opened with.
-    pub fn config(&self) -> &VnaConfig {
+    pub fn config(&self) -> &ArchiveConfig {
         &self.config
     }
     /// The catalog.

@@ -5,7 +5,7 @@
 //! specific disk (default: the system temp directory).
 
 use archive_core::attribute::{Attribute, Level};
-use archive_core::config::VnaConfig;
+use archive_core::config::ArchiveConfig;
 use archive_core::ingest::IngestInput;
 use archive_core::model::Source;
 use archive_core::query::Query;
@@ -27,7 +27,7 @@ fn bench_dir() -> tempfile::TempDir {
 }
 
 async fn open(dir: &std::path::Path) -> Archive {
-    let mut config = VnaConfig { data_dir: dir.to_path_buf(), ..VnaConfig::default() };
+    let mut config = ArchiveConfig { data_dir: dir.to_path_buf(), ..ArchiveConfig::default() };
     config.catalog.min_free_mb = 0;
     config.hot.min_free_mb = 0;
     let hot = HotTier::open(TierName::new("hot").unwrap(), config.hot_path()).unwrap();

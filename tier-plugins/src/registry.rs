@@ -1,10 +1,24 @@
 //! Builds tiers by kind from their `[tiers.NAME]` configuration tables.
+//!
+//! Each tier kind owns its options and their checks (`WarmOptions`, `S3Options`,
+//! `TapeOptions`); [`validate`] runs them at configuration time, without touching a disk or a
+//! bucket, and [`build`] opens the tier.
 
-use archive_core::config::TierSpec;
+use crate::warm::WarmOptions;
 use archive_core::tier::{Tier, TierName};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// `[tiers.NAME]`: a tier beyond the built-in hot and warm ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TierSpec {
+    /// The kind of tier: `warm`, `s3` or `tape`.
+    pub kind: String,
+    /// The kind's own options, checked by the kind.
+    #[serde(flatten)]
+    pub options: toml::Table,
+}
 
 /// Why a tier cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -26,59 +40,6 @@ pub enum RegistryError {
     /// The tier failed to open.
     #[error("{0}")]
     Open(String),
-}
-
-/// Options of a `kind = "warm"` tier (see [`crate::warm::WarmConfig`]).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WarmOptions {
-    /// Root directory (default `data_dir/tiers/NAME`).
-    path: Option<PathBuf>,
-    /// Segment size in MiB.
-    #[serde(default = "default_segment_mb")]
-    segment_mb: u64,
-    /// zstd level of new objects, 1..=19.
-    #[serde(default = "default_zstd_level")]
-    zstd_level: i32,
-    /// Live ratio under which a segment is compacted, 0.0..=1.0.
-    #[serde(default = "default_compact_below")]
-    compact_below: f64,
-    /// Seconds between background compactions; 0 disables them.
-    #[serde(default = "default_compact_interval_secs")]
-    compact_interval_secs: u64,
-    /// Compress with a zstd dictionary trained per content class (modality).
-    #[serde(default)]
-    dictionaries: bool,
-    /// Objects of a class sampled before its dictionary is trained.
-    #[serde(default = "default_dictionary_samples")]
-    dictionary_samples: usize,
-    /// Largest size of a trained dictionary, KiB.
-    #[serde(default = "default_dictionary_kb")]
-    dictionary_kb: usize,
-}
-
-fn default_segment_mb() -> u64 {
-    1024
-}
-
-fn default_zstd_level() -> i32 {
-    crate::warm::DEFAULT_ZSTD_LEVEL
-}
-
-fn default_compact_below() -> f64 {
-    crate::warm::DEFAULT_COMPACT_BELOW
-}
-
-fn default_compact_interval_secs() -> u64 {
-    crate::warm::DEFAULT_COMPACT_INTERVAL.as_secs()
-}
-
-fn default_dictionary_samples() -> usize {
-    crate::warm::DEFAULT_DICTIONARY_SAMPLES
-}
-
-fn default_dictionary_kb() -> usize {
-    crate::warm::DEFAULT_DICTIONARY_KB
 }
 
 /// Options of a `kind = "tape"` tier (see [`crate::tape::TapeConfig`]).
@@ -119,41 +80,22 @@ pub fn options<T: serde::de::DeserializeOwned>(kind: &'static str, spec: &TierSp
     })
 }
 
-/// Builds the tier `name` described by `spec`; relative defaults live under `data_dir/tiers/NAME`.
-pub async fn build(name: &str, spec: &TierSpec, data_dir: &Path) -> Result<Arc<dyn Tier>, RegistryError> {
-    let tier_name = TierName::new(name.to_string())?;
-    let default_dir = data_dir.join("tiers").join(name);
+/// A tier's options, parsed and checked by its kind, ready to open.
+enum Plan {
+    Warm(Option<PathBuf>, crate::warm::WarmConfig),
+    S3(crate::s3::S3Options),
+    Tape(TapeOptions, u64, std::time::Duration),
+}
+
+/// Parses and checks the options of `spec` for its kind (no I/O).
+fn plan(spec: &TierSpec) -> Result<Plan, RegistryError> {
     match spec.kind.as_str() {
         "warm" => {
             let o: WarmOptions = options("warm", spec)?;
-            let invalid = |message: String| RegistryError::Options { kind: "warm", message };
-            if o.segment_mb == 0 {
-                return Err(invalid("segment_mb must be at least 1".into()));
-            }
-            let segment_bytes =
-                o.segment_mb.checked_mul(1 << 20).ok_or_else(|| invalid("segment_mb is too large".into()))?;
-            let config = crate::warm::WarmConfig {
-                segment_bytes,
-                zstd_level: o.zstd_level,
-                compact_below: o.compact_below,
-                compact_interval: std::time::Duration::from_secs(o.compact_interval_secs),
-                dictionaries: o.dictionaries,
-                dictionary_samples: o.dictionary_samples,
-                dictionary_kb: o.dictionary_kb,
-            };
-            config.validate().map_err(|e| invalid(e.to_string()))?;
-            let path = o.path.unwrap_or(default_dir);
-            let tier = crate::warm::WarmTier::open_config(tier_name, path, config)
-                .map_err(|e| RegistryError::Open(e.to_string()))?;
-            Ok(Arc::new(tier))
+            let config = o.to_config().map_err(|e| RegistryError::Options { kind: "warm", message: e.to_string() })?;
+            Ok(Plan::Warm(o.path, config))
         }
-        "s3" => {
-            let o: crate::s3::S3Options = options("s3", spec)?;
-            let tier = crate::s3::S3Tier::open(tier_name, o, default_dir)
-                .await
-                .map_err(|e| RegistryError::Open(e.to_string()))?;
-            Ok(Arc::new(tier))
-        }
+        "s3" => Ok(Plan::S3(options("s3", spec)?)),
         "tape" => {
             let o: TapeOptions = options("tape", spec)?;
             let invalid = |message: &str| RegistryError::Options { kind: "tape", message: message.to_string() };
@@ -166,16 +108,55 @@ pub async fn build(name: &str, spec: &TierSpec, data_dir: &Path) -> Result<Arc<d
             let volume_bytes = o.volume_mb.checked_mul(1 << 20).ok_or_else(|| invalid("volume_mb is too large"))?;
             let staging_secs =
                 o.staging_hours.checked_mul(3600).ok_or_else(|| invalid("staging_hours is too large"))?;
+            Ok(Plan::Tape(o, volume_bytes, std::time::Duration::from_secs(staging_secs)))
+        }
+        other => Err(RegistryError::UnknownKind(other.to_string())),
+    }
+}
+
+/// Checks every `[tiers.NAME]` table at configuration time: valid names, not the built-in
+/// `hot` and `warm`, a known kind, and options the kind accepts.
+pub fn validate(tiers: &std::collections::BTreeMap<String, TierSpec>) -> Result<(), archive_core::config::ConfigError> {
+    use archive_core::config::invalid;
+    for (name, spec) in tiers {
+        TierName::new(name.clone()).map_err(|e| invalid(&format!("tiers.{name}"), e.to_string()))?;
+        if matches!(name.as_str(), "hot" | "warm") {
+            return Err(invalid(&format!("tiers.{name}"), "the names hot and warm belong to the built-in tiers"));
+        }
+        if spec.kind.trim().is_empty() {
+            return Err(invalid(&format!("tiers.{name}.kind"), "is required (warm, s3 or tape)"));
+        }
+        plan(spec).map_err(|e| invalid(&format!("tiers.{name}"), e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Builds the tier `name` described by `spec`; relative defaults live under `data_dir/tiers/NAME`.
+pub async fn build(name: &str, spec: &TierSpec, data_dir: &Path) -> Result<Arc<dyn Tier>, RegistryError> {
+    let tier_name = TierName::new(name.to_string())?;
+    let default_dir = data_dir.join("tiers").join(name);
+    match plan(spec)? {
+        Plan::Warm(path, config) => {
+            let tier = crate::warm::WarmTier::open_config(tier_name, path.unwrap_or(default_dir), config)
+                .map_err(|e| RegistryError::Open(e.to_string()))?;
+            Ok(Arc::new(tier))
+        }
+        Plan::S3(o) => {
+            let tier = crate::s3::S3Tier::open(tier_name, o, default_dir)
+                .await
+                .map_err(|e| RegistryError::Open(e.to_string()))?;
+            Ok(Arc::new(tier))
+        }
+        Plan::Tape(o, volume_bytes, staging_ttl) => {
             let config = crate::tape::TapeConfig {
                 root: o.path.unwrap_or(default_dir),
                 volume_bytes,
                 mount_delay: std::time::Duration::from_millis(o.mount_ms),
-                staging_ttl: std::time::Duration::from_secs(staging_secs),
+                staging_ttl,
             };
             let tier =
                 crate::tape::TapeTier::open(tier_name, config).map_err(|e| RegistryError::Open(e.to_string()))?;
             Ok(Arc::new(tier))
         }
-        other => Err(RegistryError::UnknownKind(other.to_string())),
     }
 }

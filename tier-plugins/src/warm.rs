@@ -288,6 +288,70 @@ impl WarmConfig {
     }
 }
 
+/// A warm tier's options as configured (`[warm]` for the built-in one, `[tiers.NAME]` with
+/// `kind = "warm"` for others): the one definition of these keys, their defaults and ranges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WarmOptions {
+    /// Root directory (default: `data_dir/warm` for the built-in tier, `data_dir/tiers/NAME`
+    /// for others).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<std::path::PathBuf>,
+    /// Size at which a new segment file starts, in MiB.
+    pub segment_mb: u64,
+    /// zstd level of newly written objects, 1..=19.
+    pub zstd_level: i32,
+    /// A full segment whose live bytes fall below this fraction is compacted, 0.0..=1.0.
+    pub compact_below: f64,
+    /// Seconds between background compaction passes; 0 disables them.
+    pub compact_interval_secs: u64,
+    /// Compress new objects with a zstd dictionary trained per content class (modality).
+    pub dictionaries: bool,
+    /// Objects of a class stored plain (and sampled) before its dictionary is trained.
+    pub dictionary_samples: usize,
+    /// Largest size of a trained dictionary, in KiB.
+    pub dictionary_kb: usize,
+}
+
+impl Default for WarmOptions {
+    fn default() -> Self {
+        Self {
+            path: None,
+            segment_mb: DEFAULT_SEGMENT_BYTES >> 20,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+            compact_below: DEFAULT_COMPACT_BELOW,
+            compact_interval_secs: DEFAULT_COMPACT_INTERVAL.as_secs(),
+            dictionaries: false,
+            dictionary_samples: DEFAULT_DICTIONARY_SAMPLES,
+            dictionary_kb: DEFAULT_DICTIONARY_KB,
+        }
+    }
+}
+
+impl WarmOptions {
+    /// The tier's settings, every option checked against its range.
+    pub fn to_config(&self) -> Result<WarmConfig, WarmConfigError> {
+        if self.segment_mb == 0 {
+            return Err(WarmConfigError { key: "segment_mb", message: "must be at least 1".into() });
+        }
+        let segment_bytes = self
+            .segment_mb
+            .checked_mul(1 << 20)
+            .ok_or_else(|| WarmConfigError { key: "segment_mb", message: "is too large".into() })?;
+        let config = WarmConfig {
+            segment_bytes,
+            zstd_level: self.zstd_level,
+            compact_below: self.compact_below,
+            compact_interval: Duration::from_secs(self.compact_interval_secs),
+            dictionaries: self.dictionaries,
+            dictionary_samples: self.dictionary_samples,
+            dictionary_kb: self.dictionary_kb,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
 /// Where one object lives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {

@@ -3,7 +3,6 @@
 //! staging expiry, reopening, damaged volumes and the registry entry.
 
 use archive_core::checksum::Checksum;
-use archive_core::config::TierSpec;
 use archive_core::tier::{
     bytes_stream, collect_stream, conformance, Availability, ByteStream, GetOpts, GetResult, ObjectKey, ObjectMeta,
     PutOpts, RecallStatus, Tier, TierCapabilities, TierError, TierExt, TierName,
@@ -14,6 +13,7 @@ use futures::StreamExt;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tier_plugins::registry::TierSpec;
 use tier_plugins::tape::{RecallOutcome, TapeConfig, TapeTier, VolumeState, VOLUME_LABEL_LEN};
 
 /// Each volume starts with its label: objects start after it.

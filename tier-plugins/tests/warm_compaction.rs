@@ -2,13 +2,13 @@
 //! and overwrites made during a compaction win, and a crash (a hook error in process, or a
 //! real abort at a failpoint in a child process) at any step leaves every object readable.
 
-use archive_core::config::TierSpec;
 use archive_core::tier::{ObjectKey, PutOpts, Tier, TierError, TierExt, TierName};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tier_plugins::registry::TierSpec;
 use tier_plugins::warm::{WarmConfig, WarmTier};
 
 const SEGMENT: u64 = 64 << 10;

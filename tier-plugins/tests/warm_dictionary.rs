@@ -431,8 +431,8 @@ async fn a_damaged_or_missing_dictionary_fails_reads_with_a_clear_error() {
     assert_reads(&tier, &plain).await;
 }
 
-fn spec(options: &str) -> archive_core::config::TierSpec {
-    archive_core::config::TierSpec { kind: "warm".into(), options: toml::from_str(options).unwrap() }
+fn spec(options: &str) -> tier_plugins::registry::TierSpec {
+    tier_plugins::registry::TierSpec { kind: "warm".into(), options: toml::from_str(options).unwrap() }
 }
 
 #[tokio::test]

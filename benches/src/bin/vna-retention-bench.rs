@@ -8,7 +8,7 @@
 use archive_core::audit::{AuditAction, AuditEvent, AuditObject, AuditOutcome};
 use archive_core::catalog::rocks::{RocksCatalog, RocksCatalogOptions};
 use archive_core::catalog::Catalog;
-use archive_core::config::VnaConfig;
+use archive_core::config::ArchiveConfig;
 use archive_core::deletion::{DeletionCause, DeletionRequest, DeletionState};
 use archive_core::hold::{HoldId, HoldScope, LegalHold};
 use archive_core::ingest::IngestInput;
@@ -227,7 +227,7 @@ async fn ingest_latencies(archive: &Archive, objects: Vec<Bytes>) -> Vec<Duratio
 }
 
 async fn ingest_during_deletion(dir: &std::path::Path, instances: u32) {
-    let mut config = VnaConfig { data_dir: dir.join("archive"), ..VnaConfig::default() };
+    let mut config = ArchiveConfig { data_dir: dir.join("archive"), ..ArchiveConfig::default() };
     config.catalog.min_free_mb = 0;
     config.hot.min_free_mb = 0;
     let hot = HotTier::open(TierName::new("hot").expect("name"), config.hot_path()).expect("hot tier");

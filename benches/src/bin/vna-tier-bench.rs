@@ -11,7 +11,7 @@
 //! [--dict N] [--dict-ct N] [--only-dict]`
 //! Set `VNA_BENCH_DIR` to put the data on a specific disk.
 
-use archive_core::config::VnaConfig;
+use archive_core::config::ArchiveConfig;
 use archive_core::ingest::IngestInput;
 use archive_core::lifecycle::{Job, JobState, MigrationRequest};
 use archive_core::model::Source;
@@ -618,7 +618,7 @@ async fn migrations(dir: &Path, instances: u32) -> anyhow::Result<()> {
             None
         }
     };
-    let mut config = VnaConfig { data_dir: dir.join("archive"), ..VnaConfig::default() };
+    let mut config = ArchiveConfig { data_dir: dir.join("archive"), ..ArchiveConfig::default() };
     config.catalog.min_free_mb = 0;
     config.hot.min_free_mb = 0;
     let hot = HotTier::open(name("hot"), config.hot_path()).expect("hot tier");

@@ -8,6 +8,7 @@
 //! trick reaches a tier; every error is a JSON body with a 4xx for a client's mistake.
 
 pub mod auth;
+pub mod config;
 pub mod dicom_json;
 pub mod error;
 pub mod media;
@@ -53,16 +54,17 @@ pub struct HttpSettings {
 }
 
 impl HttpSettings {
-    /// Settings from the archive's configuration.
-    pub fn from_config(config: &archive_core::config::VnaConfig) -> Self {
+    /// Settings from the `[http]` section; `ae_title` is the archive's (reported as
+    /// RetrieveAETitle), uploads spool under `data_dir/spool`.
+    pub fn from_config(http: &config::HttpConfig, ae_title: &str, data_dir: &std::path::Path) -> Self {
         Self {
-            base_path: config.http.base_path.clone(),
-            public_url: config.http.public_url.clone(),
-            cors_allowed_origins: config.http.cors_allowed_origins.clone(),
-            max_object_bytes: config.http.max_object_mb << 20,
-            max_request_bytes: config.http.max_request_mb << 20,
-            spool_dir: config.spool_path(),
-            ae_title: config.dicom.ae_title.clone(),
+            base_path: http.base_path.clone(),
+            public_url: http.public_url.clone(),
+            cors_allowed_origins: http.cors_allowed_origins.clone(),
+            max_object_bytes: http.max_object_mb << 20,
+            max_request_bytes: http.max_request_mb << 20,
+            spool_dir: data_dir.join("spool"),
+            ae_title: ae_title.to_string(),
         }
     }
 }

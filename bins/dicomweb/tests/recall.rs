@@ -4,7 +4,7 @@
 //! recall is done the same retrieve answers 200 and the study is ONLINE. The cold tier is an
 //! in-memory tier reporting the capabilities of an archive storage class (S3 Glacier-like).
 
-use archive_core::config::VnaConfig;
+use archive_core::config::ArchiveConfig;
 use archive_core::ingest::IngestInput;
 use archive_core::model::Source;
 use archive_core::tier::memory::MemoryTier;
@@ -28,7 +28,7 @@ async fn call(app: &axum::Router, uri: &str, accept: &str) -> (StatusCode, axum:
 #[tokio::test]
 async fn a_study_that_needs_a_recall_answers_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = VnaConfig { data_dir: dir.path().to_path_buf(), ..VnaConfig::default() };
+    let mut config = ArchiveConfig { data_dir: dir.path().to_path_buf(), ..ArchiveConfig::default() };
     config.catalog.min_free_mb = 0;
     config.hot.min_free_mb = 0;
     config.lifecycle.http_recall_wait_secs = 0;
@@ -48,7 +48,10 @@ async fn a_study_that_needs_a_recall_answers_at_once() {
         let input = IngestInput::Part10(bytes::Bytes::from(inst.bytes.clone()));
         archive.ingest().ingest(input, Source::default()).await.unwrap();
     }
-    let app = dicomweb::router(archive.clone(), dicomweb::HttpSettings::from_config(&config));
+    let app = dicomweb::router(
+        archive.clone(),
+        dicomweb::HttpSettings::from_config(&Default::default(), "VNA", &config.data_dir),
+    );
     let (st, se, sop) = (&study[0].study, &study[0].series, &study[0].sop_instance);
 
     // Metadata comes from the catalog, whatever the tier.

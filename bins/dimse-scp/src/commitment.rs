@@ -10,7 +10,7 @@
 //! Modalities delete their copies on this report, so nothing else is ever reported as committed.
 
 use crate::association::{AssociationError, Connection};
-use archive_core::config::RemoteAe;
+use crate::config::RemoteAe;
 use archive_core::uid::SopInstanceUid;
 use dicom_core::value::{DataSetSequence, PrimitiveValue};
 use dicom_core::{DataElement, Tag, VR};
@@ -218,7 +218,7 @@ pub(crate) fn redeliver_unanswered(conn: &mut Connection) {
 }
 
 fn deliver_elsewhere(conn: &Connection, pending: PendingReport, why: &str) {
-    match conn.shared.archive.config().remote_ae(&conn.calling_ae).cloned() {
+    match conn.shared.settings.remote_ae(&conn.calling_ae).cloned() {
         Some(remote) => {
             tracing::info!(calling = %conn.calling_ae, "{why}; delivering the commitment report on a new association");
             let outbox = outbox_dir(&conn.shared.archive.config().data_dir);
@@ -290,7 +290,8 @@ fn unique_name() -> String {
 }
 
 /// Delivers the reports a previous run left in the outbox (called when the server starts).
-pub(crate) fn resume_outbox(archive: &archive_core::Archive, our_ae: &str) {
+pub(crate) fn resume_outbox(archive: &archive_core::Archive, settings: &crate::server::ServerSettings) {
+    let our_ae = settings.ae_title.as_str();
     let dir = outbox_dir(&archive.config().data_dir);
     let Ok(entries) = std::fs::read_dir(&dir) else { return };
     for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
@@ -303,7 +304,7 @@ pub(crate) fn resume_outbox(archive: &archive_core::Archive, our_ae: &str) {
             tracing::error!(file = %path.display(), "unreadable commitment report in the outbox; left in place");
             continue;
         };
-        let Some(remote) = archive.config().remote_ae(&entry.destination).cloned() else {
+        let Some(remote) = settings.remote_ae(&entry.destination).cloned() else {
             tracing::warn!(destination = %entry.destination, "commitment report for an AE no longer configured; left in the outbox");
             continue;
         };

@@ -21,6 +21,7 @@
 pub mod access;
 pub mod association;
 pub mod commitment;
+pub mod config;
 pub mod find;
 pub mod identifier;
 pub mod metrics;

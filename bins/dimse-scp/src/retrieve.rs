@@ -386,7 +386,7 @@ pub(crate) async fn handle_move(
         has_dataset: false,
     };
     let destination = rq.move_destination.trim().to_string();
-    let Some(remote) = conn.shared.archive.config().remote_ae(&destination).cloned() else {
+    let Some(remote) = conn.shared.settings.remote_ae(&destination).cloned() else {
         let code = status::MOVE_DESTINATION_UNKNOWN;
         let why = comment(&format!("unknown move destination {destination}"));
         conn.send(pc, &Message::from(rsp(code, &Counts::default(), false, why)).encode(), None).await?;

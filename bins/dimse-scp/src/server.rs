@@ -3,8 +3,8 @@
 
 use crate::access::CallingAeFilter;
 use crate::association;
+use crate::config::{DicomConfig, RemoteAe};
 use crate::metrics::DimseMetrics;
-use archive_core::config::VnaConfig;
 use archive_core::Archive;
 use dicom_ul::pdu::{
     AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason, AssociationRJSource,
@@ -35,12 +35,13 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     /// Largest data set accepted in one message.
     pub max_dataset_len: usize,
+    /// Known remote AEs: C-MOVE destinations and storage commitment report receivers.
+    pub remote_aes: Vec<RemoteAe>,
 }
 
 impl ServerSettings {
     /// Settings from the `[dicom]` section.
-    pub fn from_config(config: &VnaConfig) -> Self {
-        let d = &config.dicom;
+    pub fn from_config(d: &DicomConfig) -> Self {
         let callers = if d.restrict_to_remote_aes {
             CallingAeFilter::only(d.remote_aes.iter().map(|r| r.ae_title.clone()))
         } else {
@@ -55,7 +56,13 @@ impl ServerSettings {
             artim_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             max_dataset_len: d.max_dataset_mb << 20,
+            remote_aes: d.remote_aes.clone(),
         }
+    }
+
+    /// A remote AE by title.
+    pub fn remote_ae(&self, ae_title: &str) -> Option<&RemoteAe> {
+        self.remote_aes.iter().find(|r| r.ae_title == ae_title.trim())
     }
 }
 
@@ -82,7 +89,7 @@ impl DimseServer {
 
     /// Serves associations until `shutdown` resolves, then waits (bounded) for the open ones.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        crate::commitment::resume_outbox(&self.shared.archive, &self.shared.settings.ae_title);
+        crate::commitment::resume_outbox(&self.shared.archive, &self.shared.settings);
         let max = self.shared.settings.max_associations;
         let slots = Arc::new(Semaphore::new(max));
         tokio::pin!(shutdown);

@@ -1,8 +1,8 @@
 //! The model of a pull job: what was asked, the plan (the studies the source holds in the
 //! range), each study's progress, the counters derived from it, and the reconciliation report.
 
+use crate::config::SourceKind;
 use crate::error::PullError;
-use archive_core::config::MigrationSourceKind;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -120,7 +120,7 @@ pub struct JobHeader {
     /// The source's name.
     pub source: String,
     /// How the source is reached.
-    pub kind: MigrationSourceKind,
+    pub kind: SourceKind,
     /// First study date (`YYYY-MM-DD`), if bounded.
     pub since: Option<String>,
     /// Last study date (`YYYY-MM-DD`), if bounded.
@@ -155,7 +155,7 @@ impl JobHeader {
     }
 
     /// A header for a new job.
-    pub fn new(id: JobId, source: &str, kind: MigrationSourceKind, range: DateRange, by: &str, from: &str) -> Self {
+    pub fn new(id: JobId, source: &str, kind: SourceKind, range: DateRange, by: &str, from: &str) -> Self {
         let now = OffsetDateTime::now_utc();
         JobHeader {
             v: JOB_FORMAT_VERSION,
@@ -516,7 +516,7 @@ mod tests {
 
     #[test]
     fn progress_and_report() {
-        let header = JobHeader::new(JobId(7), "old", MigrationSourceKind::Dimse, DateRange::default(), "admin", "::1");
+        let header = JobHeader::new(JobId(7), "old", SourceKind::Dimse, DateRange::default(), "admin", "::1");
         let mut studies: Vec<StudyProgress> =
             vec![StudyProgress::new(planned("1.1", Some(3))), StudyProgress::new(planned("1.2", Some(2)))];
         studies.push(StudyProgress::new(planned("1.3", None)));

@@ -29,6 +29,7 @@
 //! layer; the admin API (`dicomweb`) and the binary use it, the core never does.
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod error;
 pub mod job;
 pub mod scu;

@@ -21,6 +21,7 @@
 //! and a study whose fetch was interrupted is compared before it is fetched again. Fetching is
 //! idempotent: an object vna already holds with the same content is acknowledged as a duplicate.
 
+use crate::config::{PullConfig, SourceConfig, SourceKind};
 use crate::error::PullError;
 use crate::job::{
     CurrentStudy, DateRange, JobHeader, JobId, JobState, JobStatus, PlannedStudy, ProgressEvent, Report, StudyProgress,
@@ -32,7 +33,6 @@ use crate::throttle::Throttle;
 use crate::web::{SourceAuth, WebSource};
 use archive_core::audit::{AuditAction, AuditEvent, AuditObject, AuditOutcome};
 use archive_core::catalog::Catalog;
-use archive_core::config::{MigrationSourceConfig, MigrationSourceKind};
 use archive_core::ingest::{IngestErrorKind, IngestInput};
 use archive_core::model::Source;
 use archive_core::uid::StudyUid;
@@ -73,6 +73,10 @@ impl std::fmt::Debug for Migrations {
 
 struct Inner {
     archive: Archive,
+    /// The sources (`[[migration.sources]]`).
+    config: PullConfig,
+    /// vna's own AE title: the C-MOVE destination of DIMSE pulls.
+    own_ae: String,
     store: JobStore,
     jobs: Mutex<BTreeMap<JobId, Arc<Entry>>>,
     next_id: AtomicU64,
@@ -171,17 +175,17 @@ struct Fetched {
 }
 
 impl Remote {
-    fn new(cfg: &MigrationSourceConfig, own_ae: &str) -> Result<Remote, PullError> {
+    fn new(cfg: &SourceConfig, own_ae: &str) -> Result<Remote, PullError> {
         let timeout = Duration::from_secs(cfg.timeout_secs);
         Ok(match cfg.kind {
-            MigrationSourceKind::Dimse => Remote::Dimse(DimseSource {
+            SourceKind::Dimse => Remote::Dimse(DimseSource {
                 own_ae: own_ae.to_string(),
                 ae_title: cfg.ae_title.clone().unwrap_or_default(),
                 host: cfg.host.clone().unwrap_or_default(),
                 port: cfg.port.unwrap_or(0),
                 timeout,
             }),
-            MigrationSourceKind::Dicomweb => {
+            SourceKind::Dicomweb => {
                 let auth = match (&cfg.username, &cfg.password, &cfg.bearer_token) {
                     (Some(username), Some(password), _) => {
                         Some(SourceAuth::Basic { username: username.clone(), password: password.clone() })
@@ -204,8 +208,9 @@ impl Remote {
 
 impl Migrations {
     /// Opens the job store under `data_dir/migrations` and loads every job; nothing runs
-    /// until [`Migrations::resume`].
-    pub fn open(archive: Archive) -> Result<Migrations, PullError> {
+    /// until [`Migrations::resume`]. `own_ae` is vna's AE title, where DIMSE sources send
+    /// what a C-MOVE pulls.
+    pub fn open(archive: Archive, config: PullConfig, own_ae: &str) -> Result<Migrations, PullError> {
         let store = JobStore::new(archive.config().data_dir.join("migrations"));
         let mut jobs = BTreeMap::new();
         let mut max_id = 0;
@@ -224,6 +229,8 @@ impl Migrations {
         Ok(Migrations {
             inner: Arc::new(Inner {
                 archive,
+                config,
+                own_ae: own_ae.to_string(),
                 store,
                 jobs: Mutex::new(jobs),
                 next_id: AtomicU64::new(max_id + 1),
@@ -262,9 +269,7 @@ impl Migrations {
             return Err(PullError::Stopping);
         }
         let cfg = inner
-            .archive
-            .config()
-            .migration
+            .config
             .source(&request.source)
             .cloned()
             .ok_or_else(|| PullError::UnknownSource(request.source.clone()))?;
@@ -447,14 +452,9 @@ async fn save_header(inner: &Inner, entry: &Entry, change: impl FnOnce(&mut JobH
 /// Runs the job from where it is to its end; the state it ends in.
 async fn drive(inner: &Inner, entry: &Entry) -> Result<JobState, PullError> {
     let header = entry.header();
-    let cfg = inner
-        .archive
-        .config()
-        .migration
-        .source(&header.source)
-        .cloned()
-        .ok_or_else(|| PullError::UnknownSource(header.source.clone()))?;
-    let remote = Remote::new(&cfg, &inner.archive.config().dicom.ae_title)?;
+    let cfg =
+        inner.config.source(&header.source).cloned().ok_or_else(|| PullError::UnknownSource(header.source.clone()))?;
+    let remote = Remote::new(&cfg, &inner.own_ae)?;
     let range = header.range()?;
     // A resumed job's header records the resume.
     save_header(inner, entry, |_| {}).await?;
@@ -604,7 +604,7 @@ async fn fetch(
     inner: &Inner,
     entry: &Entry,
     remote: &Remote,
-    cfg: &MigrationSourceConfig,
+    cfg: &SourceConfig,
     uid: &str,
 ) -> Result<Fetched, PullError> {
     match remote {

@@ -181,15 +181,15 @@ fn sync_dir(dir: &Path) -> Result<(), PullError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::SourceKind;
     use crate::job::{DateRange, JobState, StudyState};
-    use archive_core::config::MigrationSourceKind;
 
     #[test]
     fn round_trip_and_torn_last_line() {
         let dir = tempfile::tempdir().unwrap();
         let store = JobStore::new(dir.path().join("migrations"));
         assert!(store.load_all().unwrap().is_empty());
-        let mut h = JobHeader::new(JobId(3), "src", MigrationSourceKind::Dicomweb, DateRange::default(), "a", "b");
+        let mut h = JobHeader::new(JobId(3), "src", SourceKind::Dicomweb, DateRange::default(), "a", "b");
         store.save_header(&h).unwrap();
         let plan = vec![PlannedStudy {
             uid: "1.2".into(),

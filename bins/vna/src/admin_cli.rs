@@ -2,13 +2,13 @@
 //! deletions, legal holds and audit exports. Each sends `Authorization: Bearer TOKEN`
 //! (`--token` or `VNA_TOKEN`) of a user configured under `[[auth.users]]`.
 
+use crate::config::VnaConfig;
 use admin_api::types::{
     AuditFilter, AuditFormat, DeleteRequest, Explanation, HoldRequest, LinkRequest, MoveRequest, PatientIdentity,
     PolicyQuery, SimulationReport, TierJobState, Totals,
 };
 use admin_api::AdminClient;
 use anyhow::{bail, Context};
-use archive_core::config::VnaConfig;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -192,7 +192,7 @@ impl Api {
         let base = match &args.server {
             Some(s) => s.trim_end_matches('/').to_string(),
             None => {
-                let addr = config.http_listen()?;
+                let addr = config.http.listen_addr()?;
                 if addr.port() == 0 {
                     bail!("[http] listen has port 0 (picked at start): pass --server URL or set VNA_SERVER");
                 }
@@ -219,17 +219,11 @@ fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tier_names(config: &VnaConfig) -> Vec<String> {
-    let mut names = vec!["hot".to_string(), "warm".to_string()];
-    names.extend(config.tiers.keys().cloned());
-    names
-}
-
 /// Runs `vna policy ...`.
 pub fn policy(config: &VnaConfig, server: &ServerArgs, cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     if let PolicyCommand::Check { file } = &cmd {
         let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        return Ok(match policy::parse_rules(&text, &tier_names(config)) {
+        return Ok(match policy::parse_rules(&text, &config.tier_names()) {
             Ok(r) => {
                 println!(
                     "{}: valid; {} rules, {} floors; digest {}",

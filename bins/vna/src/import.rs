@@ -1,7 +1,7 @@
 //! `vna import`: bulk ingest of folder trees, with a progress bar and a summary.
 
+use crate::config::VnaConfig;
 use crate::wiring;
-use archive_core::config::VnaConfig;
 use archive_core::ingest::{IngestInput, IngestStatus};
 use archive_core::model::Source;
 use bytes::Bytes;

@@ -1,6 +1,6 @@
 //! Structured logs with `tracing`: text for people, JSON for collectors.
 
-use archive_core::config::LogConfig;
+use crate::config::LogConfig;
 use tracing_subscriber::EnvFilter;
 
 /// Logs to stderr at the configured level and format (`RUST_LOG` overrides the level).

@@ -2,6 +2,7 @@
 //! logging, the servers and the admin commands; all logic lives in the libraries.
 
 mod admin_cli;
+mod config;
 mod import;
 mod logging;
 mod pull_cli;
@@ -104,10 +105,17 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = archive_core::config::VnaConfig::load(cli.config.as_deref())?;
+    let config = config::VnaConfig::load(cli.config.as_deref())?;
     match cli.command {
         Command::Config(ConfigCommand::Show { reveal_secrets }) => {
-            print!("{}", if reveal_secrets { config.to_toml() } else { config.to_toml_redacted() });
+            print!(
+                "{}",
+                if reveal_secrets {
+                    archive_core::config::to_toml(&config)
+                } else {
+                    archive_core::config::to_toml_redacted(&config)
+                }
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check) => {

@@ -3,8 +3,8 @@
 //! (Moves between vna's own tiers are `vna tier move`.)
 
 use crate::admin_cli::{human_bytes, Api, ServerArgs};
+use crate::config::VnaConfig;
 use admin_api::types::{PullJob, PullReport, PullRequest};
-use archive_core::config::VnaConfig;
 use clap::Subcommand;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

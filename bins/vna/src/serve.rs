@@ -1,17 +1,18 @@
 //! `vna serve`: opens the archive and runs its servers until SIGINT or SIGTERM.
 
+use crate::config::VnaConfig;
 use crate::wiring;
-use archive_core::config::VnaConfig;
 use std::future::IntoFuture;
 use tokio::net::TcpListener;
 
 /// Runs the archive until a shutdown signal, then drains and syncs.
 pub async fn run(config: VnaConfig) -> anyhow::Result<()> {
-    let http_addr = config.http_listen()?;
-    let dicom_addr = config.dicom_listen()?;
+    let http_addr = config.http.listen_addr()?;
+    let dicom_addr = config.dicom.listen_addr()?;
     let data_dir = config.data_dir.clone();
-    let settings = dimse_scp::ServerSettings::from_config(&config);
-    let http_settings = dicomweb::HttpSettings::from_config(&config);
+    let settings = dimse_scp::ServerSettings::from_config(&config.dicom);
+    let http_settings = dicomweb::HttpSettings::from_config(&config.http, &config.dicom.ae_title, &data_dir);
+    let pull_config = config.migration.clone();
     dicomweb::spool::prepare_dir(&http_settings.spool_dir)?;
     let (archive, recovery) = wiring::open_archive(config).await?;
     tracing::info!(data_dir = %data_dir.display(), removed = recovery.removed, "archive opened");
@@ -21,7 +22,7 @@ pub async fn run(config: VnaConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("retention rules: {e}"))?;
     policy.start();
     tracing::info!(digest = %policy.rules().digest, rules = policy.rules().rules.len(), "retention rules in force");
-    let migrations = pull::Migrations::open(archive.clone())?;
+    let migrations = pull::Migrations::open(archive.clone(), pull_config, &settings.ae_title)?;
 
     let dicom_listener = TcpListener::bind(dicom_addr).await?;
     let http_listener = TcpListener::bind(http_addr).await?;

@@ -1,14 +1,13 @@
 //! Builds the archive from the configuration: tiers, then the core.
 
+use crate::config::VnaConfig;
 use anyhow::Context;
-use archive_core::config::VnaConfig;
 use archive_core::ingest::RecoveryReport;
 use archive_core::tier::{Tier, TierName};
 use archive_core::Archive;
 use std::sync::Arc;
-use std::time::Duration;
 use tier_plugins::hot::HotTier;
-use tier_plugins::warm::{WarmConfig, WarmTier};
+use tier_plugins::warm::WarmTier;
 
 /// Name of the hot tier.
 pub const HOT: &str = "hot";
@@ -17,20 +16,13 @@ pub const WARM: &str = "warm";
 
 /// Opens the tiers and the archive, resolving writes a crash interrupted.
 pub async fn open_archive(config: VnaConfig) -> anyhow::Result<(Archive, RecoveryReport)> {
+    let archive_config = config.archive();
     let hot_name = TierName::new(HOT)?;
-    let hot_path = config.hot_path();
+    let hot_path = archive_config.hot_path();
     let hot = HotTier::open(hot_name.clone(), hot_path.clone())
         .with_context(|| format!("opening the hot tier at {}", hot_path.display()))?;
     let warm_path = config.warm_path();
-    let warm_config = WarmConfig {
-        segment_bytes: config.warm.segment_mb.saturating_mul(1 << 20),
-        zstd_level: config.warm.zstd_level,
-        compact_below: config.warm.compact_below,
-        compact_interval: Duration::from_secs(config.warm.compact_interval_secs),
-        dictionaries: config.warm.dictionaries,
-        dictionary_samples: config.warm.dictionary_samples,
-        dictionary_kb: config.warm.dictionary_kb,
-    };
+    let warm_config = config.warm.to_config().with_context(|| "[warm]")?;
     let warm = WarmTier::open_config(TierName::new(WARM)?, warm_path.clone(), warm_config)
         .with_context(|| format!("opening the warm tier at {}", warm_path.display()))?;
     let mut tiers: Vec<Arc<dyn Tier>> = vec![Arc::new(hot), Arc::new(warm)];
@@ -40,8 +32,8 @@ pub async fn open_archive(config: VnaConfig) -> anyhow::Result<(Archive, Recover
             .with_context(|| format!("opening tier {name} ({})", spec.kind))?;
         tiers.push(tier);
     }
-    let catalog_path = config.catalog_path();
-    Archive::open(config, tiers, hot_name).await.map_err(|e| {
+    let catalog_path = archive_config.catalog_path();
+    Archive::open(archive_config, tiers, hot_name).await.map_err(|e| {
         let msg = e.to_string();
         if msg.contains("lock") {
             anyhow::anyhow!(

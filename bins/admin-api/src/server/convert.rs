@@ -427,14 +427,14 @@ fn pull_counters(c: &pull::job::Counters) -> api::PullCounters {
 
 impl From<&pull::JobStatus> for api::PullJob {
     fn from(j: &pull::JobStatus) -> Self {
-        use archive_core::config::MigrationSourceKind;
+        use pull::config::SourceKind;
         let h = &j.header;
         Self {
             id: h.id.0,
             source: h.source.clone(),
             kind: match h.kind {
-                MigrationSourceKind::Dimse => api::PullSourceKind::Dimse,
-                MigrationSourceKind::Dicomweb => api::PullSourceKind::Dicomweb,
+                SourceKind::Dimse => api::PullSourceKind::Dimse,
+                SourceKind::Dicomweb => api::PullSourceKind::Dicomweb,
             },
             since: h.since.clone(),
             until: h.until.clone(),

@@ -4,7 +4,7 @@
 
 pub mod selection;
 
-use archive_core::config::VnaConfig;
+use archive_core::config::ArchiveConfig;
 use archive_core::tier::{Tier, TierName};
 use archive_core::Archive;
 use std::path::{Path, PathBuf};
@@ -17,15 +17,15 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const AUDITOR_TOKEN: &str = "test-auditor-token-0123456789";
 
 /// A configuration rooted in `dir` with no free-space floors.
-pub fn config_in(dir: &Path) -> VnaConfig {
-    let mut c = VnaConfig { data_dir: dir.to_path_buf(), ..VnaConfig::default() };
+pub fn config_in(dir: &Path) -> ArchiveConfig {
+    let mut c = ArchiveConfig { data_dir: dir.to_path_buf(), ..ArchiveConfig::default() };
     c.catalog.min_free_mb = 0;
     c.hot.min_free_mb = 0;
     c
 }
 
 /// Opens an archive with the hot tier, as `vna serve` does.
-pub async fn open_archive(config: VnaConfig) -> (Archive, Arc<HotTier>) {
+pub async fn open_archive(config: ArchiveConfig) -> (Archive, Arc<HotTier>) {
     let hot = Arc::new(HotTier::open(TierName::new("hot").unwrap(), config.hot_path()).expect("hot tier opens"));
     let tiers: Vec<Arc<dyn Tier>> = vec![hot.clone()];
     let (archive, _) = Archive::open(config, tiers, TierName::new("hot").unwrap()).await.expect("archive opens");

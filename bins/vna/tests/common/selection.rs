@@ -12,12 +12,12 @@
 //! purge running, the records would be gone and a door that forgot to filter would pass.)
 
 use super::{config_in, dcmtk, free_port, open_archive, wait_for_port};
-use archive_core::config::RemoteAe;
 use archive_core::deletion::{DeletionCause, DeletionRequest};
 use archive_core::ingest::IngestInput;
 use archive_core::model::Source;
 use archive_core::uid::{SopInstanceUid, StudyUid};
 use archive_core::Archive;
+use dimse_scp::config::RemoteAe;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -231,8 +231,9 @@ impl Doors {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let dest_port = free_port();
-        let mut config = config_in(&dir.join("data"));
-        config.dicom.remote_aes.push(RemoteAe {
+        let config = config_in(&dir.join("data"));
+        let mut dicom = dimse_scp::config::DicomConfig::default();
+        dicom.remote_aes.push(RemoteAe {
             ae_title: MOVE_DESTINATION.into(),
             host: "127.0.0.1".into(),
             port: dest_port,
@@ -246,8 +247,12 @@ impl Doors {
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (archive, dicom_port, http_port) = rt.block_on(async {
-            let settings = dimse_scp::ServerSettings::from_config(&config);
-            let http_settings = dicomweb::HttpSettings::from_config(&config);
+            let settings = dimse_scp::ServerSettings::from_config(&dicom);
+            let http_settings = dicomweb::HttpSettings::from_config(
+                &dicomweb::config::HttpConfig::default(),
+                &dicom.ae_title,
+                &config.data_dir,
+            );
             dicomweb::spool::prepare_dir(&http_settings.spool_dir).unwrap();
             let (archive, _) = open_archive(config).await;
             for inst in data.a.iter().chain(&data.b).chain(&data.c) {
