@@ -9,7 +9,7 @@
 //! - [`parse`], [`walk`]: reading what indexing needs from a DICOM object.
 //! - [`matching`], [`query`]: DICOM matching rules (PS3.4 C.2.2.2) and the query model.
 //! - [`catalog`]: the catalog trait and its RocksDB engine (group commit, indexes, intents).
-//! - [`tier`], [`tiers`]: the tier trait, its conformance suite, an in-memory tier, the configured set.
+//! - [`tier`]: the tier trait, its conformance suite, an in-memory tier, the configured set ([`tier::TierSet`]).
 //! - [`ingest`], [`retrieve`]: the two data paths; [`retrieve::Retrieve::select`] is the one
 //!   retrieve selection every door uses, through the read view [`visible::Visible`] that leaves
 //!   out what deletions hide.
@@ -56,7 +56,6 @@ pub mod query;
 pub mod rate;
 pub mod retrieve;
 pub mod tier;
-pub mod tiers;
 pub mod transcode;
 pub mod uid;
 pub mod visible;

@@ -17,8 +17,8 @@ use crate::matching::MatchOptions;
 use crate::metrics::Metrics;
 use crate::model::InstanceRecord;
 use crate::query::Query;
+use crate::tier::TierSet;
 use crate::tier::{collect_stream, Availability, ByteStream, GetOpts, TierError};
-use crate::tiers::TierSet;
 use crate::uid::{SeriesUid, SopInstanceUid, StudyUid};
 use crate::visible::Visible;
 use bytes::Bytes;
@@ -375,7 +375,7 @@ impl Retrieve {
             .locations
             .iter()
             .filter_map(|l| self.tiers.get(&l.tier))
-            .map(|t| crate::tiers::effective_availability(t.as_ref()))
+            .map(|t| crate::tier::effective_availability(t.as_ref()))
             .min()
             .unwrap_or(Availability::Offline)
     }

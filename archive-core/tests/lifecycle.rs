@@ -17,11 +17,11 @@ use archive_core::lifecycle::{
 use archive_core::metrics::Metrics;
 use archive_core::model::Source;
 use archive_core::tier::memory::MemoryTier;
+use archive_core::tier::TierSet;
 use archive_core::tier::{
     collect_stream, Availability, ByteStream, GetOpts, GetResult, ObjectKey, ObjectMeta, PutOpts, Tier,
     TierCapabilities, TierError, TierName,
 };
-use archive_core::tiers::TierSet;
 use archive_core::uid::StudyUid;
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -10,10 +10,10 @@ use archive_core::lifecycle::{JobState, Lifecycle, LifecycleSettings, MigrationR
 use archive_core::metrics::Metrics;
 use archive_core::model::Source;
 use archive_core::tier::memory::MemoryTier;
+use archive_core::tier::TierSet;
 use archive_core::tier::{
     ByteStream, GetOpts, GetResult, ObjectKey, ObjectMeta, PutOpts, Tier, TierCapabilities, TierError, TierName,
 };
-use archive_core::tiers::TierSet;
 use archive_core::uid::StudyUid;
 use async_trait::async_trait;
 use bytes::Bytes;

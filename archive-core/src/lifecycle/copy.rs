@@ -22,10 +22,10 @@ use crate::attribute::Attribute;
 use crate::catalog::{Catalog, CatalogError, WriteIntent};
 use crate::checksum::Checksum;
 use crate::model::{InstanceRecord, Location};
+use crate::tier::TierSet;
 use crate::tier::{
     Availability, ByteStream, GetOpts, GetResult, ObjectKey, PutOpts, RecallStatus, Tier, TierError, TierName,
 };
-use crate::tiers::TierSet;
 use crate::uid::SeriesUid;
 use bytes::Bytes;
 use futures::StreamExt;

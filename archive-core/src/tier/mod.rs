@@ -14,6 +14,9 @@
 
 pub mod conformance;
 pub mod memory;
+mod set;
+
+pub use set::{effective_availability, TierSet, TierSetError};
 
 use crate::checksum::Checksum;
 use async_trait::async_trait;
