@@ -1,6 +1,8 @@
 //! Source profiles on real ingest: issuer stamping keeps colliding Patient IDs apart, coercion
 //! rules change what they say, the Original Attributes Sequence keeps the previous values, and
 //! objects no rule touches stay byte-exact.
+// Tests: an unwrap that fails is a failing test (the workspace denies unwrap in production code).
+#![allow(clippy::unwrap_used)]
 
 use archive_core::catalog::rocks::{RocksCatalog, RocksCatalogOptions};
 use archive_core::catalog::Catalog;

@@ -2,6 +2,8 @@
 //! stops it before its next batch (and it resumes once released), and a hold on the identity a
 //! study was linked to since it was marked still cancels its deletion. Queries, the retrieve
 //! selection and the read view leave out what deletions hide before the purge removes it.
+// Tests: an unwrap that fails is a failing test (the workspace denies unwrap in production code).
+#![allow(clippy::unwrap_used)]
 
 use archive_core::attribute::{Attribute, Level};
 use archive_core::catalog::rocks::{RocksCatalog, RocksCatalogOptions};

@@ -7,6 +7,8 @@
 //! `VNA_FORMAT_FIXTURES=$PWD/testdata/formats/vN cargo test -p archive-core --test
 //! format_versions -- --ignored write_fixtures` keeps the data of a format version before the
 //! next change.
+// Tests: an unwrap that fails is a failing test (the workspace denies unwrap in production code).
+#![allow(clippy::unwrap_used)]
 
 use archive_core::catalog::rocks::{RocksCatalog, RocksCatalogOptions};
 use archive_core::catalog::{Catalog, CatalogError, WriteIntent};

@@ -3,6 +3,8 @@
 //!
 //! `cargo bench -p vna-benches --bench core`. Set `VNA_BENCH_DIR` to put the data on a
 //! specific disk (default: the system temp directory).
+// Tests: an unwrap that fails is a failing test (the workspace denies unwrap in production code).
+#![allow(clippy::unwrap_used)]
 
 use archive_core::attribute::{Attribute, Level};
 use archive_core::config::ArchiveConfig;

@@ -1,6 +1,8 @@
 //! The machine's limits, measured in the same run as a benchmark so that every figure can be
 //! read as a fraction of what the hardware allows: fsynced file writes at DICOM instance
 //! sizes, sequential write and read bandwidth, WAL-like synced appends, loopback TCP.
+// One of the few files allowed `unsafe` (workspace lint): posix_fadvise(2) through libc; each block has its SAFETY note.
+#![allow(unsafe_code)]
 
 use serde_json::{json, Value};
 use std::io::{Read, Write};

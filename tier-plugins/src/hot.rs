@@ -16,6 +16,8 @@
 //! `.tmp` directory, which would break the puts of another user.
 //!
 //! This module needs Linux: it uses `renameat2` and the `*xattr` system calls.
+// One of the few files allowed `unsafe` (workspace lint): flock(2) and extended attributes through libc; each block has its SAFETY note.
+#![allow(unsafe_code)]
 
 use archive_core::checksum::{Checksum, ChecksumHasher};
 use archive_core::tier::{

@@ -5,6 +5,8 @@
 //! `write_fixtures` (ignored) writes the fixtures with the code it is compiled with:
 //! `VNA_FORMAT_FIXTURES=testdata/formats/vN cargo test -p tier-plugins --test format_versions
 //! -- --ignored write_fixtures` keeps the data of a format version before the next change.
+// Tests: an unwrap that fails is a failing test (the workspace denies unwrap in production code).
+#![allow(clippy::unwrap_used)]
 
 use archive_core::format::FormatError;
 use archive_core::tier::{

@@ -2,6 +2,8 @@
 //! `dictionary_samples` objects, persisted before use, and needed (by id) on every read,
 //! after reopening and after compaction; entries without a dictionary read as before, and a
 //! damaged or missing dictionary makes reads fail with an error that names it.
+// Tests: an unwrap that fails is a failing test (the workspace denies unwrap in production code).
+#![allow(clippy::unwrap_used)]
 
 use archive_core::tier::{
     conformance, ByteStream, GetOpts, GetResult, ObjectKey, ObjectMeta, PutOpts, Tier, TierCapabilities, TierError,

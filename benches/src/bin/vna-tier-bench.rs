@@ -10,6 +10,8 @@
 //! `cargo run --release -p vna-benches --bin vna-tier-bench -- [--ct N] [--mr N] [--study N] [--ranged N]
 //! [--dict N] [--dict-ct N] [--only-dict]`
 //! Set `VNA_BENCH_DIR` to put the data on a specific disk.
+// One of the few files allowed `unsafe` (workspace lint): posix_fadvise(2) and getrusage(2) through libc; each block has its SAFETY note.
+#![allow(unsafe_code)]
 
 use archive_core::config::ArchiveConfig;
 use archive_core::ingest::IngestInput;
@@ -372,6 +374,7 @@ struct DictRun {
 fn cpu_time() -> Duration {
     // SAFETY: getrusage only writes the struct it is given.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes only into `usage`, a valid rusage.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
         return Duration::ZERO;
     }

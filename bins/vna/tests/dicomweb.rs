@@ -4,6 +4,8 @@
 //! API, CORS and metrics. The shared retrieve selection cases (`common::selection`, also run
 //! over C-MOVE and C-GET by the DIMSE retrieve tests) deliver the same instances over WADO-RS
 //! and WADO-URI.
+// Tests: an unwrap that fails is a failing test (the workspace denies unwrap in production code).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! moved or fetched instance arrives with the data set it was stored with. The shared retrieve
 //! selection cases (`common::selection`, also run over WADO-RS by the DICOMweb tests) deliver
 //! the same instances over C-MOVE and C-GET, and storage commitment fails what deletions hide.
+// Tests: an unwrap that fails is a failing test (the workspace denies unwrap in production code).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! Shared helpers of the end-to-end tests: archives on temporary directories with the
 //! real RocksDB catalog and hot tier, and pydicom's test files.
+// One of the few files allowed `unsafe` (workspace lint): signals to the server under test through libc; each block has its SAFETY note.
+#![allow(unsafe_code)]
 #![allow(dead_code)]
 
 pub mod selection;
@@ -152,6 +154,7 @@ impl Server {
 
     /// Sends SIGTERM and waits; returns the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) takes plain integers; the pid is our own child's.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().unwrap();
         std::mem::forget(self);
