@@ -75,13 +75,13 @@ listen = "127.0.0.1:$V_DICOM"
 listen = "127.0.0.1:$http"
 [log]
 level = "warn"
-[[migration.sources]]
+[[pull.sources]]
 name = "dimse"
 kind = "dimse"
 ae_title = "LEGACY"
 host = "127.0.0.1"
 port = $O_DICOM
-[[migration.sources]]
+[[pull.sources]]
 name = "dicomweb"
 kind = "dicomweb"
 url = "http://127.0.0.1:$O_HTTP/dicom-web"

@@ -1,14 +1,14 @@
-//! `[[migration.sources]]`: the legacy archives vna pulls from, owned here and validated here.
+//! `[[pull.sources]]`: the legacy archives vna pulls from, owned here and validated here.
 
 use archive_core::config::{invalid, validate_ae_title, ConfigError};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// `[migration]`: the legacy archives `vna pull start` can take studies from.
+/// `[pull]`: the legacy archives `vna pull start` can take studies from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PullConfig {
-    /// The sources, by name (`[[migration.sources]]`).
+    /// The sources, by name (`[[pull.sources]]`).
     pub sources: Vec<SourceConfig>,
 }
 
@@ -30,7 +30,7 @@ pub enum SourceKind {
     Dicomweb,
 }
 
-/// One `[[migration.sources]]` entry.
+/// One `[[pull.sources]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
@@ -72,18 +72,18 @@ pub struct SourceConfig {
     #[serde(default)]
     pub max_studies_per_minute: u32,
     /// Seconds to wait for any answer of the source before the request fails.
-    #[serde(default = "default_migration_timeout")]
+    #[serde(default = "default_pull_timeout")]
     pub timeout_secs: u64,
     /// Attempts per study before it is reported as failed (network errors are retried).
-    #[serde(default = "default_migration_attempts")]
+    #[serde(default = "default_pull_attempts")]
     pub attempts: u32,
 }
 
-fn default_migration_timeout() -> u64 {
+fn default_pull_timeout() -> u64 {
     300
 }
 
-fn default_migration_attempts() -> u32 {
+fn default_pull_attempts() -> u32 {
     3
 }
 
@@ -181,7 +181,7 @@ impl PullConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut names = std::collections::BTreeSet::new();
         for (i, source) in self.sources.iter().enumerate() {
-            let key = format!("migration.sources[{i}]");
+            let key = format!("pull.sources[{i}]");
             source.validate(&key)?;
             if !names.insert(source.name.as_str()) {
                 return Err(invalid(&format!("{key}.name"), format!("{:?} is used twice", source.name)));

@@ -5,8 +5,8 @@ use crate::job::JobId;
 /// Why a pull request, a step of a job or a job file failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
-    /// No `[[migration.sources]]` entry has this name.
-    #[error("no migration source named {0:?} is configured under [[migration.sources]]")]
+    /// No `[[pull.sources]]` entry has this name.
+    #[error("no pull source named {0:?} is configured under [[pull.sources]]")]
     UnknownSource(String),
     /// The request is malformed (a bad date, a reversed range).
     #[error("{0}")]

@@ -49,7 +49,7 @@ use tokio::task::JoinHandle;
 /// A request to pull studies from a configured source.
 #[derive(Debug, Clone)]
 pub struct PullRequest {
-    /// The `[[migration.sources]]` name.
+    /// The `[[pull.sources]]` name.
     pub source: String,
     /// The study dates to pull.
     pub range: DateRange,
@@ -73,7 +73,7 @@ impl std::fmt::Debug for Migrations {
 
 struct Inner {
     archive: Archive,
-    /// The sources (`[[migration.sources]]`).
+    /// The sources (`[[pull.sources]]`).
     config: PullConfig,
     /// vna's own AE title: the C-MOVE destination of DIMSE pulls.
     own_ae: String,

@@ -1,7 +1,7 @@
 //! The whole configuration of `vna`: every part's own section, composed.
 //!
 //! The core owns its sections ([`ArchiveConfig`]), each door its own (`[dicom]`:
-//! `dimse_scp::config`, `[http]`: `dicomweb::config`, `[[migration.sources]]`:
+//! `dimse_scp::config`, `[http]`: `dicomweb::config`, `[[pull.sources]]`:
 //! `pull::config`), each tier kind its options (`[warm]`, `[tiers.NAME]`: `tier_plugins`), and
 //! this binary `[log]`. Loading is the core's ([`archive_core::config::load`]): the file is
 //! parsed strictly into this type, so an unknown key anywhere is refused with its line;
@@ -48,7 +48,7 @@ pub struct VnaConfig {
     /// Source profiles per sending system (core).
     pub sources: Vec<archive_core::coerce::SourceProfileConfig>,
     /// Legacy archives studies can be pulled from (`vna pull start`).
-    pub migration: pull::config::PullConfig,
+    pub pull: pull::config::PullConfig,
 }
 
 impl Default for VnaConfig {
@@ -91,7 +91,7 @@ impl VnaConfig {
             auth: a.auth,
             audit: a.audit,
             sources: a.sources,
-            migration: Default::default(),
+            pull: Default::default(),
         }
     }
 
@@ -131,7 +131,7 @@ impl VnaConfig {
         self.archive().validate()?;
         self.dicom.validate()?;
         self.http.validate()?;
-        self.migration.validate()?;
+        self.pull.validate()?;
         self.warm.to_config().map_err(|e| invalid(&format!("warm.{}", e.key), e.message))?;
         tier_plugins::registry::validate(&self.tiers)?;
         let recall = &self.lifecycle.recall_tier;
@@ -207,7 +207,7 @@ mod tests {
             ("[dicomm]\nae_title = \"X\"\n", "line 1", "dicomm"),
             ("[warm]\nzstd = 3\n", "line 2", "zstd"),
             (
-                "[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\nuser = \"u\"\n",
+                "[[pull.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\nuser = \"u\"\n",
                 "line 5",
                 "user",
             ),
@@ -236,12 +236,12 @@ mod tests {
             ("[tiers.x]\nkind = \"floppy\"\n", "floppy"),
             ("[lifecycle]\nrecall_tier = \"nowhere\"\n", "lifecycle.recall_tier"),
             ("[log]\nformat = \"xml\"\n", "log.format"),
-            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\n", "url"),
+            ("[[pull.sources]]\nname = \"a\"\nkind = \"dicomweb\"\n", "url"),
             (
-                "[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\n[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://y\"\n",
+                "[[pull.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\n[[pull.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://y\"\n",
                 "twice",
             ),
-            ("[[migration.sources]]\nname = \"a\"\nkind = \"dimse\"\nae_title = \"A\"\nhost = \"h\"\n", "port"),
+            ("[[pull.sources]]\nname = \"a\"\nkind = \"dimse\"\nae_title = \"A\"\nhost = \"h\"\n", "port"),
             ("[[sources]]\nname = \"a\"\nhttp_users = [\"nobody\"]\n", "nobody"),
         ] {
             let f = file(text);
@@ -256,31 +256,31 @@ mod tests {
 
     #[test]
     fn migration_sources_are_validated() {
-        let f = file("[[migration.sources]]\nname = \"old-pacs\"\nkind = \"dimse\"\nae_title = \"OLDPACS\"\nhost = \"10.0.0.9\"\nport = 104\nmax_studies_per_minute = 30\n[[migration.sources]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"https://10.0.0.8/dicom-web\"\nmax_mb_per_sec = 2.5\n");
+        let f = file("[[pull.sources]]\nname = \"old-pacs\"\nkind = \"dimse\"\nae_title = \"OLDPACS\"\nhost = \"10.0.0.9\"\nport = 104\nmax_studies_per_minute = 30\n[[pull.sources]]\nname = \"web\"\nkind = \"dicomweb\"\nurl = \"https://10.0.0.8/dicom-web\"\nmax_mb_per_sec = 2.5\n");
         let c = VnaConfig::load_with_env(Some(f.path()), vec![]).unwrap();
-        assert_eq!(c.migration.sources.len(), 2);
-        let dimse = c.migration.source("old-pacs").unwrap();
+        assert_eq!(c.pull.sources.len(), 2);
+        let dimse = c.pull.source("old-pacs").unwrap();
         assert_eq!(
             (dimse.kind, dimse.port, dimse.max_studies_per_minute),
             (pull::config::SourceKind::Dimse, Some(104), 30)
         );
         assert_eq!((dimse.timeout_secs, dimse.attempts), (300, 3));
-        assert_eq!(c.migration.source("web").unwrap().max_mb_per_sec, 2.5);
+        assert_eq!(c.pull.source("web").unwrap().max_mb_per_sec, 2.5);
         for (text, key) in [
-            ("[[migration.sources]]\nname = \"a\"\nkind = \"dimse\"\nhost = \"h\"\nport = 104\n", "ae_title"),
-            ("[[migration.sources]]\nname = \"a\"\nkind = \"dimse\"\nae_title = \"A\"\nhost = \"h\"\n", "port"),
-            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\n", "url"),
-            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"ftp://x\"\n", "url"),
-            ("[[migration.sources]]\nname = \"a b\"\nkind = \"dicomweb\"\nurl = \"http://x\"\n", "name"),
-            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\nmax_mb_per_sec = -1.0\n", "max_mb_per_sec"),
-            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\n[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://y\"\n", "twice"),
-            ("[[migration.sources]]\nname = \"a\"\nkind = \"ftp\"\nurl = \"http://y\"\n", "kind"),
-            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"https://\"\n", "url"),
-            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\nusername = \"u\"\n", "go together"),
-            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\nusername = \"u\"\npassword = \"p\"\nbearer_token = \"t\"\n", "either"),
-            ("[[migration.sources]]\nname = \"a\"\nkind = \"dimse\"\nae_title = \"A\"\nhost = \"h\"\nport = 104\npassword = \"p\"\n", "belong to kind"),
-            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\nca_file = \"/etc/hostname\"\n", "only applies to an https"),
-            ("[[migration.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"https://x\"\nca_file = \"/no/such/ca.pem\"\n", "not a readable file"),
+            ("[[pull.sources]]\nname = \"a\"\nkind = \"dimse\"\nhost = \"h\"\nport = 104\n", "ae_title"),
+            ("[[pull.sources]]\nname = \"a\"\nkind = \"dimse\"\nae_title = \"A\"\nhost = \"h\"\n", "port"),
+            ("[[pull.sources]]\nname = \"a\"\nkind = \"dicomweb\"\n", "url"),
+            ("[[pull.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"ftp://x\"\n", "url"),
+            ("[[pull.sources]]\nname = \"a b\"\nkind = \"dicomweb\"\nurl = \"http://x\"\n", "name"),
+            ("[[pull.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\nmax_mb_per_sec = -1.0\n", "max_mb_per_sec"),
+            ("[[pull.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\n[[pull.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://y\"\n", "twice"),
+            ("[[pull.sources]]\nname = \"a\"\nkind = \"ftp\"\nurl = \"http://y\"\n", "kind"),
+            ("[[pull.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"https://\"\n", "url"),
+            ("[[pull.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\nusername = \"u\"\n", "go together"),
+            ("[[pull.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\nusername = \"u\"\npassword = \"p\"\nbearer_token = \"t\"\n", "either"),
+            ("[[pull.sources]]\nname = \"a\"\nkind = \"dimse\"\nae_title = \"A\"\nhost = \"h\"\nport = 104\npassword = \"p\"\n", "belong to kind"),
+            ("[[pull.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"http://x\"\nca_file = \"/etc/hostname\"\n", "only applies to an https"),
+            ("[[pull.sources]]\nname = \"a\"\nkind = \"dicomweb\"\nurl = \"https://x\"\nca_file = \"/no/such/ca.pem\"\n", "not a readable file"),
         ] {
             let f = file(text);
             let e = VnaConfig::load_with_env(Some(f.path()), vec![]).unwrap_err().to_string();

@@ -62,7 +62,7 @@ enum Command {
     /// Storage tiers of the running archive: list, usage, move a study, integrity scrub.
     #[command(subcommand)]
     Tier(admin_cli::TierCommand),
-    /// Pull studies from a legacy PACS ([[migration.sources]]) into vna: start, follow, reports.
+    /// Pull studies from a legacy PACS ([[pull.sources]]) into vna: start, follow, reports.
     #[command(subcommand, alias = "migrate")]
     Pull(pull_cli::PullCommand),
     /// Patient identity: link (merge) two identities, undo a link, list links.

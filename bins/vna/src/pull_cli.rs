@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 /// `vna pull ...`
 #[derive(Debug, Subcommand)]
 pub enum PullCommand {
-    /// Pull every study of a legacy archive (a [[migration.sources]] entry) with a StudyDate in
+    /// Pull every study of a legacy archive (a [[pull.sources]] entry) with a StudyDate in
     /// the range into vna; studies vna already holds are skipped. Follows the pull with a
     /// progress bar, prints the reconciliation report and exits 1 unless both sides agree.
     #[command(alias = "pull")]
     Start {
-        /// The source's name under [[migration.sources]].
+        /// The source's name under [[pull.sources]].
         #[arg(long)]
         from: String,
         /// First study date (YYYY-MM-DD); none: from the beginning.

@@ -12,7 +12,7 @@ pub async fn run(config: VnaConfig) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let settings = dimse_scp::ServerSettings::from_config(&config.dicom);
     let http_settings = dicomweb::HttpSettings::from_config(&config.http, &config.dicom.ae_title, &data_dir);
-    let pull_config = config.migration.clone();
+    let pull_config = config.pull.clone();
     dicomweb::spool::prepare_dir(&http_settings.spool_dir)?;
     let (archive, recovery) = wiring::open_archive(config).await?;
     tracing::info!(data_dir = %data_dir.display(), removed = recovery.removed, "archive opened");

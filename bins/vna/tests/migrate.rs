@@ -232,7 +232,7 @@ fn load(o: &Orthanc, generated: usize, per_study: u32, real: bool) -> Legacy {
 /// (DICOMweb), its DICOM port fixed (Orthanc moves studies there, also after a restart).
 fn start_vna(dir: &Path, o: &Orthanc, dicom_port: u16, throttle: &str) -> Server {
     let sources = format!(
-        "[[migration.sources]]\nname = \"legacy\"\nkind = \"dimse\"\nae_title = \"{ORTHANC_AE}\"\nhost = \"127.0.0.1\"\nport = {}\ntimeout_secs = 60\n{throttle}\n[[migration.sources]]\nname = \"legacy-web\"\nkind = \"dicomweb\"\nurl = \"{}/dicom-web\"\ntimeout_secs = 60\n{throttle}\n",
+        "[[pull.sources]]\nname = \"legacy\"\nkind = \"dimse\"\nae_title = \"{ORTHANC_AE}\"\nhost = \"127.0.0.1\"\nport = {}\ntimeout_secs = 60\n{throttle}\n[[pull.sources]]\nname = \"legacy-web\"\nkind = \"dicomweb\"\nurl = \"{}/dicom-web\"\ntimeout_secs = 60\n{throttle}\n",
         o.dicom_port,
         o.url()
     );
@@ -727,7 +727,7 @@ fn dicomweb_pull_over_https_checks_the_certificate() {
     std::fs::create_dir_all(&vna_dir).unwrap();
     let url = format!("https://127.0.0.1:{https_port}/dicom-web");
     let sources = format!(
-        "[[migration.sources]]\nname = \"tls\"\nkind = \"dicomweb\"\nurl = \"{url}\"\nca_file = \"{ca}\"\ntimeout_secs = 30\nattempts = 1\n[[migration.sources]]\nname = \"untrusted\"\nkind = \"dicomweb\"\nurl = \"{url}\"\ntimeout_secs = 30\nattempts = 1\n",
+        "[[pull.sources]]\nname = \"tls\"\nkind = \"dicomweb\"\nurl = \"{url}\"\nca_file = \"{ca}\"\ntimeout_secs = 30\nattempts = 1\n[[pull.sources]]\nname = \"untrusted\"\nkind = \"dicomweb\"\nurl = \"{url}\"\ntimeout_secs = 30\nattempts = 1\n",
         ca = ca.display()
     );
     let server = Server::start_full(&vna_dir, "", &sources, &[]);
@@ -760,7 +760,7 @@ fn dicomweb_pull_authenticates_to_the_source() {
     std::fs::create_dir_all(&vna_dir).unwrap();
     let url = format!("{}/dicom-web", orthanc.url());
     let sources = format!(
-        "[[migration.sources]]\nname = \"with-login\"\nkind = \"dicomweb\"\nurl = \"{url}\"\nusername = \"vna\"\npassword = \"pull-pass-123\"\nattempts = 1\n[[migration.sources]]\nname = \"anonymous\"\nkind = \"dicomweb\"\nurl = \"{url}\"\nattempts = 1\n"
+        "[[pull.sources]]\nname = \"with-login\"\nkind = \"dicomweb\"\nurl = \"{url}\"\nusername = \"vna\"\npassword = \"pull-pass-123\"\nattempts = 1\n[[pull.sources]]\nname = \"anonymous\"\nkind = \"dicomweb\"\nurl = \"{url}\"\nattempts = 1\n"
     );
     let server = Server::start_full(&vna_dir, "", &sources, &[]);
     let c = client();

@@ -1,4 +1,4 @@
-//! Pulls: jobs that bring a legacy PACS's studies into vna (`[[migration.sources]]`),
+//! Pulls: jobs that bring a legacy PACS's studies into vna (`[[pull.sources]]`),
 //! with their progress and reconciliation reports. (Moves of studies between vna's own
 //! tiers are tier jobs, see `lifecycle`.)
 
@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PullRequest {
-    /// The source's name under `[[migration.sources]]`.
+    /// The source's name under `[[pull.sources]]`.
     pub source: String,
     /// First study date (YYYY-MM-DD); none: from the beginning.
     #[serde(default)]

@@ -1,4 +1,4 @@
-//! Pulls from legacy archives (`[[migration.sources]]`): start, follow, reconcile, cancel.
+//! Pulls from legacy archives (`[[pull.sources]]`): start, follow, reconcile, cancel.
 
 use super::{created, numeric_id};
 use crate::server::auth::{Admin, Authorized, Reader};
