@@ -9,7 +9,7 @@
 //! ## Map
 //! | module | what |
 //! |---|---|
-//! | [`service`] | [`Migrations`]: start, resume, cancel, progress, reports; the job's steps |
+//! | [`service`] | [`Pulls`]: start, resume, cancel, progress, reports; the job's steps |
 //! | [`job`] | the job model: header, plan, per-study progress, counters, [`Report`] |
 //! | [`store`] | durable job files under `data_dir/migrations/` (atomic header and plan, fsynced progress log) |
 //! | [`scu`] | the DIMSE client: C-FIND at STUDY level, C-MOVE of a study |
@@ -40,4 +40,4 @@ pub mod web;
 
 pub use error::PullError;
 pub use job::{DateRange, JobId, JobState, JobStatus, Report, StudyProgress, StudyState};
-pub use service::{Migrations, PullRequest};
+pub use service::{PullRequest, Pulls};

@@ -61,13 +61,13 @@ pub struct PullRequest {
 
 /// The migration service of a running archive. Cheap to clone.
 #[derive(Clone)]
-pub struct Migrations {
+pub struct Pulls {
     inner: Arc<Inner>,
 }
 
-impl std::fmt::Debug for Migrations {
+impl std::fmt::Debug for Pulls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Migrations").finish_non_exhaustive()
+        f.debug_struct("Pulls").finish_non_exhaustive()
     }
 }
 
@@ -206,11 +206,11 @@ impl Remote {
     }
 }
 
-impl Migrations {
+impl Pulls {
     /// Opens the job store under `data_dir/migrations` and loads every job; nothing runs
-    /// until [`Migrations::resume`]. `own_ae` is vna's AE title, where DIMSE sources send
+    /// until [`Pulls::resume`]. `own_ae` is vna's AE title, where DIMSE sources send
     /// what a C-MOVE pulls.
-    pub fn open(archive: Archive, config: PullConfig, own_ae: &str) -> Result<Migrations, PullError> {
+    pub fn open(archive: Archive, config: PullConfig, own_ae: &str) -> Result<Pulls, PullError> {
         let store = JobStore::new(archive.config().data_dir.join("migrations"));
         let mut jobs = BTreeMap::new();
         let mut max_id = 0;
@@ -226,7 +226,7 @@ impl Migrations {
             }
             jobs.insert(header.id, Entry::new(data));
         }
-        Ok(Migrations {
+        Ok(Pulls {
             inner: Arc::new(Inner {
                 archive,
                 config,

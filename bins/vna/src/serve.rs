@@ -22,7 +22,7 @@ pub async fn run(config: VnaConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("retention rules: {e}"))?;
     policy.start();
     tracing::info!(digest = %policy.rules().digest, rules = policy.rules().rules.len(), "retention rules in force");
-    let migrations = pull::Migrations::open(archive.clone(), pull_config, &settings.ae_title)?;
+    let pulls = pull::Pulls::open(archive.clone(), pull_config, &settings.ae_title)?;
 
     let dicom_listener = TcpListener::bind(dicom_addr).await?;
     let http_listener = TcpListener::bind(http_addr).await?;
@@ -35,7 +35,7 @@ pub async fn run(config: VnaConfig) -> anyhow::Result<()> {
     };
     let dimse = dimse_scp::DimseServer::new(archive.clone(), settings);
     let dimse_task = tokio::spawn(dimse.run(dicom_listener, stopped(stop_rx.clone())));
-    let admin = admin_api::AdminState::new(archive.clone(), Some(policy), Some(migrations.clone()))?;
+    let admin = admin_api::AdminState::new(archive.clone(), Some(policy), Some(pulls.clone()))?;
     let app = dicomweb::router_with(archive.clone(), http_settings, admin_api::router(admin));
     let http_task = tokio::spawn(
         axum::serve(http_listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
@@ -44,15 +44,15 @@ pub async fn run(config: VnaConfig) -> anyhow::Result<()> {
     );
 
     // Pulls resume once the DIMSE server listens: a resumed C-MOVE delivers there.
-    let resumed = migrations.resume();
+    let resumed = pulls.resume();
     if resumed > 0 {
-        tracing::info!(jobs = resumed, "migration jobs resumed");
+        tracing::info!(jobs = resumed, "pulls resumed");
     }
 
     shutdown_signal().await;
     // Pulls stop first (they resume at the next start), while the servers still take what
     // a C-MOVE in flight delivers.
-    migrations.stop(std::time::Duration::from_secs(5)).await;
+    pulls.stop(std::time::Duration::from_secs(5)).await;
     let _ = stop_tx.send(true);
     dimse_task.await??;
     http_task.await??;

@@ -26,7 +26,7 @@ pub struct AdminState {
     /// The retention policy in force (absent: the policy routes answer 503).
     pub policy: Option<policy::scheduler::PolicyEngine>,
     /// Pulls from legacy archives (absent: the pull routes answer 503).
-    pub pulls: Option<pull::Migrations>,
+    pub pulls: Option<pull::Pulls>,
     gauges: Gauges,
 }
 
@@ -63,7 +63,7 @@ impl AdminState {
     pub fn new(
         archive: Archive,
         policy: Option<policy::scheduler::PolicyEngine>,
-        pulls: Option<pull::Migrations>,
+        pulls: Option<pull::Pulls>,
     ) -> Result<Self, prometheus::Error> {
         let gauges = Gauges::register(archive.metrics().registry())?;
         Ok(Self { archive, policy, pulls, gauges })

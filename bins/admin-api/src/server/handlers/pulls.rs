@@ -9,9 +9,9 @@ use crate::types::{ErrorBody, PullJob, PullList, PullReport, PullRequest, PullSt
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use pull::{DateRange, JobId, Migrations};
+use pull::{DateRange, JobId, Pulls};
 
-fn service(state: &AdminState) -> Result<&Migrations, ApiError> {
+fn service(state: &AdminState) -> Result<&Pulls, ApiError> {
     state.pulls.as_ref().ok_or_else(|| ApiError::unavailable("pulls are not available on this server"))
 }
 
