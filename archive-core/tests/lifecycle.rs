@@ -361,7 +361,7 @@ impl BatchTier {
             return Some(TierError::Other("the tier is broken".into()));
         }
         let transient = self.faults.transient.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        transient.is_ok().then(|| TierError::Transient("try again".into()))
+        transient.is_ok().then(|| TierError::transient_msg("try again"))
     }
 }
 
@@ -398,7 +398,7 @@ impl Tier for BatchTier {
     async fn delete_many(&self, keys: Vec<ObjectKey>) -> Result<(), TierError> {
         self.delete_batches.lock().unwrap().push(keys.len());
         if self.failing_deletes.load(Ordering::SeqCst) {
-            return Err(TierError::Transient("deletes are failing".into()));
+            return Err(TierError::transient_msg("deletes are failing"));
         }
         self.inner.delete_many(keys).await
     }

@@ -96,7 +96,7 @@ async fn the_tmp_directory_is_reserved() {
     let tier = open(dir.path());
     let reserved = key(".tmp/x");
     let err = tier.put_bytes(&reserved, Bytes::from_static(b"x"), PutOpts::default()).await.expect_err("reserved put");
-    assert!(matches!(err, TierError::Other(_)), "{err:?}");
+    assert!(matches!(err, TierError::InvalidKey { .. }), "{err:?}");
     fs::write(dir.path().join(".tmp/x"), b"x").expect("plant file");
     assert!(matches!(tier.head(&reserved).await, Err(TierError::NotFound(_))));
     assert!(matches!(tier.get_bytes(&reserved).await, Err(TierError::NotFound(_))));
@@ -141,9 +141,9 @@ async fn a_key_cannot_be_both_an_object_and_a_directory() {
     let one = Bytes::from_static(b"1");
     tier.put_bytes(&key("k/a"), one.clone(), PutOpts::default()).await.expect("put k/a");
     let err = tier.put_bytes(&key("k/a/b"), one.clone(), PutOpts::default()).await.expect_err("k/a/b");
-    assert!(matches!(err, TierError::Other(_)), "{err:?}");
+    assert!(matches!(err, TierError::InvalidKey { .. }), "{err:?}");
     let err = tier.put_bytes(&key("k"), one, PutOpts::default()).await.expect_err("k");
-    assert!(matches!(err, TierError::Other(_)), "{err:?}");
+    assert!(matches!(err, TierError::InvalidKey { .. }), "{err:?}");
     assert!(matches!(tier.head(&key("k")).await, Err(TierError::NotFound(_))));
     assert!(matches!(tier.head(&key("k/a/b")).await, Err(TierError::NotFound(_))));
     tier.delete(&key("k")).await.expect("deleting a directory-shaped key is a no-op");
