@@ -202,9 +202,23 @@ pub enum CatalogError {
     /// The query cannot be run.
     #[error("invalid query: {0}")]
     InvalidQuery(String),
-    /// The storage engine failed.
+    /// The storage engine (RocksDB) failed.
+    #[error("catalog storage error: {0}")]
+    Engine(#[source] rocksdb::Error),
+    /// The catalog's own bookkeeping went wrong without an engine error (an answer of the
+    /// committer that does not fit the request, a deletion in the wrong state).
     #[error("catalog storage error: {0}")]
     Storage(String),
+    /// Another process (or another open in this one) holds the catalog's lock: one catalog
+    /// directory serves one `vna` at a time.
+    #[error("the catalog at {} is in use by another vna process (is `vna serve` running?)", .path.display())]
+    InUse {
+        /// The catalog directory.
+        path: std::path::PathBuf,
+        /// RocksDB's report about its LOCK file.
+        #[source]
+        source: rocksdb::Error,
+    },
     /// A stored record cannot be decoded.
     #[error("corrupt catalog record {key}: {message}")]
     Corrupt {
@@ -254,7 +268,7 @@ pub enum CatalogError {
 
 impl From<rocksdb::Error> for CatalogError {
     fn from(e: rocksdb::Error) -> Self {
-        CatalogError::Storage(e.to_string())
+        CatalogError::Engine(e)
     }
 }
 

@@ -73,6 +73,21 @@ pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
     db.cf_handle(name).expect("column families are created at open")
 }
 
+/// The error of opening the catalog: [`CatalogError::InUse`] when RocksDB could not take its
+/// LOCK file, any other engine error as it is.
+///
+/// RocksDB reports a held lock as an I/O error naming the LOCK file: "While lock file:
+/// DIR/LOCK: Resource temporarily unavailable" when another process holds it, "lock hold by
+/// current process, ...: DIR/LOCK: No locks available" when this process does. This is the
+/// one place that reads that message.
+fn open_error(path: &Path, e: rocksdb::Error) -> CatalogError {
+    let message: &str = e.as_ref();
+    if e.kind() == rocksdb::ErrorKind::IOError && message.contains("/LOCK:") {
+        return CatalogError::InUse { path: path.to_path_buf(), source: e };
+    }
+    CatalogError::Engine(e)
+}
+
 impl RocksCatalog {
     /// Inserts handed to the committer and not answered yet (the commit queue depth).
     pub fn commit_queue_depth(&self) -> usize {
@@ -92,7 +107,7 @@ impl RocksCatalog {
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             ColumnFamilyDescriptor::new(name, o)
         });
-        let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| open_error(path, e))?;
         let db = Arc::new(db);
         check_schema(&db)?;
         let state = WriterState::load(&db)?;
@@ -902,6 +917,40 @@ mod tests {
 
     fn failing_step(_: &DB) -> Result<(), CatalogError> {
         Err(CatalogError::Storage("interrupted".into()))
+    }
+
+    #[test]
+    fn a_catalog_open_twice_is_in_use_with_rocksdbs_report_as_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        let first = RocksCatalog::open(&path, RocksCatalogOptions::default()).unwrap();
+        let Err(e) = RocksCatalog::open(&path, RocksCatalogOptions::default()) else {
+            panic!("a second open of a held catalog succeeded")
+        };
+        match &e {
+            CatalogError::InUse { path: held, source } => {
+                assert_eq!(held, &path);
+                assert_eq!(source.kind(), rocksdb::ErrorKind::IOError);
+            }
+            other => panic!("expected InUse, got {other:?}"),
+        }
+        assert!(e.to_string().contains("in use by another vna process"), "{e}");
+        let source = std::error::Error::source(&e).expect("the engine's report is the source");
+        assert!(source.to_string().contains("LOCK"), "{source}");
+        // Released with the first handle: the catalog opens again.
+        drop(first);
+        drop(RocksCatalog::open(&path, RocksCatalogOptions::default()).unwrap());
+    }
+
+    #[test]
+    fn other_open_failures_are_engine_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-a-directory");
+        std::fs::write(&path, b"x").unwrap();
+        let Err(e) = RocksCatalog::open(&path, RocksCatalogOptions::default()) else {
+            panic!("a catalog opened on a plain file")
+        };
+        assert!(matches!(e, CatalogError::Engine(_)), "{e:?}");
     }
 
     #[test]

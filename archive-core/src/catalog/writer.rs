@@ -355,7 +355,10 @@ fn commit_group(db: &DB, state: &mut WriterState, opts: &RocksCatalogOptions, co
                 tracing::error!(error = %e, "catalog commit failed");
                 (state.stats, state.audit_seq, state.audit_hash) = saved.clone();
                 for p in pending {
-                    p.answer(Err(CatalogError::Storage(e.to_string())));
+                    p.answer(Err(match &e {
+                        CatalogError::Engine(source) => CatalogError::Engine(source.clone()),
+                        other => CatalogError::Storage(other.to_string()),
+                    }));
                 }
             }
         }
