@@ -170,7 +170,7 @@ async fn a_move_copies_verifies_commits_then_deletes_the_source() {
         .map(|r| r.event.objects.len())
         .sum();
     assert_eq!(migrated, 10);
-    assert!(f.catalog.verify_audit().unwrap().is_ok());
+    assert!(f.catalog.verify_audit().unwrap().is_intact());
     // A second run finds nothing to do.
     let again = run(&f, request("1.9.1", "warm", None, false)).await;
     assert_eq!((again.state, again.bytes_copied, again.instances_done), (JobState::Done, 0, 10));
@@ -460,7 +460,7 @@ async fn a_move_to_a_batching_tier_writes_a_study_with_one_put_many() {
         .map(|r| r.event.objects.len())
         .collect();
     assert_eq!(records, [10]);
-    assert!(f.catalog.verify_audit().unwrap().is_ok());
+    assert!(f.catalog.verify_audit().unwrap().is_intact());
 }
 
 #[tokio::test]

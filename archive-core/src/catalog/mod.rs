@@ -18,7 +18,7 @@ pub mod rocks;
 mod writer;
 
 use crate::attribute::AttrMap;
-use crate::audit::{AuditAction, AuditRecord, ChainError};
+use crate::audit::{AuditAction, AuditRecord, ChainVerdict};
 use crate::checksum::Checksum;
 #[cfg(doc)]
 use crate::format::FormatError;
@@ -406,8 +406,9 @@ pub trait Catalog: Send + Sync {
     fn audit_records(&self, from_seq: u64) -> Result<Vec<Result<AuditRecord, String>>, CatalogError>;
     /// At most `limit` audit records in order from `from_seq` (for paging through a long trail).
     fn audit_page(&self, from_seq: u64, limit: usize) -> Result<Vec<Result<AuditRecord, String>>, CatalogError>;
-    /// Verifies the audit chain and returns the number of records checked.
-    fn verify_audit(&self) -> Result<Result<u64, ChainError>, CatalogError> {
-        Ok(crate::audit::verify_chain(self.audit_records(1)?))
+    /// Verifies the audit chain: intact (with the number of records checked) or broken (with
+    /// the first broken link); `Err` only when the catalog cannot be read.
+    fn verify_audit(&self) -> Result<ChainVerdict, CatalogError> {
+        Ok(crate::audit::verify_chain(self.audit_records(1)?).into())
     }
 }
