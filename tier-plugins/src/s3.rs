@@ -1544,6 +1544,42 @@ impl Tier for S3Tier {
 mod tests {
     use super::*;
 
+    fn service_error(code: &str) -> SdkError<aws_sdk_s3::operation::get_object::GetObjectError, ()> {
+        let meta = aws_sdk_s3::error::ErrorMetadata::builder().code(code).message("the store says no").build();
+        SdkError::service_error(aws_sdk_s3::operation::get_object::GetObjectError::generic(meta), ())
+    }
+
+    #[test]
+    fn sdk_errors_become_kinds_that_decide_retry() {
+        use std::error::Error as _;
+        let tier = TierName::new("s3").expect("a tier name");
+        let key = ObjectKey::new("k").expect("a key");
+        for code in ["SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling"] {
+            let e = sdk_err(&tier, "reading a bundle", Some(&key), service_error(code));
+            assert!(e.is_transient(), "{code}: {e:?}");
+            assert!(e.to_string().contains(code), "the service's code is in the message: {e}");
+        }
+        let timeout = SdkError::<aws_sdk_s3::operation::get_object::GetObjectError, ()>::timeout_error("slow");
+        assert!(sdk_err(&tier, "reading a bundle", None, timeout).is_transient());
+        assert!(matches!(
+            sdk_err(&tier, "reading", Some(&key), service_error("NoSuchKey")),
+            TierError::NotFound(k) if k == key
+        ));
+        assert!(matches!(
+            sdk_err(&tier, "reading", Some(&key), service_error("InvalidObjectState")),
+            TierError::NeedsRecall(_)
+        ));
+        let denied = sdk_err(&tier, "reading a bundle", Some(&key), service_error("AccessDenied"));
+        assert!(matches!(denied, TierError::Remote { .. }) && denied.is_permanent(), "{denied:?}");
+        assert!(denied.to_string().starts_with("tier s3: reading a bundle: "), "{denied}");
+        assert!(denied.to_string().contains("AccessDenied"), "{denied}");
+        // The SDK's own error is reachable below the context wrapper.
+        let sdk = denied.source().and_then(|s| s.source()).expect("the SdkError");
+        assert!(sdk.downcast_ref::<SdkError<aws_sdk_s3::operation::get_object::GetObjectError, ()>>().is_some());
+        let unnamed = sdk_err(&tier, "listing bundles", None, service_error("NoSuchKey"));
+        assert!(matches!(unnamed, TierError::Remote { .. }), "a missing key without an object is no NotFound");
+    }
+
     fn member(offset: u64, size: u64) -> Member {
         Member { offset, size, items: vec![0] }
     }

@@ -1021,6 +1021,7 @@ impl Inner {
                 "object {key} ({len}+ bytes) is larger than a volume holds ({} bytes after its label)",
                 self.room()
             ),
+            source: None,
         }
     }
 

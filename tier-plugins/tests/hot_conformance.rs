@@ -90,6 +90,24 @@ fn keys_cannot_escape_the_root() {
     }
 }
 
+#[test]
+fn a_root_held_by_another_open_tier_is_in_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = open(dir.path());
+    let name = TierName::new("hot").expect("valid tier name");
+    let err = HotTier::open(name.clone(), dir.path().to_path_buf()).expect_err("second open");
+    match &err {
+        TierError::InUse { tier, path } => {
+            assert_eq!(tier, &name);
+            assert_eq!(path, dir.path());
+        }
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    assert!(err.to_string().contains("is in use by another process (is `vna serve` running?)"), "{err}");
+    drop(first);
+    HotTier::open(name, dir.path().to_path_buf()).expect("opens again once released");
+}
+
 #[tokio::test]
 async fn the_tmp_directory_is_reserved() {
     let dir = tempfile::tempdir().expect("tempdir");

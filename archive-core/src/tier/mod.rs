@@ -201,12 +201,15 @@ pub enum TierError {
         actual: Checksum,
     },
     /// The tier has no room for the object.
-    #[error("tier {tier} is out of space: {detail}")]
+    #[error("tier {tier} is out of space: {detail}{}", cause(.source))]
     InsufficientSpace {
         /// The tier.
         tier: TierName,
-        /// What ran out.
+        /// What ran out (or what was being done when the disk filled up).
         detail: String,
+        /// The I/O error (`ENOSPC`, `EDQUOT`) that said so, when there is one.
+        #[source]
+        source: Option<std::io::Error>,
     },
     /// The requested range lies outside the object.
     #[error("range {start}..{end} is outside object {key} of {size} bytes")]
@@ -373,7 +376,7 @@ pub enum TierError {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// `": cause"` for an optional source, `""` without one (for `Display` messages).
-fn cause(source: &Option<BoxError>) -> String {
+fn cause<E: fmt::Display>(source: &Option<E>) -> String {
     source.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
 }
 
@@ -445,7 +448,7 @@ impl TierError {
     pub fn io(tier: &TierName, context: impl Into<String>, source: std::io::Error) -> Self {
         let context = context.into();
         if source.raw_os_error() == Some(libc::ENOSPC) || source.raw_os_error() == Some(libc::EDQUOT) {
-            return TierError::InsufficientSpace { tier: tier.clone(), detail: format!("{context}: {source}") };
+            return TierError::InsufficientSpace { tier: tier.clone(), detail: context, source: Some(source) };
         }
         TierError::Io { tier: tier.clone(), context, source }
     }
@@ -733,6 +736,98 @@ pub fn verify_stream(key: ObjectKey, expected: Checksum, body: ByteStream) -> By
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::error::Error as _;
+    use std::sync::Arc;
+    use std::io;
+
+    fn tier() -> TierName {
+        TierName::new("t").expect("a tier name")
+    }
+
+    #[test]
+    fn only_transient_failures_are_worth_retrying() {
+        let k = ObjectKey::new("a/b").expect("a key");
+        let transient = [
+            TierError::transient_msg("throttled"),
+            TierError::transient("reading", io::Error::other("connection reset")),
+            TierError::io(&tier(), "reading", io::Error::from(io::ErrorKind::TimedOut)),
+            TierError::io(&tier(), "reading", io::Error::from(io::ErrorKind::Interrupted)),
+            TierError::for_key(&Arc::new(TierError::transient_msg("bundle read")), &k),
+        ];
+        for e in &transient {
+            assert!(e.is_transient() && !e.is_permanent(), "{e:?}");
+        }
+        let permanent = [
+            TierError::NotFound(k.clone()),
+            TierError::NeedsRecall(k.clone()),
+            TierError::ChecksumMismatch { key: k.clone(), expected: Checksum::of(b"a"), actual: Checksum::of(b"b") },
+            TierError::io(&tier(), "reading", io::Error::from(io::ErrorKind::PermissionDenied)),
+            TierError::index(&tier(), "index read", io::Error::other("rocksdb said no")),
+            TierError::corrupt(&tier(), "bundle b is shorter than its index says"),
+            TierError::Remote { tier: tier(), what: "reading".into(), source: "AccessDenied".into() },
+            TierError::InUse { tier: tier(), path: "/data/hot".into() },
+            TierError::Closed { tier: tier() },
+            TierError::for_key(&Arc::new(TierError::corrupt(&tier(), "short")), &k),
+            TierError::Body("client went away".into()),
+        ];
+        for e in &permanent {
+            assert!(e.is_permanent() && !e.is_transient(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn an_io_errors_cause_is_reachable_through_source() {
+        let e = TierError::io(&tier(), "reading /x", io::Error::new(io::ErrorKind::PermissionDenied, "no access"));
+        assert_eq!(e.to_string(), "tier t: i/o error on reading /x: no access");
+        let source = e.source().expect("a source");
+        let io = source.downcast_ref::<io::Error>().expect("the io::Error itself");
+        assert_eq!(io.kind(), io::ErrorKind::PermissionDenied);
+    }
+
+    #[test]
+    fn a_full_disk_is_insufficient_space_with_its_io_error_as_source() {
+        let e = TierError::io(&tier(), "writing /x", io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(matches!(e, TierError::InsufficientSpace { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("tier t is out of space: writing /x: "), "{e}");
+        let io = e.source().and_then(|s| s.downcast_ref::<io::Error>()).expect("the io::Error");
+        assert_eq!(io.raw_os_error(), Some(libc::ENOSPC));
+    }
+
+    #[test]
+    fn boxed_causes_keep_their_type_and_their_text() {
+        let json = serde_json::from_slice::<u64>(b"{").expect_err("bad json");
+        let e = TierError::corrupt_by(&tier(), "local index entry of k is corrupt", json);
+        assert!(e.to_string().starts_with("tier t: local index entry of k is corrupt: "), "{e}");
+        assert!(e.source().and_then(|s| s.downcast_ref::<serde_json::Error>()).is_some());
+        let plain = TierError::corrupt(&tier(), "the spool of k is short");
+        assert_eq!(plain.to_string(), "tier t: the spool of k is short");
+        assert!(plain.source().is_none());
+        let t = TierError::transient("tier t: reading", io::Error::other("reset"));
+        assert_eq!(t.to_string(), "transient failure: tier t: reading: reset");
+        assert_eq!(TierError::transient_msg("busy").to_string(), "transient failure: busy");
+    }
+
+    #[test]
+    fn shared_failures_name_their_object_and_keep_the_original() {
+        let (a, b) = (ObjectKey::new("a").expect("key"), ObjectKey::new("b").expect("key"));
+        let missing = Arc::new(TierError::NotFound(a.clone()));
+        assert!(matches!(TierError::for_key(&missing, &b), TierError::NotFound(k) if k == b));
+        let short = Arc::new(TierError::corrupt(&tier(), "bundle x is shorter than its index says"));
+        let e = TierError::for_key(&short, &b);
+        assert_eq!(e.to_string(), "object b: tier t: bundle x is shorter than its index says");
+        let original = e.source().and_then(|s| s.downcast_ref::<Arc<TierError>>()).expect("the shared error");
+        assert!(matches!(original.as_ref(), TierError::Corrupt { .. }));
+    }
+
+    #[test]
+    fn a_body_failure_is_wrapped_once() {
+        let body = TierError::Body("client went away".into());
+        assert_eq!(body.into_body().to_string(), "body stream failed: client went away");
+        let read = TierError::transient_msg("source tier timed out").into_body();
+        assert!(matches!(read, TierError::Body(_)));
+        let inner = read.source().and_then(|s| s.downcast_ref::<TierError>()).expect("the tier error");
+        assert!(inner.is_transient());
+    }
 
     #[test]
     fn object_keys_reject_path_tricks() {
