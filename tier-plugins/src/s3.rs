@@ -474,7 +474,11 @@ impl S3Tier {
                     .send()
                     .await
                     .map_err(|e| self.sdk_err("reading a bundle index", None, e))?;
-                let bytes = got.body.collect().await.map_err(|e| TierError::transient(format!("tier {}: reading bundle index {k}", self.name), e))?
+                let bytes = got
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| TierError::transient(format!("tier {}: reading bundle index {k}", self.name), e))?
                     .into_bytes();
                 let idx: BundleIndex = archive_core::format::decode(&bytes).map_err(|source| TierError::Format {
                     tier: self.name.clone(),
@@ -1007,11 +1011,7 @@ async fn delete_objects(
             .map(|k| ObjectIdentifier::builder().key(k).build())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| remote_build(tier, e))?;
-        let delete = Delete::builder()
-            .set_objects(Some(ids))
-            .quiet(true)
-            .build()
-            .map_err(|e| remote_build(tier, e))?;
+        let delete = Delete::builder().set_objects(Some(ids)).quiet(true).build().map_err(|e| remote_build(tier, e))?;
         match client.delete_objects().bucket(bucket).delete(delete).send().await {
             Ok(out) => {
                 if let Some(failed) = out.errors().first() {
@@ -1084,15 +1084,14 @@ impl Sweeper {
     fn known(&self, bundle: &[u8]) -> Result<bool, TierError> {
         let db = self.index.upgrade().ok_or_else(|| self.closed())?;
         let cf = column_family(&db, &self.name, CF_BUNDLES)?;
-        db.get_cf(cf, bundle)
-            .map(|v| v.is_some())
-            .map_err(|e| TierError::index(&self.name, "local index", e))
+        db.get_cf(cf, bundle).map(|v| v.is_some()).map_err(|e| TierError::index(&self.name, "local index", e))
     }
 
     async fn sweep(&self, min_age: Duration) -> Result<SweepReport, TierError> {
         // Without the marker the local index is incomplete (a rebuild did not finish), and
         // bundles it does not know yet are not orphans.
         if !self.known(MARKER)? {
+            // A refusal with no underlying error: `Other`.
             return Err(TierError::Other(format!(
                 "tier {}: the local index is incomplete (rebuild unfinished): no orphan sweep",
                 self.name
@@ -1255,7 +1254,8 @@ impl<'a> Upload<'a> {
                         match head {
                             Ok(h) if h.content_length() == Some(self.written as i64) => Ok(()),
                             _ => {
-                                let what = format!("tier {}: a multipart upload of {} did not complete", t.name, self.key);
+                                let what =
+                                    format!("tier {}: a multipart upload of {} did not complete", t.name, self.key);
                                 self.abort().await;
                                 Err(TierError::transient_msg(what))
                             }
@@ -1371,7 +1371,10 @@ impl Tier for S3Tier {
             .await
             .map_err(|e| self.sdk_err("checking a bundle", Some(key), e))?;
         if head.content_length().is_some_and(|n| (n as u64) < loc.offset + loc.size) {
-            return Err(TierError::corrupt(&self.name, format!("bundle {} is shorter than its index says", loc.bundle)));
+            return Err(TierError::corrupt(
+                &self.name,
+                format!("bundle {} is shorter than its index says", loc.bundle),
+            ));
         }
         Ok(ObjectMeta { key: key.clone(), size: loc.size, checksum: loc.checksum })
     }

@@ -360,12 +360,16 @@ impl Index {
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, TierError> {
-        self.db.cf_handle(name).ok_or_else(|| TierError::corrupt(&self.name, format!("volume catalog: missing column family {name}")))
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| TierError::corrupt(&self.name, format!("volume catalog: missing column family {name}")))
     }
 
     fn entry(&self, key: &ObjectKey) -> Result<Option<CatalogEntry>, TierError> {
         match self.db.get_cf(self.cf(CF_OBJECTS)?, key.as_str()) {
-            Ok(Some(v)) => serde_json::from_slice(&v).map(Some).map_err(|e| self.corrupt(&format!("entry of {key}"), e)),
+            Ok(Some(v)) => {
+                serde_json::from_slice(&v).map(Some).map_err(|e| self.corrupt(&format!("entry of {key}"), e))
+            }
             Ok(None) => Ok(None),
             Err(e) => Err(self.err("read", e)),
         }
@@ -468,7 +472,9 @@ fn data_start(format: u32) -> u64 {
 /// Why copying an object off a volume failed.
 #[derive(Debug, Clone)]
 enum StageFailure {
-    Mismatch { actual: Checksum },
+    Mismatch {
+        actual: Checksum,
+    },
     /// The volume could not be read; the error is shared by every answer given for the object
     /// while the failure is remembered.
     Read(Arc<TierError>),
@@ -551,13 +557,7 @@ impl Recalls {
     }
 
     /// The state of the catalogued version `entry` of `key`, dropping stale or expired state.
-    fn lookup(
-        &mut self,
-        key: &ObjectKey,
-        entry: &CatalogEntry,
-        ttl: Duration,
-        trash: &mut Vec<PathBuf>,
-    ) -> Lookup {
+    fn lookup(&mut self, key: &ObjectKey, entry: &CatalogEntry, ttl: Duration, trash: &mut Vec<PathBuf>) -> Lookup {
         self.sweep(ttl, trash);
         if let Some(s) = self.staged.get(key) {
             if s.entry == *entry && s.at.elapsed() < ttl {
@@ -1319,7 +1319,10 @@ async fn run_robot(tier: Weak<Inner>, wake: Arc<Notify>) {
         let copied = entry.clone();
         let result = match tokio::task::spawn_blocking(move || copier.stage(&copied)).await {
             Ok(result) => result,
-            Err(e) => Err(StageFailure::read(TierError::worker(format!("tier {}: copying {key} off its volume", inner.name), e))),
+            Err(e) => Err(StageFailure::read(TierError::worker(
+                format!("tier {}: copying {key} off its volume", inner.name),
+                e,
+            ))),
         };
         inner.finish(key, entry, result);
     }

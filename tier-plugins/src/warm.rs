@@ -604,7 +604,8 @@ fn index_format(db: &rocksdb::DB, name: &TierName) -> Result<Option<u32>, TierEr
     let meta = db
         .cf_handle(META_CF)
         .ok_or_else(|| TierError::corrupt(name, format!("the index has no {META_CF} column family")))?;
-    let raw = db.get_cf(meta, FORMAT_VERSION_KEY).map_err(|e| TierError::index(name, "reading the format marker", e))?;
+    let raw =
+        db.get_cf(meta, FORMAT_VERSION_KEY).map_err(|e| TierError::index(name, "reading the format marker", e))?;
     let Some(raw) = raw else { return Ok(None) };
     let found = std::str::from_utf8(&raw).ok().and_then(|s| s.trim().parse::<u32>().ok());
     let source = match found {
@@ -938,8 +939,7 @@ impl Inner {
     }
 
     fn encode<T: Serialize>(&self, v: &T) -> Result<Vec<u8>, TierError> {
-        serde_json::to_vec(v)
-            .map_err(|e| TierError::index(&self.name, "cannot encode an index record", e))
+        serde_json::to_vec(v).map_err(|e| TierError::index(&self.name, "cannot encode an index record", e))
     }
 
     fn decode_entry(&self, key: &[u8], v: &[u8]) -> Result<Entry, TierError> {
@@ -1299,8 +1299,9 @@ impl Inner {
                 .map_err(|e| self.io(format!("compressing {key}"), e));
         };
         // As zstd's own bulk API does, a compressor failure is an I/O error of the compression.
-        let failed =
-            |why: &str| self.io(format!("compressing {key} with dictionary {}", dict.id), std::io::Error::other(why.to_string()));
+        let failed = |why: &str| {
+            self.io(format!("compressing {key} with dictionary {}", dict.id), std::io::Error::other(why.to_string()))
+        };
         let mut cctx = zstd_safe::CCtx::try_create().ok_or_else(|| failed("cannot get a zstd context"))?;
         let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
         cctx.compress_using_cdict(&mut out, data, &dict.cdict)

@@ -205,6 +205,15 @@ pub enum CatalogError {
     /// The storage engine (RocksDB) failed.
     #[error("catalog storage error: {0}")]
     Engine(#[source] rocksdb::Error),
+    /// A record could not be encoded for storage.
+    #[error("catalog storage error: cannot encode {what}: {source}")]
+    Encode {
+        /// What was being encoded (`a job`, `a write intent`).
+        what: &'static str,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The catalog's own bookkeeping went wrong without an engine error (an answer of the
     /// committer that does not fit the request, a deletion in the wrong state).
     #[error("catalog storage error: {0}")]

@@ -721,7 +721,7 @@ impl Catalog for RocksCatalog {
     }
 
     fn save_job(&self, job: &Job) -> Result<(), CatalogError> {
-        let value = serde_json::to_vec(job).map_err(|e| CatalogError::Storage(e.to_string()))?;
+        let value = serde_json::to_vec(job).map_err(|source| CatalogError::Encode { what: "a job", source })?;
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.put_cf_opt(cf(&self.db, CF_JOBS), job.id.0.to_be_bytes(), value, &wo)?;
@@ -741,7 +741,8 @@ impl Catalog for RocksCatalog {
 
     fn begin_write(&self, intent: &WriteIntent) -> Result<(), CatalogError> {
         let key = keys::join(&[intent.tier.as_str().as_bytes(), intent.key.as_str().as_bytes()]);
-        let value = serde_json::to_vec(intent).map_err(|e| CatalogError::Storage(e.to_string()))?;
+        let value =
+            serde_json::to_vec(intent).map_err(|source| CatalogError::Encode { what: "a write intent", source })?;
         // Synced: the intent must outlive a power loss that the object (fsynced next) survives.
         // RocksDB groups concurrent synced writes into one WAL sync.
         let mut wo = WriteOptions::default();

@@ -405,7 +405,7 @@ impl<K: Hash + Eq + Clone, T: Clone + crate::format::Versioned> Overlay<K, T> {
 /// What one instance of a relocation came to.
 enum Relocated {
     /// The copies changed as asked; the instance's record as it is now.
-    Applied(InstanceRecord),
+    Applied(Box<InstanceRecord>),
     /// Refused, changing nothing (the instance is gone or changed, the tier already holds a
     /// copy, or the copy invariant would break).
     Refused(CatalogError),
@@ -701,7 +701,7 @@ impl<'a> Batch<'a> {
         let mut moved = Vec::new();
         for item in &r.items {
             let answer = match self.relocate_one(item, r.min_copies)? {
-                Relocated::Applied(rec) => Ok(rec),
+                Relocated::Applied(rec) => Ok(*rec),
                 Relocated::Refused(why) => Err(why),
             };
             if let Ok(rec) = &answer {
@@ -741,11 +741,7 @@ impl<'a> Batch<'a> {
 
     /// One instance of a relocation: applied, or refused without a change; `Err` when the
     /// catalog failed.
-    fn relocate_one(
-        &mut self,
-        item: &InstanceRelocation,
-        min_copies: usize,
-    ) -> Result<Relocated, CatalogError> {
+    fn relocate_one(&mut self, item: &InstanceRelocation, min_copies: usize) -> Result<Relocated, CatalogError> {
         let sop = item.sop_instance.as_str().to_string();
         let Some(existing) = self.existing_instance(&sop)? else {
             return Ok(Relocated::Refused(CatalogError::InstanceGone(item.sop_instance.clone())));
@@ -807,7 +803,7 @@ impl<'a> Batch<'a> {
         }
         let ikey = (study_uid.clone(), series_uid.clone(), sop);
         self.instances.set(ikey, Some(updated.clone()));
-        Ok(Relocated::Applied(updated))
+        Ok(Relocated::Applied(Box::new(updated)))
     }
 
     /// Moves a study's `last_access` forward (never back).

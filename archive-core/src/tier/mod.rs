@@ -737,8 +737,8 @@ pub fn verify_stream(key: ObjectKey, expected: Checksum, body: ByteStream) -> By
 mod tests {
     use super::*;
     use std::error::Error as _;
-    use std::sync::Arc;
     use std::io;
+    use std::sync::Arc;
 
     fn tier() -> TierName {
         TierName::new("t").expect("a tier name")

@@ -1,11 +1,11 @@
 //! Builds the archive from the configuration: tiers, then the core.
 
 use anyhow::Context;
+use archive_core::archive::ArchiveError;
+use archive_core::catalog::CatalogError;
 use archive_core::config::VnaConfig;
 use archive_core::ingest::RecoveryReport;
 use archive_core::tier::{Tier, TierName};
-use archive_core::archive::ArchiveError;
-use archive_core::catalog::CatalogError;
 use archive_core::Archive;
 use std::sync::Arc;
 use std::time::Duration;
