@@ -49,6 +49,16 @@ pub enum ArchiveError {
     Profiles(#[from] crate::coerce::CoercionError),
 }
 
+/// Whether the instances a retrieve names can be read now ([`Archive::recall_offline`]).
+#[derive(Debug)]
+pub enum Readiness {
+    /// Every instance has an online copy: the records as they are now (an instance a
+    /// deletion hid meanwhile is left out).
+    Online(Vec<crate::model::InstanceRecord>),
+    /// A recall from an offline tier still runs: the job to wait for.
+    Recalling(crate::lifecycle::JobId),
+}
+
 /// Everything a door needs.
 #[derive(Clone)]
 pub struct Archive {
@@ -308,12 +318,13 @@ impl Archive {
     }
 
     /// Makes sure every record has an online copy, recalling the studies that lack one (waiting
-    /// up to `wait`): `Ok(records)` as they are now, or `Err(job)` while a recall still runs.
+    /// up to `wait`): [`Readiness::Online`] with the records as they are now, or
+    /// [`Readiness::Recalling`] while a recall still runs; `Err` when a recall cannot start.
     pub async fn recall_offline(
         &self,
         records: Vec<crate::model::InstanceRecord>,
         wait: std::time::Duration,
-    ) -> Result<Result<Vec<crate::model::InstanceRecord>, crate::lifecycle::JobId>, LifecycleError> {
+    ) -> Result<Readiness, LifecycleError> {
         use crate::lifecycle::copy::is_online;
         let offline: std::collections::BTreeSet<_> = records
             .iter()
@@ -321,11 +332,11 @@ impl Archive {
             .map(|r| r.study.clone())
             .collect();
         if offline.is_empty() {
-            return Ok(Ok(records));
+            return Ok(Readiness::Online(records));
         }
         for study in &offline {
             if let crate::lifecycle::OnlineState::Pending(job) = self.lifecycle.ensure_online(study, wait).await? {
-                return Ok(Err(job));
+                return Ok(Readiness::Recalling(job));
             }
         }
         // The recalls added copies: read the records again (through the read view: an
@@ -337,7 +348,7 @@ impl Archive {
                 fresh.push(now);
             }
         }
-        Ok(Ok(fresh))
+        Ok(Readiness::Online(fresh))
     }
 
     /// Waits for pending commits and syncs the catalog (graceful shutdown).

@@ -191,6 +191,41 @@ pub enum ChainError {
     },
 }
 
+/// What verifying an audit chain found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainVerdict {
+    /// Every record matches its hash and follows its predecessor.
+    Intact {
+        /// How many records were checked.
+        records: u64,
+    },
+    /// The chain is broken; the first broken link.
+    Broken(ChainError),
+}
+
+impl ChainVerdict {
+    /// Whether the chain is intact.
+    pub fn is_intact(&self) -> bool {
+        matches!(self, ChainVerdict::Intact { .. })
+    }
+    /// The number of records checked, when the chain is intact.
+    pub fn records(&self) -> Option<u64> {
+        match self {
+            ChainVerdict::Intact { records } => Some(*records),
+            ChainVerdict::Broken(_) => None,
+        }
+    }
+}
+
+impl From<Result<u64, ChainError>> for ChainVerdict {
+    fn from(r: Result<u64, ChainError>) -> Self {
+        match r {
+            Ok(records) => ChainVerdict::Intact { records },
+            Err(e) => ChainVerdict::Broken(e),
+        }
+    }
+}
+
 /// Verifies records in storage order; returns how many were checked.
 pub fn verify_chain<I>(records: I) -> Result<u64, ChainError>
 where

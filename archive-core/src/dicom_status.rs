@@ -92,6 +92,7 @@ mod tests {
                 IngestError::Tier(TierError::InsufficientSpace {
                     tier: crate::tier::TierName::new("hot").expect("a tier name"),
                     detail: "full".into(),
+                    source: None,
                 }),
                 StorageFailure::OutOfResources,
             ),

@@ -103,7 +103,17 @@ pub enum RetrieveError {
         /// The instance.
         sop_instance: SopInstanceUid,
         /// The last tier error seen.
+        #[source]
         last_error: TierError,
+    },
+    /// A linked study's object could not be rewritten to its target patient identity.
+    #[error("cannot rewrite instance {sop_instance} to its linked patient: {source}")]
+    Rewrite {
+        /// The instance.
+        sop_instance: SopInstanceUid,
+        /// Why.
+        #[source]
+        source: crate::coerce::CoercionError,
     },
     /// The catalog failed.
     #[error(transparent)]
@@ -240,6 +250,7 @@ impl Retrieve {
 
     /// Opens the first readable copy of an instance.
     pub async fn open(&self, record: InstanceRecord) -> Result<RetrievedObject, RetrieveError> {
+        // Genuinely without a cause: replaced by the first real failure.
         let mut last_error = TierError::Other("no copy is on a configured tier".into());
         let started = std::time::Instant::now();
         for loc in &record.locations {
@@ -273,11 +284,8 @@ impl Retrieve {
                         let out = match crate::coerce::rewrite_attributes(&bytes, &changes, &source, "CORRECT") {
                             Ok(Some(rewritten)) => Bytes::from(rewritten),
                             Ok(None) => bytes,
-                            Err(e) => {
-                                return Err(RetrieveError::Unreadable {
-                                    sop_instance: record.uid.clone(),
-                                    last_error: TierError::Other(e.to_string()),
-                                })
+                            Err(source) => {
+                                return Err(RetrieveError::Rewrite { sop_instance: record.uid.clone(), source })
                             }
                         };
                         return Ok(RetrievedObject { record, body: crate::tier::bytes_stream(out) });

@@ -105,7 +105,7 @@ fn dump(catalog: &dyn Catalog) -> Value {
         "intents": catalog.pending_writes().unwrap(),
         "stats": catalog.stats().unwrap(),
         "audit": audit,
-        "audit_verified": catalog.verify_audit().unwrap().unwrap(),
+        "audit_verified": catalog.verify_audit().unwrap().records().unwrap(),
     })
 }
 
@@ -259,7 +259,7 @@ async fn a_catalog_of_version_1_reads_back_exactly_as_version_1_read_it() {
         assert_eq!(new.v, archive_core::model::RECORD_VERSION);
         let last = catalog.audit_records(1).unwrap().pop().unwrap().unwrap();
         assert_eq!(last.v, archive_core::audit::AUDIT_RECORD_VERSION);
-        let verified = catalog.verify_audit().unwrap().unwrap();
+        let verified = catalog.verify_audit().unwrap().records().unwrap();
         assert_eq!(verified, expected["audit_verified"].as_u64().unwrap() + 1);
     }
     // Still marked version 1 (the current catalog layout).
@@ -361,5 +361,5 @@ async fn records_of_a_newer_format_are_refused_with_a_typed_error_not_a_panic() 
     expect_newer(catalog.query(&q, archive_core::matching::MatchOptions::default()).unwrap_err(), 2);
     // Other records still read.
     assert!(catalog.study(&StudyUid::new(STUDIES[2].0).unwrap()).unwrap().is_some());
-    assert_eq!(catalog.verify_audit().unwrap().unwrap(), expected_v1()["audit_verified"].as_u64().unwrap());
+    assert_eq!(catalog.verify_audit().unwrap().records().unwrap(), expected_v1()["audit_verified"].as_u64().unwrap());
 }

@@ -172,7 +172,7 @@ async fn a_move_copies_verifies_commits_then_deletes_the_source() {
         .map(|r| r.event.objects.len())
         .sum();
     assert_eq!(migrated, 10);
-    assert!(f.catalog.verify_audit().unwrap().is_ok());
+    assert!(f.catalog.verify_audit().unwrap().is_intact());
     // A second run finds nothing to do.
     let again = run(&f, request("1.9.1", "warm", None, false)).await;
     assert_eq!((again.state, again.bytes_copied, again.instances_done), (JobState::Done, 0, 10));
@@ -363,7 +363,7 @@ impl BatchTier {
             return Some(TierError::Other("the tier is broken".into()));
         }
         let transient = self.faults.transient.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        transient.is_ok().then(|| TierError::Transient("try again".into()))
+        transient.is_ok().then(|| TierError::transient_msg("try again"))
     }
 }
 
@@ -400,7 +400,7 @@ impl Tier for BatchTier {
     async fn delete_many(&self, keys: Vec<ObjectKey>) -> Result<(), TierError> {
         self.delete_batches.lock().unwrap().push(keys.len());
         if self.failing_deletes.load(Ordering::SeqCst) {
-            return Err(TierError::Transient("deletes are failing".into()));
+            return Err(TierError::transient_msg("deletes are failing"));
         }
         self.inner.delete_many(keys).await
     }
@@ -462,7 +462,7 @@ async fn a_move_to_a_batching_tier_writes_a_study_with_one_put_many() {
         .map(|r| r.event.objects.len())
         .collect();
     assert_eq!(records, [10]);
-    assert!(f.catalog.verify_audit().unwrap().is_ok());
+    assert!(f.catalog.verify_audit().unwrap().is_intact());
 }
 
 #[tokio::test]

@@ -130,10 +130,7 @@ impl HotTier {
         if rc != 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(TierError::Other(format!(
-                    "the hot tier at {} is in use by another process (is `vna serve` running?)",
-                    self.root.display()
-                )));
+                return Err(TierError::InUse { tier: self.name.clone(), path: self.root.clone() });
             }
             return Err(self.io(format!("locking {}", self.tmp.display()), err));
         }
@@ -171,12 +168,15 @@ impl HotTier {
         drop(file);
         let _ = fs::remove_file(&path);
         result.map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOTSUP) => TierError::Other(format!(
-                "tier {}: the filesystem holding {} does not support user extended attributes, \
-                 which the hot tier needs to store checksums ({e})",
-                self.name,
-                self.root.display()
-            )),
+            Some(libc::ENOTSUP) => TierError::config(
+                &self.name,
+                format!(
+                    "the filesystem holding {} does not support user extended attributes, \
+                     which the hot tier needs to store checksums",
+                    self.root.display()
+                ),
+                Some(Box::new(e)),
+            ),
             _ => self.io(format!("setting a user extended attribute on {}", path.display()), e),
         })
     }
@@ -220,7 +220,7 @@ impl HotTier {
     /// Fails with `AlreadyExists` if an object is stored under `key`.
     async fn check_vacant(&self, key: &ObjectKey, dest: &Path) -> Result<(), TierError> {
         match tokio::fs::symlink_metadata(dest).await {
-            Ok(meta) if meta.is_dir() => Err(key_conflict(key, dest)),
+            Ok(meta) if meta.is_dir() => Err(key_conflict(&self.name, key, dest)),
             Ok(_) => Err(TierError::AlreadyExists(key.clone())),
             Err(e) if is_missing(&e) => Ok(()),
             Err(e) => Err(self.io(format!("checking {}", dest.display()), e)),
@@ -236,7 +236,7 @@ impl HotTier {
         let ctx = Ctx { name: self.name.clone(), root: self.root.clone() };
         tokio::task::spawn_blocking(move || work(ctx))
             .await
-            .map_err(|e| TierError::Other(format!("tier {}: blocking file task failed: {e}", self.name)))?
+            .map_err(|e| TierError::worker(format!("tier {}: file work", self.name), e))?
     }
 }
 
@@ -294,7 +294,7 @@ impl Ctx {
                     return Err(TierError::AlreadyExists(key.clone()))
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR | libc::ENOTDIR | libc::ENOTEMPTY)) => {
-                    return Err(key_conflict(key, dest))
+                    return Err(key_conflict(&self.name, key, dest))
                 }
                 Err(e) => return Err(self.io(format!("renaming {} to {}", tpath.display(), dest.display()), e)),
             }
@@ -307,14 +307,14 @@ impl Ctx {
         if parent.is_dir() {
             return Ok(());
         }
-        let relative = parent.strip_prefix(&self.root).map_err(|_| key_conflict(key, dest))?;
+        let relative = parent.strip_prefix(&self.root).map_err(|_| key_conflict(&self.name, key, dest))?;
         let mut current = self.root.clone();
         for component in relative.components() {
             let next = current.join(component);
             match fs::create_dir(&next) {
                 Ok(()) => fsync_dir(&current).map_err(|e| self.io(format!("syncing {}", current.display()), e))?,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && next.is_dir() => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(key_conflict(key, &next)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(key_conflict(&self.name, key, &next)),
                 Err(e) => return Err(self.io(format!("creating {}", next.display()), e)),
             }
             current = next;
@@ -335,12 +335,11 @@ impl Ctx {
             return Err(not_found());
         }
         let checksum = read_checksum(&file).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENODATA) | Some(libc::ERANGE) => TierError::Other(format!(
-                "tier {}: object file {} has no valid {} attribute",
-                self.name,
-                path.display(),
-                CHECKSUM_XATTR.to_string_lossy()
-            )),
+            Some(libc::ENODATA) | Some(libc::ERANGE) => TierError::corrupt_by(
+                &self.name,
+                format!("object file {} has no valid {} attribute", path.display(), CHECKSUM_XATTR.to_string_lossy()),
+                e,
+            ),
             _ => self.io(format!("reading the checksum attribute of {}", path.display()), e),
         })?;
         Ok((file, ObjectMeta { key: key.clone(), size: metadata.len(), checksum }))
@@ -462,11 +461,15 @@ fn may_hold_matches(dir_rel: &str, prefix: &str) -> bool {
 
 /// The error for a key that collides with the directory structure of other keys
 /// (`a/b` cannot be stored while `a/b/c` exists, and the other way round).
-fn key_conflict(key: &ObjectKey, path: &Path) -> TierError {
-    TierError::Other(format!(
-        "object {key} cannot be stored: {} is in the way (an object key cannot also be a prefix directory of other keys)",
-        path.display()
-    ))
+fn key_conflict(tier: &TierName, key: &ObjectKey, path: &Path) -> TierError {
+    TierError::InvalidKey {
+        tier: tier.clone(),
+        key: key.clone(),
+        reason: format!(
+            "{} is in the way (an object key cannot also be a prefix directory of other keys)",
+            path.display()
+        ),
+    }
 }
 
 /// Whether an I/O error means that the path (or one of its parents) does not exist.
@@ -596,7 +599,7 @@ fn file_stream(name: TierName, path: PathBuf, file: File, len: u64) -> ByteStrea
             let want = remaining.min(READ_CHUNK) as usize;
             let read = tokio::task::spawn_blocking(move || read_chunk(file, want))
                 .await
-                .map_err(|e| TierError::Other(format!("tier {name}: blocking read task failed: {e}")))?;
+                .map_err(|e| TierError::worker(format!("tier {name}: reading {}", path.display()), e))?;
             let (file, chunk) = read.map_err(|e| TierError::io(&name, format!("reading {}", path.display()), e))?;
             Ok(Some((chunk, (file, remaining - want as u64))))
         }
@@ -635,10 +638,11 @@ impl Tier for HotTier {
 
     async fn put(&self, key: &ObjectKey, body: ByteStream, opts: PutOpts) -> Result<ObjectMeta, TierError> {
         if Self::is_reserved(key) {
-            return Err(TierError::Other(format!(
-                "tier {}: key {key} is reserved: {TMP_DIR} holds temporary files",
-                self.name
-            )));
+            return Err(TierError::InvalidKey {
+                tier: self.name.clone(),
+                key: key.clone(),
+                reason: format!("the key is reserved: {TMP_DIR} holds temporary files"),
+            });
         }
         let dest = self.path_of(key);
         if !opts.overwrite {

@@ -274,7 +274,7 @@ impl std::fmt::Debug for S3Tier {
 impl S3Tier {
     /// Connects to the store, opens (or rebuilds) the local index.
     pub async fn open(name: TierName, o: S3Options, default_dir: PathBuf) -> Result<S3Tier, TierError> {
-        let other = |m: String| TierError::Other(format!("tier {name}: {m}"));
+        let other = |m: String| TierError::config(&name, m, None);
         if o.bucket.trim().is_empty() {
             return Err(other("bucket is required".into()));
         }
@@ -316,7 +316,7 @@ impl S3Tier {
         db_opts.create_missing_column_families(true);
         let cfs = [CF_OBJECTS, CF_BUNDLES].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let index = DB::open_cf_descriptors(&db_opts, dir.join("index"), cfs)
-            .map_err(|e| other(format!("opening the local index: {e}")))?;
+            .map_err(|e| TierError::index(&name, "opening the local index", e))?;
         let tier = S3Tier {
             name,
             client,
@@ -409,7 +409,7 @@ impl S3Tier {
     }
 
     fn db_err(&self, e: rocksdb::Error) -> TierError {
-        TierError::Other(format!("tier {}: local index: {e}", self.name))
+        TierError::index(&self.name, "local index", e)
     }
 
     fn data_key(&self, bundle: &str) -> String {
@@ -474,7 +474,12 @@ impl S3Tier {
                     .send()
                     .await
                     .map_err(|e| self.sdk_err("reading a bundle index", None, e))?;
-                let bytes = got.body.collect().await.map_err(|e| TierError::Transient(e.to_string()))?.into_bytes();
+                let bytes = got
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| TierError::transient(format!("tier {}: reading bundle index {k}", self.name), e))?
+                    .into_bytes();
                 let idx: BundleIndex = archive_core::format::decode(&bytes).map_err(|source| TierError::Format {
                     tier: self.name.clone(),
                     what: format!("bundle index {k}"),
@@ -500,10 +505,10 @@ impl S3Tier {
         let mut wb = WriteBatch::default();
         for e in &idx.entries {
             let loc = Located { bundle: idx.bundle.clone(), offset: e.offset, size: e.size, checksum: e.checksum };
-            wb.put_cf(self.cf(CF_OBJECTS)?, e.key.as_str(), to_json(&loc)?);
+            wb.put_cf(self.cf(CF_OBJECTS)?, e.key.as_str(), to_json(&self.name, &loc)?);
         }
         let keys: Vec<&str> = idx.entries.iter().map(|e| e.key.as_str()).collect();
-        wb.put_cf(self.cf(CF_BUNDLES)?, idx.bundle.as_bytes(), to_json(&keys)?);
+        wb.put_cf(self.cf(CF_BUNDLES)?, idx.bundle.as_bytes(), to_json(&self.name, &keys)?);
         self.index.write_opt(wb, &synced()).map_err(|e| self.db_err(e))
     }
 
@@ -511,7 +516,7 @@ impl S3Tier {
         match self.index.get_cf(self.cf(CF_OBJECTS)?, key.as_str()).map_err(|e| self.db_err(e))? {
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
-                .map_err(|e| TierError::Other(format!("local index entry of {key} is corrupt: {e}"))),
+                .map_err(|e| TierError::corrupt_by(&self.name, format!("local index entry of {key} is corrupt"), e)),
             None => Ok(None),
         }
     }
@@ -523,7 +528,8 @@ impl S3Tier {
 
     fn bundle_keys(&self, bundle: &str) -> Result<Vec<String>, TierError> {
         match self.index.get_cf(self.cf(CF_BUNDLES)?, bundle.as_bytes()).map_err(|e| self.db_err(e))? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| TierError::Other(format!("bundle list corrupt: {e}"))),
+            Some(v) => serde_json::from_slice(&v)
+                .map_err(|e| TierError::corrupt_by(&self.name, format!("bundle list of {bundle} is corrupt"), e)),
             None => Ok(Vec::new()),
         }
     }
@@ -555,7 +561,7 @@ impl S3Tier {
                 let chunk = match chunk {
                     Ok(c) => c,
                     Err(e) => {
-                        failure = Some(TierError::Body(e.to_string()));
+                        failure = Some(e.into_body());
                         break;
                     }
                 };
@@ -584,7 +590,7 @@ impl S3Tier {
         upload.finish().await?;
         archive_core::failpoint::hit("s3.after_bundle_upload");
         let idx = BundleIndex { v: BUNDLE_INDEX_VERSION, bundle: bundle.clone(), entries };
-        let put = match to_json(&idx) {
+        let put = match to_json(&self.name, &idx) {
             Ok(json) => self
                 .client
                 .put_object()
@@ -681,7 +687,7 @@ impl S3Tier {
             .put_object()
             .bucket(&self.bucket)
             .key(self.index_key(&bundle))
-            .body(S3Body::from(to_json(&idx)?))
+            .body(S3Body::from(to_json(&self.name, &idx)?))
             .send()
             .await
             .map_err(|e| self.sdk_err("rewriting a bundle index", None, e))?;
@@ -689,7 +695,7 @@ impl S3Tier {
         for key in &gone {
             wb.delete_cf(self.cf(CF_OBJECTS)?, key.as_str());
         }
-        wb.put_cf(self.cf(CF_BUNDLES)?, bundle.as_bytes(), to_json(&keys)?);
+        wb.put_cf(self.cf(CF_BUNDLES)?, bundle.as_bytes(), to_json(&self.name, &keys)?);
         self.index.write_opt(wb, &synced()).map_err(|e| self.db_err(e))
     }
 
@@ -748,18 +754,19 @@ impl S3Tier {
         let Some(first) = span.first() else { return Ok(()) };
         let start = first.offset;
         let end = span.iter().map(|m| m.offset + m.size).max().unwrap_or(start);
-        let fail = |answers: &mut [Option<Result<(ObjectMeta, Bytes), TierError>>], m: &Member, e: &TierError| {
+        let fail = |answers: &mut [Option<Result<(ObjectMeta, Bytes), TierError>>], m: &Member, e: &Arc<TierError>| {
             for &i in &m.items {
-                answers[i] = Some(Err(per_item(e, &keys[i])));
+                answers[i] = Some(Err(TierError::for_key(e, &keys[i])));
             }
         };
         let body =
             match self.read_run(bundle, start..end, "reading a bundle", first.items.first().map(|&i| &keys[i])).await {
                 Ok(body) => body,
                 Err(e) => {
-                    if !e.is_permanent() {
+                    if e.is_transient() {
                         return Err(e);
                     }
+                    let e = Arc::new(e);
                     for m in span {
                         fail(answers, m, &e);
                     }
@@ -769,13 +776,14 @@ impl S3Tier {
         let data = body
             .collect()
             .await
-            .map_err(|e| TierError::Transient(format!("tier {}: reading bundle {bundle}: {e}", self.name)))?
+            .map_err(|e| TierError::transient(format!("tier {}: reading bundle {bundle}", self.name), e))?
             .into_bytes();
         for m in span {
             let from = (m.offset - start) as usize;
             let to = from + m.size as usize;
             if to > data.len() {
-                fail(answers, m, &TierError::Other(format!("bundle {bundle} is shorter than its index says")));
+                let e = TierError::corrupt(&self.name, format!("bundle {bundle} is shorter than its index says"));
+                fail(answers, m, &Arc::new(e));
                 continue;
             }
             let bytes = data.slice(from..to);
@@ -808,10 +816,11 @@ impl S3Tier {
         let (Some(first), Some(last)) = (span.first(), span.last()) else { return Ok(()) };
         let start = first.offset;
         let end = span.iter().map(|m| m.offset + m.size).max().unwrap_or(last.offset + last.size);
-        let fail_all = |answers: &mut [Option<Result<(), TierError>>], e: &TierError, from: usize| {
+        let fail_all = |answers: &mut [Option<Result<(), TierError>>], e: TierError, from: usize| {
+            let e = Arc::new(e);
             for m in &span[from..] {
                 for &i in &m.items {
-                    answers[i] = Some(Err(per_item(e, &items[i].0)));
+                    answers[i] = Some(Err(TierError::for_key(&e, &items[i].0)));
                 }
             }
         };
@@ -819,10 +828,10 @@ impl S3Tier {
         let mut body = match self.read_run(bundle, start..end, "reading a bundle to verify it", key).await {
             Ok(body) => body,
             Err(e) => {
-                if !e.is_permanent() {
+                if e.is_transient() {
                     return Err(e);
                 }
-                fail_all(answers, &e, 0);
+                fail_all(answers, e, 0);
                 return Ok(());
             }
         };
@@ -833,11 +842,11 @@ impl S3Tier {
             let chunk = match body.next().await {
                 Some(Ok(c)) => c,
                 Some(Err(e)) => {
-                    return Err(TierError::Transient(format!("tier {}: reading bundle {bundle}: {e}", self.name)))
+                    return Err(TierError::transient(format!("tier {}: reading bundle {bundle}", self.name), e))
                 }
                 None => {
-                    let e = TierError::Other(format!("bundle {bundle} is shorter than its index says"));
-                    fail_all(answers, &e, next);
+                    let e = TierError::corrupt(&self.name, format!("bundle {bundle} is shorter than its index says"));
+                    fail_all(answers, e, next);
                     return Ok(());
                 }
             };
@@ -900,16 +909,6 @@ fn spans(members: &[Member], max_gap: u64) -> Vec<std::ops::Range<usize>> {
     out
 }
 
-/// The same failure, for another object of the bundle.
-fn per_item(e: &TierError, key: &ObjectKey) -> TierError {
-    match e {
-        TierError::NotFound(_) => TierError::NotFound(key.clone()),
-        TierError::NeedsRecall(_) => TierError::NeedsRecall(key.clone()),
-        TierError::Transient(m) => TierError::Transient(m.clone()),
-        other => TierError::Other(other.to_string()),
-    }
-}
-
 /// Write options of every local index write: synced.
 fn synced() -> WriteOptions {
     let mut wo = WriteOptions::default();
@@ -917,12 +916,12 @@ fn synced() -> WriteOptions {
     wo
 }
 
-fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, TierError> {
-    serde_json::to_vec(value).map_err(|e| TierError::Other(format!("serializing: {e}")))
+fn to_json<T: Serialize>(tier: &TierName, value: &T) -> Result<Vec<u8>, TierError> {
+    serde_json::to_vec(value).map_err(|e| TierError::index(tier, "serializing an index record", e))
 }
 
 fn column_family<'a>(db: &'a DB, tier: &TierName, name: &str) -> Result<&'a rocksdb::ColumnFamily, TierError> {
-    db.cf_handle(name).ok_or_else(|| TierError::Other(format!("tier {tier}: local index lacks column family {name}")))
+    db.cf_handle(name).ok_or_else(|| TierError::corrupt(tier, format!("local index lacks column family {name}")))
 }
 
 fn data_key(prefix: &str, bundle: &str) -> String {
@@ -953,27 +952,48 @@ fn sdk_err<
     key: Option<&ObjectKey>,
     e: SdkError<E, R>,
 ) -> TierError {
-    let detail = format!("tier {tier}: {what}: {}", aws_sdk_s3::error::DisplayErrorContext(&e));
-    match &e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            TierError::Transient(detail)
-        }
-        SdkError::ServiceError(s) => match s.err().code() {
-            Some("NoSuchKey" | "NotFound") => match key {
-                Some(k) => TierError::NotFound(k.clone()),
-                None => TierError::Other(detail),
-            },
-            Some("InvalidObjectState") => match key {
-                Some(k) => TierError::NeedsRecall(k.clone()),
-                None => TierError::Other(detail),
-            },
-            Some("SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout" | "Throttling") => {
-                TierError::Transient(detail)
-            }
-            _ => TierError::Other(detail),
+    let transient = match &e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(s) => match (s.err().code(), key) {
+            (Some("NoSuchKey" | "NotFound"), Some(k)) => return TierError::NotFound(k.clone()),
+            (Some("InvalidObjectState"), Some(k)) => return TierError::NeedsRecall(k.clone()),
+            (Some("SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout" | "Throttling"), _) => true,
+            _ => false,
         },
-        _ => TierError::Other(detail),
+        _ => false,
+    };
+    if transient {
+        TierError::transient(format!("tier {tier}: {what}"), SdkFailure(e))
+    } else {
+        TierError::Remote { tier: tier.clone(), what: what.to_string(), source: Box::new(SdkFailure(e)) }
     }
+}
+
+/// An SDK error as the source of a tier error: displayed with its whole context (the
+/// service's code and message), as the SDK's own `Display` says only "service error".
+struct SdkFailure<E, R>(SdkError<E, R>);
+
+impl<E: std::error::Error + 'static, R: std::fmt::Debug> std::fmt::Display for SdkFailure<E, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", aws_sdk_s3::error::DisplayErrorContext(&self.0))
+    }
+}
+
+impl<E: std::error::Error + 'static, R: std::fmt::Debug> std::fmt::Debug for SdkFailure<E, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl<E: std::error::Error + 'static, R: std::fmt::Debug + 'static> std::error::Error for SdkFailure<E, R> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// A request the SDK could not build (a missing required field): the store never saw it.
+fn remote_build(tier: &TierName, e: aws_sdk_s3::error::BuildError) -> TierError {
+    TierError::Remote { tier: tier.clone(), what: "building a request".into(), source: Box::new(e) }
 }
 
 /// Deletes S3 objects, up to 1000 per DeleteObjects request; deleting a missing key succeeds.
@@ -990,22 +1010,21 @@ async fn delete_objects(
             .iter()
             .map(|k| ObjectIdentifier::builder().key(k).build())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TierError::Other(format!("tier {tier}: {e}")))?;
-        let delete = Delete::builder()
-            .set_objects(Some(ids))
-            .quiet(true)
-            .build()
-            .map_err(|e| TierError::Other(format!("tier {tier}: {e}")))?;
+            .map_err(|e| remote_build(tier, e))?;
+        let delete = Delete::builder().set_objects(Some(ids)).quiet(true).build().map_err(|e| remote_build(tier, e))?;
         match client.delete_objects().bucket(bucket).delete(delete).send().await {
             Ok(out) => {
                 if let Some(failed) = out.errors().first() {
-                    let e = TierError::Other(format!(
-                        "tier {tier}: deleting {}: {} ({} of {} keys failed)",
-                        failed.key().unwrap_or("?"),
-                        failed.message().or(failed.code()).unwrap_or("error"),
-                        out.errors().len(),
-                        chunk.len()
-                    ));
+                    let e = TierError::Remote {
+                        tier: tier.clone(),
+                        what: format!(
+                            "deleting {} ({} of {} keys failed)",
+                            failed.key().unwrap_or("?"),
+                            out.errors().len(),
+                            chunk.len()
+                        ),
+                        source: failed.message().or(failed.code()).unwrap_or("error").into(),
+                    };
                     first_err.get_or_insert(e);
                 }
             }
@@ -1057,7 +1076,7 @@ struct Sweeper {
 
 impl Sweeper {
     fn closed(&self) -> TierError {
-        TierError::Other(format!("tier {} is closed", self.name))
+        TierError::Closed { tier: self.name.clone() }
     }
 
     /// Whether the local index has an entry for `bundle` (or the rebuild marker); `Err` when
@@ -1065,15 +1084,14 @@ impl Sweeper {
     fn known(&self, bundle: &[u8]) -> Result<bool, TierError> {
         let db = self.index.upgrade().ok_or_else(|| self.closed())?;
         let cf = column_family(&db, &self.name, CF_BUNDLES)?;
-        db.get_cf(cf, bundle)
-            .map(|v| v.is_some())
-            .map_err(|e| TierError::Other(format!("tier {}: local index: {e}", self.name)))
+        db.get_cf(cf, bundle).map(|v| v.is_some()).map_err(|e| TierError::index(&self.name, "local index", e))
     }
 
     async fn sweep(&self, min_age: Duration) -> Result<SweepReport, TierError> {
         // Without the marker the local index is incomplete (a rebuild did not finish), and
         // bundles it does not know yet are not orphans.
         if !self.known(MARKER)? {
+            // A refusal with no underlying error: `Other`.
             return Err(TierError::Other(format!(
                 "tier {}: the local index is incomplete (rebuild unfinished): no orphan sweep",
                 self.name
@@ -1168,7 +1186,11 @@ impl<'a> Upload<'a> {
                 .map_err(|e| t.sdk_err("starting a multipart upload", None, e))?;
             self.upload_id = created.upload_id().map(str::to_string);
             if self.upload_id.is_none() {
-                return Err(TierError::Other("the store returned no upload id".into()));
+                return Err(TierError::Remote {
+                    tier: t.name.clone(),
+                    what: "starting a multipart upload".into(),
+                    source: "the store returned no upload id".into(),
+                });
             }
         }
         let number = self.parts.len() as i32 + 1;
@@ -1232,8 +1254,10 @@ impl<'a> Upload<'a> {
                         match head {
                             Ok(h) if h.content_length() == Some(self.written as i64) => Ok(()),
                             _ => {
+                                let what =
+                                    format!("tier {}: a multipart upload of {} did not complete", t.name, self.key);
                                 self.abort().await;
-                                Err(TierError::Transient("a multipart upload did not complete".into()))
+                                Err(TierError::transient_msg(what))
                             }
                         }
                     }
@@ -1325,7 +1349,7 @@ impl Tier for S3Tier {
                 let mut s = state?;
                 match s.next().await {
                     Some(Ok(b)) => Some((Ok(b), Some(s))),
-                    Some(Err(e)) => Some((Err(TierError::Transient(format!("tier {name}: reading: {e}"))), None)),
+                    Some(Err(e)) => Some((Err(TierError::transient(format!("tier {name}: reading"), e)), None)),
                     None => None,
                 }
             }
@@ -1347,7 +1371,10 @@ impl Tier for S3Tier {
             .await
             .map_err(|e| self.sdk_err("checking a bundle", Some(key), e))?;
         if head.content_length().is_some_and(|n| (n as u64) < loc.offset + loc.size) {
-            return Err(TierError::Other(format!("bundle {} is shorter than its index says", loc.bundle)));
+            return Err(TierError::corrupt(
+                &self.name,
+                format!("bundle {} is shorter than its index says", loc.bundle),
+            ));
         }
         Ok(ObjectMeta { key: key.clone(), size: loc.size, checksum: loc.checksum })
     }
@@ -1374,7 +1401,7 @@ impl Tier for S3Tier {
         let params = GlacierJobParameters::builder()
             .tier(self.restore_tier.clone())
             .build()
-            .map_err(|e| TierError::Other(e.to_string()))?;
+            .map_err(|e| remote_build(&self.name, e))?;
         let request = RestoreRequest::builder().days(self.restore_days).glacier_job_parameters(params).build();
         match self.client.restore_object().bucket(&self.bucket).key(&data_key).restore_request(request).send().await {
             Ok(_) => {}
@@ -1509,7 +1536,7 @@ impl Tier for S3Tier {
             }
             let Ok(key) = ObjectKey::new(String::from_utf8_lossy(&k).into_owned()) else { continue };
             let loc: Located =
-                serde_json::from_slice(&v).map_err(|e| TierError::Other(format!("local index corrupt: {e}")))?;
+                serde_json::from_slice(&v).map_err(|e| TierError::corrupt_by(&self.name, "local index corrupt", e))?;
             out.push(ObjectMeta { key, size: loc.size, checksum: loc.checksum });
         }
         Ok(out)
@@ -1519,6 +1546,42 @@ impl Tier for S3Tier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn service_error(code: &str) -> SdkError<aws_sdk_s3::operation::get_object::GetObjectError, ()> {
+        let meta = aws_sdk_s3::error::ErrorMetadata::builder().code(code).message("the store says no").build();
+        SdkError::service_error(aws_sdk_s3::operation::get_object::GetObjectError::generic(meta), ())
+    }
+
+    #[test]
+    fn sdk_errors_become_kinds_that_decide_retry() {
+        use std::error::Error as _;
+        let tier = TierName::new("s3").expect("a tier name");
+        let key = ObjectKey::new("k").expect("a key");
+        for code in ["SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling"] {
+            let e = sdk_err(&tier, "reading a bundle", Some(&key), service_error(code));
+            assert!(e.is_transient(), "{code}: {e:?}");
+            assert!(e.to_string().contains(code), "the service's code is in the message: {e}");
+        }
+        let timeout = SdkError::<aws_sdk_s3::operation::get_object::GetObjectError, ()>::timeout_error("slow");
+        assert!(sdk_err(&tier, "reading a bundle", None, timeout).is_transient());
+        assert!(matches!(
+            sdk_err(&tier, "reading", Some(&key), service_error("NoSuchKey")),
+            TierError::NotFound(k) if k == key
+        ));
+        assert!(matches!(
+            sdk_err(&tier, "reading", Some(&key), service_error("InvalidObjectState")),
+            TierError::NeedsRecall(_)
+        ));
+        let denied = sdk_err(&tier, "reading a bundle", Some(&key), service_error("AccessDenied"));
+        assert!(matches!(denied, TierError::Remote { .. }) && denied.is_permanent(), "{denied:?}");
+        assert!(denied.to_string().starts_with("tier s3: reading a bundle: "), "{denied}");
+        assert!(denied.to_string().contains("AccessDenied"), "{denied}");
+        // The SDK's own error is reachable below the context wrapper.
+        let sdk = denied.source().and_then(|s| s.source()).expect("the SdkError");
+        assert!(sdk.downcast_ref::<SdkError<aws_sdk_s3::operation::get_object::GetObjectError, ()>>().is_some());
+        let unnamed = sdk_err(&tier, "listing bundles", None, service_error("NoSuchKey"));
+        assert!(matches!(unnamed, TierError::Remote { .. }), "a missing key without an object is no NotFound");
+    }
 
     fn member(offset: u64, size: u64) -> Member {
         Member { offset, size, items: vec![0] }

@@ -60,7 +60,9 @@
 //! and `get` of that object fail with [`TierError::ChecksumMismatch`] (naming the expected
 //! and the actual checksum); after [`TapeConfig::staging_ttl`], or when the object is
 //! deleted or overwritten, or the tier is reopened, a new recall reads the volume again.
-//! Other failures to read a volume are reported the same way as [`TierError::Other`].
+//! Other failures to read a volume (an I/O error, a volume that lost its label or ends inside
+//! the object) are remembered the same way and reported as [`TierError::Shared`] around the
+//! original [`TierError::Io`] or [`TierError::Corrupt`].
 //! `head` answers from the catalog and does not read the volume.
 //!
 //! # Deleting
@@ -349,17 +351,25 @@ struct Index {
 }
 
 impl Index {
-    fn err(&self, what: &str, e: impl std::fmt::Display) -> TierError {
-        TierError::Other(format!("tier {}: volume catalog: {what}: {e}", self.name))
+    fn err(&self, what: &str, e: impl Into<archive_core::tier::BoxError>) -> TierError {
+        TierError::index(&self.name, format!("volume catalog: {what}"), e)
+    }
+
+    fn corrupt(&self, what: &str, e: impl Into<archive_core::tier::BoxError>) -> TierError {
+        TierError::corrupt_by(&self.name, format!("volume catalog: {what} is corrupt"), e)
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, TierError> {
-        self.db.cf_handle(name).ok_or_else(|| self.err("missing column family", name))
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| TierError::corrupt(&self.name, format!("volume catalog: missing column family {name}")))
     }
 
     fn entry(&self, key: &ObjectKey) -> Result<Option<CatalogEntry>, TierError> {
         match self.db.get_cf(self.cf(CF_OBJECTS)?, key.as_str()) {
-            Ok(Some(v)) => serde_json::from_slice(&v).map(Some).map_err(|e| self.err(&format!("entry of {key}"), e)),
+            Ok(Some(v)) => {
+                serde_json::from_slice(&v).map(Some).map_err(|e| self.corrupt(&format!("entry of {key}"), e))
+            }
             Ok(None) => Ok(None),
             Err(e) => Err(self.err("read", e)),
         }
@@ -369,7 +379,7 @@ impl Index {
         match self.db.get_cf(self.cf(CF_VOLUMES)?, id.to_be_bytes()) {
             Ok(Some(v)) => serde_json::from_slice(&v)
                 .map(Some)
-                .map_err(|e| self.err(&format!("record of {}", volume_label(id)), e)),
+                .map_err(|e| self.corrupt(&format!("record of {}", volume_label(id)), e)),
             Ok(None) => Ok(None),
             Err(e) => Err(self.err("read", e)),
         }
@@ -379,7 +389,7 @@ impl Index {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_VOLUMES)?, rocksdb::IteratorMode::Start) {
             let (_, v) = item.map_err(|e| self.err("scan", e))?;
-            out.push(serde_json::from_slice(&v).map_err(|e| self.err("volume record", e))?);
+            out.push(serde_json::from_slice(&v).map_err(|e| self.corrupt("volume record", e))?);
         }
         Ok(out)
     }
@@ -462,8 +472,18 @@ fn data_start(format: u32) -> u64 {
 /// Why copying an object off a volume failed.
 #[derive(Debug, Clone)]
 enum StageFailure {
-    Mismatch { actual: Checksum },
-    Read(String),
+    Mismatch {
+        actual: Checksum,
+    },
+    /// The volume could not be read; the error is shared by every answer given for the object
+    /// while the failure is remembered.
+    Read(Arc<TierError>),
+}
+
+impl StageFailure {
+    fn read(e: TierError) -> Self {
+        StageFailure::Read(Arc::new(e))
+    }
 }
 
 struct Staged {
@@ -537,14 +557,7 @@ impl Recalls {
     }
 
     /// The state of the catalogued version `entry` of `key`, dropping stale or expired state.
-    fn lookup(
-        &mut self,
-        name: &TierName,
-        key: &ObjectKey,
-        entry: &CatalogEntry,
-        ttl: Duration,
-        trash: &mut Vec<PathBuf>,
-    ) -> Lookup {
+    fn lookup(&mut self, key: &ObjectKey, entry: &CatalogEntry, ttl: Duration, trash: &mut Vec<PathBuf>) -> Lookup {
         self.sweep(ttl, trash);
         if let Some(s) = self.staged.get(key) {
             if s.entry == *entry && s.at.elapsed() < ttl {
@@ -556,7 +569,7 @@ impl Recalls {
         }
         if let Some(f) = self.failed.get(key) {
             if f.entry == *entry && f.at.elapsed() < ttl {
-                return Lookup::Failed(failure_error(name, key, entry, &f.failure));
+                return Lookup::Failed(failure_error(key, entry, &f.failure));
             }
             self.failed.remove(key);
         }
@@ -594,15 +607,12 @@ impl Recalls {
     }
 }
 
-fn failure_error(name: &TierName, key: &ObjectKey, entry: &CatalogEntry, failure: &StageFailure) -> TierError {
+fn failure_error(key: &ObjectKey, entry: &CatalogEntry, failure: &StageFailure) -> TierError {
     match failure {
         StageFailure::Mismatch { actual } => {
             TierError::ChecksumMismatch { key: key.clone(), expected: entry.checksum, actual: *actual }
         }
-        StageFailure::Read(message) => TierError::Other(format!(
-            "tier {name}: recalling {key} from volume {}: {message}",
-            volume_label(entry.volume)
-        )),
+        StageFailure::Read(e) => TierError::for_key(e, key),
     }
 }
 
@@ -688,9 +698,11 @@ impl TapeTier {
     /// (after any unreferenced bytes a crash left), or a new one.
     pub fn open(name: TierName, config: TapeConfig) -> Result<TapeTier, TierError> {
         if config.volume_bytes <= VOLUME_LABEL_LEN {
-            return Err(TierError::Other(format!(
-                "tier {name}: the volume size must be larger than a volume label ({VOLUME_LABEL_LEN} bytes)"
-            )));
+            return Err(TierError::config(
+                &name,
+                format!("the volume size must be larger than a volume label ({VOLUME_LABEL_LEN} bytes)"),
+                None,
+            ));
         }
         let root = config.root;
         let volumes = root.join("volumes");
@@ -708,7 +720,7 @@ impl TapeTier {
         }
         let cfs = families.iter().map(|n| ColumnFamilyDescriptor::new(n, rocksdb::Options::default()));
         let db = DB::open_cf_descriptors(&opts, root.join("index"), cfs)
-            .map_err(|e| TierError::Other(format!("tier {name}: cannot open the volume catalog: {e}")))?;
+            .map_err(|e| TierError::index(&name, "cannot open the volume catalog", e))?;
         let index = Index { name: name.clone(), db };
         // Before anything is changed: a tier written by a newer vna is refused.
         let marker = index.check_format()?;
@@ -807,10 +819,7 @@ impl TapeTier {
         let mut hasher = ChecksumHasher::new();
         let mut len = 0u64;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| match e {
-                TierError::Body(_) => e,
-                other => TierError::Body(other.to_string()),
-            })?;
+            let chunk = chunk.map_err(TierError::into_body)?;
             len += chunk.len() as u64;
             if len > inner.volume_bytes {
                 return Err(inner.too_large(key, len));
@@ -852,7 +861,7 @@ impl TapeTier {
     async fn open_staged(&self, key: &ObjectKey, entry: &CatalogEntry) -> Result<tokio::fs::File, TierError> {
         let inner = &self.inner;
         let mut trash = Vec::new();
-        let lookup = inner.recalls.lock().lookup(&inner.name, key, entry, inner.staging_ttl, &mut trash);
+        let lookup = inner.recalls.lock().lookup(key, entry, inner.staging_ttl, &mut trash);
         remove_files(trash);
         let path = match lookup {
             Lookup::Ready(path) => path,
@@ -947,8 +956,11 @@ fn open_writer(index: &Index, root: &Path, volume_bytes: u64) -> Result<Writer, 
 }
 
 /// Copies an object's bytes off a volume into `dst`, checking their BLAKE3.
-fn copy_out(src: &fs::File, dst: &Path, entry: &CatalogEntry) -> Result<(), StageFailure> {
-    let read_err = |what: &str, e: std::io::Error| StageFailure::Read(format!("{what}: {e}"));
+fn copy_out(name: &TierName, src: &fs::File, dst: &Path, entry: &CatalogEntry) -> Result<(), StageFailure> {
+    let volume = volume_label(entry.volume);
+    let read_err = |what: &str, e: std::io::Error| {
+        StageFailure::read(TierError::io(name, format!("recalling from volume {volume}: {what}"), e))
+    };
     let mut out = fs::File::create(dst).map_err(|e| read_err("creating the staged copy", e))?;
     let mut hasher = ChecksumHasher::new();
     let mut buf = vec![0u8; COPY_CHUNK.min(entry.len as usize).max(1)];
@@ -957,11 +969,14 @@ fn copy_out(src: &fs::File, dst: &Path, entry: &CatalogEntry) -> Result<(), Stag
         let want = buf.len().min((entry.len - copied) as usize);
         let n = src.read_at(&mut buf[..want], entry.offset + copied).map_err(|e| read_err("reading", e))?;
         if n == 0 {
-            return Err(StageFailure::Read(format!(
-                "the volume ends at byte {} inside the object ({} bytes at {})",
-                entry.offset + copied,
-                entry.len,
-                entry.offset
+            return Err(StageFailure::read(TierError::corrupt(
+                name,
+                format!(
+                    "volume {volume} ends at byte {} inside the object ({} bytes at {})",
+                    entry.offset + copied,
+                    entry.len,
+                    entry.offset
+                ),
             )));
         }
         hasher.update(&buf[..n]);
@@ -1006,6 +1021,7 @@ impl Inner {
                 "object {key} ({len}+ bytes) is larger than a volume holds ({} bytes after its label)",
                 self.room()
             ),
+            source: None,
         }
     }
 
@@ -1050,7 +1066,7 @@ impl Inner {
             let want = buf.len().min((s.len - done) as usize);
             let n = src.read(&mut buf[..want]).map_err(|e| self.io(format!("reading the spool of {}", s.key), e))?;
             if n == 0 {
-                return Err(TierError::Other(format!("tier {}: the spool of {} is short", self.name, s.key)));
+                return Err(TierError::corrupt(&self.name, format!("the spool of {} is short", s.key)));
             }
             w.file
                 .write_all_at(&buf[..n], w.used + done)
@@ -1177,7 +1193,7 @@ impl Inner {
             return Ok(());
         }
         let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|e| TierError::Other(format!("tier {}: recalls need a tokio runtime: {e}", self.name)))?;
+            .map_err(|e| TierError::config(&self.name, "recalls need a tokio runtime", Some(Box::new(e))))?;
         *worker = Some(runtime.spawn(run_robot(Arc::downgrade(self), self.wake.clone())));
         Ok(())
     }
@@ -1198,7 +1214,10 @@ impl Inner {
 
     /// Copies an object off its volume into the staging area, verifying its checksum.
     fn stage(&self, entry: &CatalogEntry) -> Result<PathBuf, StageFailure> {
-        let read_err = |what: &str, e: std::io::Error| StageFailure::Read(format!("{what}: {e}"));
+        let volume = volume_label(entry.volume);
+        let read_err = |what: &str, e: std::io::Error| {
+            StageFailure::read(TierError::io(&self.name, format!("recalling from volume {volume}: {what}"), e))
+        };
         let src = fs::File::open(volume_path(&self.root, entry.volume)).map_err(|e| read_err("opening", e))?;
         // A labelled volume must still say what it is (the right cartridge, the right format).
         let format = self.index.volume(entry.volume).ok().flatten().map_or(1, |v| v.format);
@@ -1206,9 +1225,9 @@ impl Inner {
             match volume_format(&src, entry.volume).map_err(|e| read_err("reading the volume label", e))? {
                 VolumeFormat::Label(v) if v == format => {}
                 found => {
-                    return Err(StageFailure::Read(format!(
-                        "volume {} has lost its label (expected format {format}, found {found:?})",
-                        volume_label(entry.volume)
+                    return Err(StageFailure::read(TierError::corrupt(
+                        &self.name,
+                        format!("volume {volume} has lost its label (expected format {format}, found {found:?})"),
                     )))
                 }
             }
@@ -1216,9 +1235,8 @@ impl Inner {
         let seq = self.next_seq();
         let part = self.root.join("staging").join(format!("{seq}.part"));
         let done = self.root.join("staging").join(format!("{seq}.obj"));
-        let result = copy_out(&src, &part, entry).and_then(|()| {
-            fs::rename(&part, &done).map_err(|e| StageFailure::Read(format!("renaming the staged copy: {e}")))
-        });
+        let result = copy_out(&self.name, &src, &part, entry)
+            .and_then(|()| fs::rename(&part, &done).map_err(|e| read_err("renaming the staged copy", e)));
         match result {
             Ok(()) => Ok(done),
             Err(e) => {
@@ -1263,7 +1281,7 @@ impl Inner {
                             StageFailure::Mismatch { .. } => RecallOutcome::ChecksumMismatch,
                             StageFailure::Read(_) => RecallOutcome::ReadFailed,
                         };
-                        let error = failure_error(&self.name, &key, &entry, &failure);
+                        let error = failure_error(&key, &entry, &failure);
                         tracing::error!(tier = %self.name, %key, volume = %volume_label(entry.volume), error = %error, "recall failed");
                         r.failed.insert(key.clone(), Failed { entry: entry.clone(), at: Instant::now(), failure });
                         r.failures += 1;
@@ -1301,7 +1319,10 @@ async fn run_robot(tier: Weak<Inner>, wake: Arc<Notify>) {
         let copied = entry.clone();
         let result = match tokio::task::spawn_blocking(move || copier.stage(&copied)).await {
             Ok(result) => result,
-            Err(e) => Err(StageFailure::Read(format!("copy task failed: {e}"))),
+            Err(e) => Err(StageFailure::read(TierError::worker(
+                format!("tier {}: copying {key} off its volume", inner.name),
+                e,
+            ))),
         };
         inner.finish(key, entry, result);
     }
@@ -1311,7 +1332,7 @@ async fn run_robot(tier: Weak<Inner>, wake: Arc<Notify>) {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, TierError> + Send + 'static,
 ) -> Result<T, TierError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| TierError::Other(format!("worker failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| TierError::worker("tape tier file and catalog work", e))?
 }
 
 #[async_trait]
@@ -1380,7 +1401,7 @@ impl Tier for TapeTier {
         let inner = &self.inner;
         let entry = inner.index.entry(key)?.ok_or_else(|| TierError::NotFound(key.clone()))?;
         let mut trash = Vec::new();
-        let lookup = inner.recalls.lock().lookup(&inner.name, key, &entry, inner.staging_ttl, &mut trash);
+        let lookup = inner.recalls.lock().lookup(key, &entry, inner.staging_ttl, &mut trash);
         remove_files(trash);
         match lookup {
             Lookup::Ready(_) => Ok(RecallStatus::Ready),
@@ -1415,8 +1436,8 @@ impl Tier for TapeTier {
                     break;
                 }
                 let key =
-                    ObjectKey::new(String::from_utf8_lossy(&k).into_owned()).map_err(|e| index.err("bad key", e))?;
-                let e: CatalogEntry = serde_json::from_slice(&v).map_err(|e| index.err("entry", e))?;
+                    ObjectKey::new(String::from_utf8_lossy(&k).into_owned()).map_err(|e| index.corrupt("key", e))?;
+                let e: CatalogEntry = serde_json::from_slice(&v).map_err(|e| index.corrupt("entry", e))?;
                 out.push(ObjectMeta { key, size: e.len, checksum: e.checksum });
             }
             Ok(out)

@@ -667,10 +667,9 @@ fn write_segment_header(file: &fs::File) -> std::io::Result<()> {
 fn index_format(db: &rocksdb::DB, name: &TierName) -> Result<Option<u32>, TierError> {
     let meta = db
         .cf_handle(META_CF)
-        .ok_or_else(|| TierError::Other(format!("tier {name}: the index has no {META_CF} column family")))?;
-    let raw = db
-        .get_cf(meta, FORMAT_VERSION_KEY)
-        .map_err(|e| TierError::Other(format!("tier {name}: reading the format marker failed: {e}")))?;
+        .ok_or_else(|| TierError::corrupt(name, format!("the index has no {META_CF} column family")))?;
+    let raw =
+        db.get_cf(meta, FORMAT_VERSION_KEY).map_err(|e| TierError::index(name, "reading the format marker", e))?;
     let Some(raw) = raw else { return Ok(None) };
     let found = std::str::from_utf8(&raw).ok().and_then(|s| s.trim().parse::<u32>().ok());
     let source = match found {
@@ -723,7 +722,7 @@ impl WarmTier {
     /// the background compaction task when `config.compact_interval` is not zero and a
     /// tokio runtime is current.
     pub fn open_config(name: TierName, root: PathBuf, config: WarmConfig) -> Result<WarmTier, TierError> {
-        config.validate().map_err(|e| TierError::Other(format!("tier {name}: invalid option {e}")))?;
+        config.validate().map_err(|e| TierError::config(&name, format!("invalid option {e}"), None))?;
         let io = |what: &str, e: std::io::Error| TierError::io(&name, what.to_string(), e);
         let segments = root.join("segments");
         fs::create_dir_all(&segments).map_err(|e| io("creating the segment directory", e))?;
@@ -739,7 +738,7 @@ impl WarmTier {
             }
         }
         let db = rocksdb::DB::open_cf(&opts, root.join("index"), &families)
-            .map_err(|e| TierError::Other(format!("tier {name}: cannot open the index: {e}")))?;
+            .map_err(|e| TierError::index(&name, "cannot open the index", e))?;
         // Before anything is changed: a tier written by a newer vna is refused.
         let marker = index_format(&db, &name)?;
         let on_disk = list_segments(&segments).map_err(|e| io("listing segments", e))?;
@@ -996,25 +995,20 @@ impl Inner {
     fn meta(&self) -> Result<&rocksdb::ColumnFamily, TierError> {
         self.db
             .cf_handle(META_CF)
-            .ok_or_else(|| TierError::Other(format!("tier {}: the index has no {META_CF} column family", self.name)))
+            .ok_or_else(|| TierError::corrupt(&self.name, format!("the index has no {META_CF} column family")))
     }
 
     fn db_err(&self, what: &str, e: rocksdb::Error) -> TierError {
-        TierError::Other(format!("tier {}: {what} failed: {e}", self.name))
+        TierError::index(&self.name, format!("{what} failed"), e)
     }
 
     fn encode<T: Serialize>(&self, v: &T) -> Result<Vec<u8>, TierError> {
-        serde_json::to_vec(v)
-            .map_err(|e| TierError::Other(format!("tier {}: cannot encode an index record: {e}", self.name)))
+        serde_json::to_vec(v).map_err(|e| TierError::index(&self.name, "cannot encode an index record", e))
     }
 
     fn decode_entry(&self, key: &[u8], v: &[u8]) -> Result<Entry, TierError> {
         serde_json::from_slice(v).map_err(|e| {
-            TierError::Other(format!(
-                "tier {}: corrupt index entry for {}: {e}",
-                self.name,
-                String::from_utf8_lossy(key)
-            ))
+            TierError::corrupt_by(&self.name, format!("corrupt index entry for {}", String::from_utf8_lossy(key)), e)
         })
     }
 
@@ -1336,10 +1330,10 @@ impl Inner {
             Err(FrameError::Damaged) => {
                 Err(TierError::ChecksumMismatch { key: key.clone(), expected: e.checksum, actual: Checksum::of(&raw) })
             }
-            Err(FrameError::Dictionary { id, why }) => Err(TierError::Other(format!(
-                "tier {}: cannot decompress {key}: the compression dictionary {id} it needs {why}",
-                self.name
-            ))),
+            Err(FrameError::Dictionary { id, why }) => Err(TierError::corrupt(
+                &self.name,
+                format!("cannot decompress {key}: the compression dictionary {id} it needs {why}"),
+            )),
         }
     }
 
@@ -1368,8 +1362,9 @@ impl Inner {
             return zstd::bulk::compress(data, self.config.zstd_level)
                 .map_err(|e| self.io(format!("compressing {key}"), e));
         };
+        // As zstd's own bulk API does, a compressor failure is an I/O error of the compression.
         let failed = |why: &str| {
-            TierError::Other(format!("tier {}: compressing {key} with dictionary {} failed: {why}", self.name, dict.id))
+            self.io(format!("compressing {key} with dictionary {}", dict.id), std::io::Error::other(why.to_string()))
         };
         let mut cctx = zstd_safe::CCtx::try_create().ok_or_else(|| failed("cannot get a zstd context"))?;
         let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
@@ -1713,7 +1708,7 @@ impl Inner {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, TierError> + Send + 'static,
 ) -> Result<T, TierError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| TierError::Other(format!("worker failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| TierError::worker("warm tier file and index work", e))?
 }
 
 #[async_trait]
@@ -1737,7 +1732,7 @@ impl Tier for WarmTier {
         while let Some(chunk) = body.next().await {
             match chunk {
                 Ok(c) => data.extend_from_slice(&c),
-                Err(e) => return Err(TierError::Body(e.to_string())),
+                Err(e) => return Err(e.into_body()),
             }
         }
         let inner = self.inner.clone();
@@ -1814,7 +1809,7 @@ impl Tier for WarmTier {
                     break;
                 }
                 let key = ObjectKey::new(String::from_utf8_lossy(&k).into_owned())
-                    .map_err(|e| TierError::Other(format!("tier {}: bad key in the index: {e}", inner.name)))?;
+                    .map_err(|e| TierError::corrupt_by(&inner.name, "bad key in the index", e))?;
                 let e = inner.decode_entry(&k, &v)?;
                 out.push(ObjectMeta { key, size: e.size, checksum: e.checksum });
             }

@@ -92,13 +92,31 @@ fn keys_cannot_escape_the_root() {
     }
 }
 
+#[test]
+fn a_root_held_by_another_open_tier_is_in_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = open(dir.path());
+    let name = TierName::new("hot").expect("valid tier name");
+    let err = HotTier::open(name.clone(), dir.path().to_path_buf()).expect_err("second open");
+    match &err {
+        TierError::InUse { tier, path } => {
+            assert_eq!(tier, &name);
+            assert_eq!(path, dir.path());
+        }
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    assert!(err.to_string().contains("is in use by another process (is `vna serve` running?)"), "{err}");
+    drop(first);
+    HotTier::open(name, dir.path().to_path_buf()).expect("opens again once released");
+}
+
 #[tokio::test]
 async fn the_tmp_directory_is_reserved() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tier = open(dir.path());
     let reserved = key(".tmp/x");
     let err = tier.put_bytes(&reserved, Bytes::from_static(b"x"), PutOpts::default()).await.expect_err("reserved put");
-    assert!(matches!(err, TierError::Other(_)), "{err:?}");
+    assert!(matches!(err, TierError::InvalidKey { .. }), "{err:?}");
     fs::write(dir.path().join(".tmp/x"), b"x").expect("plant file");
     assert!(matches!(tier.head(&reserved).await, Err(TierError::NotFound(_))));
     assert!(matches!(tier.get_bytes(&reserved).await, Err(TierError::NotFound(_))));
@@ -143,9 +161,9 @@ async fn a_key_cannot_be_both_an_object_and_a_directory() {
     let one = Bytes::from_static(b"1");
     tier.put_bytes(&key("k/a"), one.clone(), PutOpts::default()).await.expect("put k/a");
     let err = tier.put_bytes(&key("k/a/b"), one.clone(), PutOpts::default()).await.expect_err("k/a/b");
-    assert!(matches!(err, TierError::Other(_)), "{err:?}");
+    assert!(matches!(err, TierError::InvalidKey { .. }), "{err:?}");
     let err = tier.put_bytes(&key("k"), one, PutOpts::default()).await.expect_err("k");
-    assert!(matches!(err, TierError::Other(_)), "{err:?}");
+    assert!(matches!(err, TierError::InvalidKey { .. }), "{err:?}");
     assert!(matches!(tier.head(&key("k")).await, Err(TierError::NotFound(_))));
     assert!(matches!(tier.head(&key("k/a/b")).await, Err(TierError::NotFound(_))));
     tier.delete(&key("k")).await.expect("deleting a directory-shaped key is a no-op");

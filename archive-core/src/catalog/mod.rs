@@ -18,7 +18,7 @@ pub mod rocks;
 mod writer;
 
 use crate::attribute::AttrMap;
-use crate::audit::{AuditAction, AuditRecord, ChainError};
+use crate::audit::{AuditAction, AuditRecord, ChainVerdict};
 use crate::checksum::Checksum;
 #[cfg(doc)]
 use crate::format::FormatError;
@@ -202,9 +202,32 @@ pub enum CatalogError {
     /// The query cannot be run.
     #[error("invalid query: {0}")]
     InvalidQuery(String),
-    /// The storage engine failed.
+    /// The storage engine (RocksDB) failed.
+    #[error("catalog storage error: {0}")]
+    Engine(#[source] rocksdb::Error),
+    /// A record could not be encoded for storage.
+    #[error("catalog storage error: cannot encode {what}: {source}")]
+    Encode {
+        /// What was being encoded (`a job`, `a write intent`).
+        what: &'static str,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The catalog's own bookkeeping went wrong without an engine error (an answer of the
+    /// committer that does not fit the request, a deletion in the wrong state).
     #[error("catalog storage error: {0}")]
     Storage(String),
+    /// Another process (or another open in this one) holds the catalog's lock: one catalog
+    /// directory serves one `vna` at a time.
+    #[error("the catalog at {} is in use by another vna process (is `vna serve` running?)", .path.display())]
+    InUse {
+        /// The catalog directory.
+        path: std::path::PathBuf,
+        /// RocksDB's report about its LOCK file.
+        #[source]
+        source: rocksdb::Error,
+    },
     /// A stored record cannot be decoded.
     #[error("corrupt catalog record {key}: {message}")]
     Corrupt {
@@ -254,7 +277,7 @@ pub enum CatalogError {
 
 impl From<rocksdb::Error> for CatalogError {
     fn from(e: rocksdb::Error) -> Self {
-        CatalogError::Storage(e.to_string())
+        CatalogError::Engine(e)
     }
 }
 
@@ -392,8 +415,9 @@ pub trait Catalog: Send + Sync {
     fn audit_records(&self, from_seq: u64) -> Result<Vec<Result<AuditRecord, String>>, CatalogError>;
     /// At most `limit` audit records in order from `from_seq` (for paging through a long trail).
     fn audit_page(&self, from_seq: u64, limit: usize) -> Result<Vec<Result<AuditRecord, String>>, CatalogError>;
-    /// Verifies the audit chain and returns the number of records checked.
-    fn verify_audit(&self) -> Result<Result<u64, ChainError>, CatalogError> {
-        Ok(crate::audit::verify_chain(self.audit_records(1)?))
+    /// Verifies the audit chain: intact (with the number of records checked) or broken (with
+    /// the first broken link); `Err` only when the catalog cannot be read.
+    fn verify_audit(&self) -> Result<ChainVerdict, CatalogError> {
+        Ok(crate::audit::verify_chain(self.audit_records(1)?).into())
     }
 }

@@ -73,6 +73,21 @@ pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
     db.cf_handle(name).expect("column families are created at open")
 }
 
+/// The error of opening the catalog: [`CatalogError::InUse`] when RocksDB could not take its
+/// LOCK file, any other engine error as it is.
+///
+/// RocksDB reports a held lock as an I/O error naming the LOCK file: "While lock file:
+/// DIR/LOCK: Resource temporarily unavailable" when another process holds it, "lock hold by
+/// current process, ...: DIR/LOCK: No locks available" when this process does. This is the
+/// one place that reads that message.
+fn open_error(path: &Path, e: rocksdb::Error) -> CatalogError {
+    let message: &str = e.as_ref();
+    if e.kind() == rocksdb::ErrorKind::IOError && message.contains("/LOCK:") {
+        return CatalogError::InUse { path: path.to_path_buf(), source: e };
+    }
+    CatalogError::Engine(e)
+}
+
 impl RocksCatalog {
     /// Inserts handed to the committer and not answered yet (the commit queue depth).
     pub fn commit_queue_depth(&self) -> usize {
@@ -92,7 +107,7 @@ impl RocksCatalog {
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             ColumnFamilyDescriptor::new(name, o)
         });
-        let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| open_error(path, e))?;
         let db = Arc::new(db);
         check_schema(&db)?;
         let state = WriterState::load(&db)?;
@@ -706,7 +721,7 @@ impl Catalog for RocksCatalog {
     }
 
     fn save_job(&self, job: &Job) -> Result<(), CatalogError> {
-        let value = serde_json::to_vec(job).map_err(|e| CatalogError::Storage(e.to_string()))?;
+        let value = serde_json::to_vec(job).map_err(|source| CatalogError::Encode { what: "a job", source })?;
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.put_cf_opt(cf(&self.db, CF_JOBS), job.id.0.to_be_bytes(), value, &wo)?;
@@ -726,7 +741,8 @@ impl Catalog for RocksCatalog {
 
     fn begin_write(&self, intent: &WriteIntent) -> Result<(), CatalogError> {
         let key = keys::join(&[intent.tier.as_str().as_bytes(), intent.key.as_str().as_bytes()]);
-        let value = serde_json::to_vec(intent).map_err(|e| CatalogError::Storage(e.to_string()))?;
+        let value =
+            serde_json::to_vec(intent).map_err(|source| CatalogError::Encode { what: "a write intent", source })?;
         // Synced: the intent must outlive a power loss that the object (fsynced next) survives.
         // RocksDB groups concurrent synced writes into one WAL sync.
         let mut wo = WriteOptions::default();
@@ -902,6 +918,40 @@ mod tests {
 
     fn failing_step(_: &DB) -> Result<(), CatalogError> {
         Err(CatalogError::Storage("interrupted".into()))
+    }
+
+    #[test]
+    fn a_catalog_open_twice_is_in_use_with_rocksdbs_report_as_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        let first = RocksCatalog::open(&path, RocksCatalogOptions::default()).unwrap();
+        let Err(e) = RocksCatalog::open(&path, RocksCatalogOptions::default()) else {
+            panic!("a second open of a held catalog succeeded")
+        };
+        match &e {
+            CatalogError::InUse { path: held, source } => {
+                assert_eq!(held, &path);
+                assert_eq!(source.kind(), rocksdb::ErrorKind::IOError);
+            }
+            other => panic!("expected InUse, got {other:?}"),
+        }
+        assert!(e.to_string().contains("in use by another vna process"), "{e}");
+        let source = std::error::Error::source(&e).expect("the engine's report is the source");
+        assert!(source.to_string().contains("LOCK"), "{source}");
+        // Released with the first handle: the catalog opens again.
+        drop(first);
+        drop(RocksCatalog::open(&path, RocksCatalogOptions::default()).unwrap());
+    }
+
+    #[test]
+    fn other_open_failures_are_engine_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-a-directory");
+        std::fs::write(&path, b"x").unwrap();
+        let Err(e) = RocksCatalog::open(&path, RocksCatalogOptions::default()) else {
+            panic!("a catalog opened on a plain file")
+        };
+        assert!(matches!(e, CatalogError::Engine(_)), "{e:?}");
     }
 
     #[test]

@@ -355,7 +355,10 @@ fn commit_group(db: &DB, state: &mut WriterState, opts: &RocksCatalogOptions, co
                 tracing::error!(error = %e, "catalog commit failed");
                 (state.stats, state.audit_seq, state.audit_hash) = saved.clone();
                 for p in pending {
-                    p.answer(Err(CatalogError::Storage(e.to_string())));
+                    p.answer(Err(match &e {
+                        CatalogError::Engine(source) => CatalogError::Engine(source.clone()),
+                        other => CatalogError::Storage(other.to_string()),
+                    }));
                 }
             }
         }
@@ -397,6 +400,15 @@ impl<K: Hash + Eq + Clone, T: Clone + crate::format::Versioned> Overlay<K, T> {
             slot.after = value;
         }
     }
+}
+
+/// What one instance of a relocation came to.
+enum Relocated {
+    /// The copies changed as asked; the instance's record as it is now.
+    Applied(Box<InstanceRecord>),
+    /// Refused, changing nothing (the instance is gone or changed, the tier already holds a
+    /// copy, or the copy invariant would break).
+    Refused(CatalogError),
 }
 
 struct Batch<'a> {
@@ -688,7 +700,10 @@ impl<'a> Batch<'a> {
         let mut answers = Vec::with_capacity(r.items.len());
         let mut moved = Vec::new();
         for item in &r.items {
-            let answer = self.relocate_one(item, r.min_copies)?;
+            let answer = match self.relocate_one(item, r.min_copies)? {
+                Relocated::Applied(rec) => Ok(*rec),
+                Relocated::Refused(why) => Err(why),
+            };
             if let Ok(rec) = &answer {
                 moved.push(AuditObject {
                     patient: String::new(),
@@ -724,18 +739,15 @@ impl<'a> Batch<'a> {
         Ok(answers)
     }
 
-    /// One instance of a relocation: `Ok(Err(_))` is a refusal that changed nothing.
-    fn relocate_one(
-        &mut self,
-        item: &InstanceRelocation,
-        min_copies: usize,
-    ) -> Result<Result<InstanceRecord, CatalogError>, CatalogError> {
+    /// One instance of a relocation: applied, or refused without a change; `Err` when the
+    /// catalog failed.
+    fn relocate_one(&mut self, item: &InstanceRelocation, min_copies: usize) -> Result<Relocated, CatalogError> {
         let sop = item.sop_instance.as_str().to_string();
         let Some(existing) = self.existing_instance(&sop)? else {
-            return Ok(Err(CatalogError::InstanceGone(item.sop_instance.clone())));
+            return Ok(Relocated::Refused(CatalogError::InstanceGone(item.sop_instance.clone())));
         };
         if existing.checksum != item.checksum {
-            return Ok(Err(CatalogError::InstanceChanged(item.sop_instance.clone())));
+            return Ok(Relocated::Refused(CatalogError::InstanceChanged(item.sop_instance.clone())));
         }
         let removed = |l: &Location| item.remove.iter().any(|(t, k)| *t == l.tier && *k == l.key);
         let mut locations: Vec<Location> = existing.locations.iter().filter(|l| !removed(l)).cloned().collect();
@@ -745,7 +757,7 @@ impl<'a> Batch<'a> {
                 continue;
             }
             if locations.iter().any(|l| l.tier == add.tier) {
-                return Ok(Err(CatalogError::DuplicateCopy {
+                return Ok(Relocated::Refused(CatalogError::DuplicateCopy {
                     sop_instance: item.sop_instance.clone(),
                     tier: add.tier.clone(),
                 }));
@@ -753,7 +765,7 @@ impl<'a> Batch<'a> {
             locations.push(add.clone());
         }
         if locations.is_empty() || (locations.len() < existing.locations.len() && locations.len() < min_copies) {
-            return Ok(Err(CatalogError::CopyInvariant {
+            return Ok(Relocated::Refused(CatalogError::CopyInvariant {
                 sop_instance: item.sop_instance.clone(),
                 copies: locations.len(),
                 required: min_copies.max(1),
@@ -791,7 +803,7 @@ impl<'a> Batch<'a> {
         }
         let ikey = (study_uid.clone(), series_uid.clone(), sop);
         self.instances.set(ikey, Some(updated.clone()));
-        Ok(Ok(updated))
+        Ok(Relocated::Applied(Box::new(updated)))
     }
 
     /// Moves a study's `last_access` forward (never back).

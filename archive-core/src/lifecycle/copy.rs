@@ -62,7 +62,7 @@ impl CopyError {
     /// Whether trying again later may work.
     pub fn is_transient(&self) -> bool {
         match self {
-            CopyError::Tier(e) => !e.is_permanent(),
+            CopyError::Tier(e) => e.is_transient(),
             CopyError::RecallTimeout { .. } => true,
             _ => false,
         }
@@ -442,11 +442,7 @@ pub async fn verify_copy(tier: &Arc<dyn Tier>, key: &ObjectKey, record: &Instanc
         size += chunk?.len() as u64;
     }
     if size != record.size {
-        return Err(TierError::Other(format!(
-            "copy {key} on tier {} has {size} bytes, expected {}",
-            tier.name(),
-            record.size
-        )));
+        return Err(TierError::corrupt(tier.name(), format!("copy {key} has {size} bytes, expected {}", record.size)));
     }
     Ok(())
 }

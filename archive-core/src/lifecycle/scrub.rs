@@ -208,9 +208,9 @@ impl Scrubber {
                 self.metrics.scrub_bytes_total.inc_by(n);
                 true
             }
-            Err(TierError::Transient(m)) => {
+            Err(e) if e.is_transient() => {
                 // Not evidence of damage: counted, logged, checked again next pass.
-                tracing::warn!(tier = %loc.tier, key = %loc.key, error = %m, "scrub could not read a copy");
+                tracing::warn!(tier = %loc.tier, key = %loc.key, error = %e, "scrub could not read a copy");
                 self.status.lock().copies_skipped += 1;
                 self.metrics.scrub_copies_total.with_label_values(&[loc.tier.as_str(), "unreadable"]).inc();
                 false

@@ -204,12 +204,15 @@ pub enum TierError {
         actual: Checksum,
     },
     /// The tier has no room for the object.
-    #[error("tier {tier} is out of space: {detail}")]
+    #[error("tier {tier} is out of space: {detail}{}", cause(.source))]
     InsufficientSpace {
         /// The tier.
         tier: TierName,
-        /// What ran out.
+        /// What ran out (or what was being done when the disk filled up).
         detail: String,
+        /// The I/O error (`ENOSPC`, `EDQUOT`) that said so, when there is one.
+        #[source]
+        source: Option<std::io::Error>,
     },
     /// The requested range lies outside the object.
     #[error("range {start}..{end} is outside object {key} of {size} bytes")]
@@ -234,20 +237,122 @@ pub enum TierError {
         /// The operation.
         operation: &'static str,
     },
-    /// A failure of the body stream handed to `put`.
+    /// A failure of the body stream handed to `put` (the client went away, or the tier the
+    /// bytes come from failed while they streamed).
     #[error("body stream failed: {0}")]
-    Body(String),
-    /// A transient failure (timeout, throttling, 5xx): retrying may succeed.
-    #[error("transient failure: {0}")]
-    Transient(String),
+    Body(#[source] BoxError),
+    /// A transient failure (timeout, throttling, 5xx, a connection that broke): retrying may
+    /// succeed.
+    #[error("transient failure: {what}{}", cause(.source))]
+    Transient {
+        /// What was being done (`tier s3: reading bundle B`).
+        what: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// A local I/O error.
-    #[error("i/o error on {context}: {source}")]
+    #[error("tier {tier}: i/o error on {context}: {source}")]
     Io {
+        /// The tier.
+        tier: TierName,
         /// What was being done.
         context: String,
         /// The underlying error.
         #[source]
         source: std::io::Error,
+    },
+    /// The tier's own index (a RocksDB database: the warm index, the S3 local index, the
+    /// tape volume catalog) failed to open, read or write.
+    #[error("tier {tier}: {what}: {source}")]
+    Index {
+        /// The tier.
+        tier: TierName,
+        /// What was being done (`opening the index`, `index write`).
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+    /// Stored data (an index entry, a bundle, a spool file, a checksum attribute) is damaged
+    /// or inconsistent with what names it. Permanent: the tier's data needs attention.
+    #[error("tier {tier}: {what}{}", cause(.source))]
+    Corrupt {
+        /// The tier.
+        tier: TierName,
+        /// What is damaged, as a phrase (`bundle B is shorter than its index says`).
+        what: String,
+        /// The underlying error (say a JSON decoding error), when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The remote store (an S3 service) refused the operation, permanently: access denied,
+    /// no such bucket, an invalid request.
+    #[error("tier {tier}: {what}: {source}")]
+    Remote {
+        /// The tier.
+        tier: TierName,
+        /// What was being done (`reading a bundle`).
+        what: String,
+        /// The store's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The tier's storage is held by another process (another `vna serve` on the same root).
+    #[error("tier {tier} at {} is in use by another process (is `vna serve` running?)", .path.display())]
+    InUse {
+        /// The tier.
+        tier: TierName,
+        /// The root or lock file that is held.
+        path: std::path::PathBuf,
+    },
+    /// The key cannot be stored in this tier (a reserved name, or one that collides with the
+    /// directory structure of other keys).
+    #[error("tier {tier}: object {key} cannot be stored: {reason}")]
+    InvalidKey {
+        /// The tier.
+        tier: TierName,
+        /// The key.
+        key: ObjectKey,
+        /// Why not.
+        reason: String,
+    },
+    /// The tier's configuration or environment does not let it work: an invalid option, a
+    /// filesystem without the features it needs, no async runtime. Permanent until fixed.
+    #[error("tier {tier}: {what}{}", cause(.source))]
+    Config {
+        /// The tier.
+        tier: TierName,
+        /// What is wrong.
+        what: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The tier was closed (dropped) while the operation ran.
+    #[error("tier {tier} is closed")]
+    Closed {
+        /// The tier.
+        tier: TierName,
+    },
+    /// A background task running the operation failed (panicked or was cancelled).
+    #[error("{what}: worker task failed: {source}")]
+    Worker {
+        /// What the task was doing (`tier warm: index scan`).
+        what: String,
+        /// The join error.
+        #[source]
+        source: BoxError,
+    },
+    /// A failure shared by several objects read or verified together (one bundle read for
+    /// many members): the same error, for another object.
+    #[error("object {key}: {source}")]
+    Shared {
+        /// The object this answer is about.
+        key: ObjectKey,
+        /// The failure of the whole read.
+        #[source]
+        source: std::sync::Arc<TierError>,
     },
     /// Stored data (a segment, a volume, an index) is in a format this tier does not read:
     /// written by a newer vna ([`crate::format::FormatError::UnsupportedVersion`]), or unknown.
@@ -262,23 +367,93 @@ pub enum TierError {
         #[source]
         source: crate::format::FormatError,
     },
-    /// Any other permanent failure.
+    /// A failure with no underlying error and no kind of its own: a broken internal
+    /// invariant (a tier answered fewer results than asked), or a failure injected by a
+    /// test. Permanent.
     #[error("{0}")]
     Other(String),
 }
 
+/// A boxed error that can cross threads: the source of tier errors whose cause is some other
+/// library's error (RocksDB, the S3 SDK, serde_json, a tokio join error).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `": cause"` for an optional source, `""` without one (for `Display` messages).
+fn cause<E: fmt::Display>(source: &Option<E>) -> String {
+    source.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+}
+
 impl TierError {
-    /// Whether retrying the same operation cannot help.
+    /// Whether retrying the same operation may succeed: transient failures, I/O timeouts and
+    /// interruptions, and shared failures of such. Every retry decision (lifecycle copies,
+    /// scrub, S3 batch reads, HTTP 503 answers) asks this, so it is decided here only.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TierError::Transient { .. } => true,
+            TierError::Io { source, .. } => {
+                matches!(source.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted)
+            }
+            TierError::Shared { source, .. } => source.is_transient(),
+            _ => false,
+        }
+    }
+    /// Whether retrying the same operation cannot help: the opposite of
+    /// [`is_transient`](Self::is_transient).
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, TierError::Transient(_))
+        !self.is_transient()
+    }
+    /// A transient failure of `what`, keeping its cause.
+    pub fn transient(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        TierError::Transient { what: what.into(), source: Some(source.into()) }
+    }
+    /// A transient failure without an underlying error.
+    pub fn transient_msg(what: impl Into<String>) -> Self {
+        TierError::Transient { what: what.into(), source: None }
+    }
+    /// A failure of the tier's index while doing `what`.
+    pub fn index(tier: &TierName, what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        TierError::Index { tier: tier.clone(), what: what.into(), source: source.into() }
+    }
+    /// Damaged stored data, without an underlying error.
+    pub fn corrupt(tier: &TierName, what: impl Into<String>) -> Self {
+        TierError::Corrupt { tier: tier.clone(), what: what.into(), source: None }
+    }
+    /// Damaged stored data, with the error that found it (say a decoding error).
+    pub fn corrupt_by(tier: &TierName, what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        TierError::Corrupt { tier: tier.clone(), what: what.into(), source: Some(source.into()) }
+    }
+    /// A configuration or environment the tier cannot work with.
+    pub fn config(tier: &TierName, what: impl Into<String>, source: Option<BoxError>) -> Self {
+        TierError::Config { tier: tier.clone(), what: what.into(), source }
+    }
+    /// A failed background task doing `what`.
+    pub fn worker(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        TierError::Worker { what: what.into(), source: source.into() }
+    }
+    /// The error a `put` reports when its body stream failed with `self`: a `Body` error
+    /// stays as it is, any other becomes the source of one.
+    pub fn into_body(self) -> Self {
+        match self {
+            TierError::Body(_) => self,
+            other => TierError::Body(Box::new(other)),
+        }
+    }
+    /// The same failure for another object of a batch: `NotFound` and `NeedsRecall` name
+    /// `key`, any other failure becomes [`TierError::Shared`] with `shared` as its source.
+    pub fn for_key(shared: &std::sync::Arc<TierError>, key: &ObjectKey) -> Self {
+        match shared.as_ref() {
+            TierError::NotFound(_) => TierError::NotFound(key.clone()),
+            TierError::NeedsRecall(_) => TierError::NeedsRecall(key.clone()),
+            _ => TierError::Shared { key: key.clone(), source: shared.clone() },
+        }
     }
     /// Wraps an I/O error with what was being done; a full disk becomes `InsufficientSpace`.
     pub fn io(tier: &TierName, context: impl Into<String>, source: std::io::Error) -> Self {
         let context = context.into();
         if source.raw_os_error() == Some(libc::ENOSPC) || source.raw_os_error() == Some(libc::EDQUOT) {
-            return TierError::InsufficientSpace { tier: tier.clone(), detail: format!("{context}: {source}") };
+            return TierError::InsufficientSpace { tier: tier.clone(), detail: context, source: Some(source) };
         }
-        TierError::Io { context, source }
+        TierError::Io { tier: tier.clone(), context, source }
     }
 }
 
@@ -564,6 +739,98 @@ pub fn verify_stream(key: ObjectKey, expected: Checksum, body: ByteStream) -> By
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::error::Error as _;
+    use std::io;
+    use std::sync::Arc;
+
+    fn tier() -> TierName {
+        TierName::new("t").expect("a tier name")
+    }
+
+    #[test]
+    fn only_transient_failures_are_worth_retrying() {
+        let k = ObjectKey::new("a/b").expect("a key");
+        let transient = [
+            TierError::transient_msg("throttled"),
+            TierError::transient("reading", io::Error::other("connection reset")),
+            TierError::io(&tier(), "reading", io::Error::from(io::ErrorKind::TimedOut)),
+            TierError::io(&tier(), "reading", io::Error::from(io::ErrorKind::Interrupted)),
+            TierError::for_key(&Arc::new(TierError::transient_msg("bundle read")), &k),
+        ];
+        for e in &transient {
+            assert!(e.is_transient() && !e.is_permanent(), "{e:?}");
+        }
+        let permanent = [
+            TierError::NotFound(k.clone()),
+            TierError::NeedsRecall(k.clone()),
+            TierError::ChecksumMismatch { key: k.clone(), expected: Checksum::of(b"a"), actual: Checksum::of(b"b") },
+            TierError::io(&tier(), "reading", io::Error::from(io::ErrorKind::PermissionDenied)),
+            TierError::index(&tier(), "index read", io::Error::other("rocksdb said no")),
+            TierError::corrupt(&tier(), "bundle b is shorter than its index says"),
+            TierError::Remote { tier: tier(), what: "reading".into(), source: "AccessDenied".into() },
+            TierError::InUse { tier: tier(), path: "/data/hot".into() },
+            TierError::Closed { tier: tier() },
+            TierError::for_key(&Arc::new(TierError::corrupt(&tier(), "short")), &k),
+            TierError::Body("client went away".into()),
+        ];
+        for e in &permanent {
+            assert!(e.is_permanent() && !e.is_transient(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn an_io_errors_cause_is_reachable_through_source() {
+        let e = TierError::io(&tier(), "reading /x", io::Error::new(io::ErrorKind::PermissionDenied, "no access"));
+        assert_eq!(e.to_string(), "tier t: i/o error on reading /x: no access");
+        let source = e.source().expect("a source");
+        let io = source.downcast_ref::<io::Error>().expect("the io::Error itself");
+        assert_eq!(io.kind(), io::ErrorKind::PermissionDenied);
+    }
+
+    #[test]
+    fn a_full_disk_is_insufficient_space_with_its_io_error_as_source() {
+        let e = TierError::io(&tier(), "writing /x", io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(matches!(e, TierError::InsufficientSpace { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("tier t is out of space: writing /x: "), "{e}");
+        let io = e.source().and_then(|s| s.downcast_ref::<io::Error>()).expect("the io::Error");
+        assert_eq!(io.raw_os_error(), Some(libc::ENOSPC));
+    }
+
+    #[test]
+    fn boxed_causes_keep_their_type_and_their_text() {
+        let json = serde_json::from_slice::<u64>(b"{").expect_err("bad json");
+        let e = TierError::corrupt_by(&tier(), "local index entry of k is corrupt", json);
+        assert!(e.to_string().starts_with("tier t: local index entry of k is corrupt: "), "{e}");
+        assert!(e.source().and_then(|s| s.downcast_ref::<serde_json::Error>()).is_some());
+        let plain = TierError::corrupt(&tier(), "the spool of k is short");
+        assert_eq!(plain.to_string(), "tier t: the spool of k is short");
+        assert!(plain.source().is_none());
+        let t = TierError::transient("tier t: reading", io::Error::other("reset"));
+        assert_eq!(t.to_string(), "transient failure: tier t: reading: reset");
+        assert_eq!(TierError::transient_msg("busy").to_string(), "transient failure: busy");
+    }
+
+    #[test]
+    fn shared_failures_name_their_object_and_keep_the_original() {
+        let (a, b) = (ObjectKey::new("a").expect("key"), ObjectKey::new("b").expect("key"));
+        let missing = Arc::new(TierError::NotFound(a.clone()));
+        assert!(matches!(TierError::for_key(&missing, &b), TierError::NotFound(k) if k == b));
+        let short = Arc::new(TierError::corrupt(&tier(), "bundle x is shorter than its index says"));
+        let e = TierError::for_key(&short, &b);
+        assert_eq!(e.to_string(), "object b: tier t: bundle x is shorter than its index says");
+        let original = e.source().and_then(|s| s.downcast_ref::<Arc<TierError>>()).expect("the shared error");
+        assert!(matches!(original.as_ref(), TierError::Corrupt { .. }));
+    }
+
+    #[test]
+    fn a_body_failure_is_wrapped_once() {
+        let body = TierError::Body("client went away".into());
+        assert_eq!(body.into_body().to_string(), "body stream failed: client went away");
+        let read = TierError::transient_msg("source tier timed out").into_body();
+        assert!(matches!(read, TierError::Body(_)));
+        let inner = read.source().and_then(|s| s.downcast_ref::<TierError>()).expect("the tier error");
+        assert!(inner.is_transient());
+    }
 
     #[test]
     fn object_keys_reject_path_tricks() {

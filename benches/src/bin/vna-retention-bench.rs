@@ -197,8 +197,8 @@ async fn audit_rate(dir: &std::path::Path) {
     let verdict = catalog.verify_audit().expect("read");
     println!(
         "| verify | {} records | {:.0} records/s verified |",
-        verdict.as_ref().map_or(0, |n| *n),
-        verdict.as_ref().map_or(0, |n| *n) as f64 / started.elapsed().as_secs_f64()
+        verdict.records().unwrap_or(0),
+        verdict.records().unwrap_or(0) as f64 / started.elapsed().as_secs_f64()
     );
     catalog.close().await.expect("close");
 }

@@ -84,9 +84,9 @@ impl From<RetrieveError> for ApiError {
         match e {
             RetrieveError::NotFound(what) => ApiError::not_found(format!("{what} is not in the archive")),
             RetrieveError::Catalog(c) => c.into(),
-            RetrieveError::Unreadable { last_error: TierError::Transient(m), sop_instance } => ApiError::new(
+            RetrieveError::Unreadable { last_error, sop_instance } if last_error.is_transient() => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("instance {sop_instance} is on a storage tier that is unavailable now: {m}"),
+                format!("instance {sop_instance} is on a storage tier that is unavailable now: {last_error}"),
             ),
             RetrieveError::Unreadable { last_error: TierError::NeedsRecall(_), sop_instance } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -9,6 +9,7 @@
 use crate::error::ApiError;
 use crate::media::{parse_accept, MediaType};
 use crate::AppState;
+use archive_core::archive::Readiness;
 use archive_core::model::InstanceRecord;
 use archive_core::parse::{parse_part10, walked_dataset};
 use archive_core::pixels::{frame_layout, FrameLayout, PixelError};
@@ -99,17 +100,22 @@ pub fn boundary() -> String {
     format!("vna-{:032x}", rand::random::<u128>())
 }
 
+/// What [`ensure_online`] found.
+enum Online {
+    /// Every object can be read now: the records as they are now.
+    Ready(Vec<InstanceRecord>),
+    /// A recall still runs: the 202 answer to send (with a Warning and Retry-After).
+    Recalling(Response),
+}
+
 /// Brings objects with no online copy back to the recall tier, waiting up to
-/// `lifecycle.http_recall_wait_secs`; `Ok(Err(202 response))` when the recall is still
-/// running then (with a Warning and Retry-After), otherwise the records as they are now.
-async fn ensure_online(
-    state: &AppState,
-    records: Vec<InstanceRecord>,
-) -> Result<Result<Vec<InstanceRecord>, Response>, ApiError> {
+/// `lifecycle.http_recall_wait_secs`: the records as they are now, or a 202 answer when the
+/// recall is still running then.
+async fn ensure_online(state: &AppState, records: Vec<InstanceRecord>) -> Result<Online, ApiError> {
     let wait = std::time::Duration::from_secs(state.archive.config().lifecycle.http_recall_wait_secs);
     match state.archive.recall_offline(records, wait).await? {
-        Ok(records) => Ok(Ok(records)),
-        Err(job) => {
+        Readiness::Online(records) => Ok(Online::Ready(records)),
+        Readiness::Recalling(job) => {
             let message = format!("the study is being recalled from cold storage (job {job}); retry later");
             let mut rsp =
                 (StatusCode::ACCEPTED, crate::error::error_body(StatusCode::ACCEPTED, &message)).into_response();
@@ -122,7 +128,7 @@ async fn ensure_online(
             if let Ok(v) = HeaderValue::from_str(&format!("/api/jobs/{job}")) {
                 h.insert(header::LOCATION, v);
             }
-            Ok(Err(rsp))
+            Ok(Online::Recalling(rsp))
         }
     }
 }
@@ -144,8 +150,8 @@ pub async fn retrieve(state: AppState, target: Target, headers: HeaderMap) -> Re
             )
         })?;
     let records = match ensure_online(&state, records).await? {
-        Ok(records) => records,
-        Err(accepted) => return Ok(accepted),
+        Online::Ready(records) => records,
+        Online::Recalling(accepted) => return Ok(accepted),
     };
     state.archive.audit_retrieve("WADO-RS", &crate::peer_of(&headers), &records, "WADO-RS retrieve");
     match delivery {
@@ -299,8 +305,8 @@ async fn read_parsed(
 ) -> Result<(InstanceRecord, Bytes, archive_core::parse::ParsedObject), ApiError> {
     let found = records(state, &target).await?;
     let record = match ensure_online(state, found).await? {
-        Ok(mut records) => records.remove(0),
-        Err(_) => {
+        Online::Ready(mut records) => records.remove(0),
+        Online::Recalling(_) => {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the instance is being recalled from cold storage; retry later",

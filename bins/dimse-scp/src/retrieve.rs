@@ -13,6 +13,7 @@
 
 use crate::association::{AssociationError, Connection};
 use crate::identifier;
+use archive_core::archive::Readiness;
 use archive_core::model::InstanceRecord;
 use archive_core::retrieve::RetrieveError;
 use bytes::Bytes;
@@ -239,8 +240,8 @@ async fn recall_offline(conn: &Connection, records: Vec<InstanceRecord>) -> Resu
     let archive = &conn.shared.archive;
     let wait = std::time::Duration::from_secs(archive.config().lifecycle.recall_wait_secs);
     match archive.recall_offline(records, wait).await {
-        Ok(Ok(records)) => Ok(records),
-        Ok(Err(job)) => Err((
+        Ok(Readiness::Online(records)) => Ok(records),
+        Ok(Readiness::Recalling(job)) => Err((
             status::UNABLE_TO_PROCESS,
             format!("recall from cold storage (job {job}) did not finish within {} s; retry later", wait.as_secs()),
         )),

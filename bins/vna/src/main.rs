@@ -9,6 +9,7 @@ mod pull_cli;
 mod serve;
 mod wiring;
 
+use archive_core::audit::ChainVerdict;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -144,14 +145,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit(AuditCommand::Verify) => runtime()?.block_on(async {
             let (archive, _) = wiring::open_archive(config).await?;
-            let result = archive_core::catalog::Catalog::verify_audit(archive.catalog())?;
+            let verdict = archive_core::catalog::Catalog::verify_audit(archive.catalog())?;
             archive.close().await?;
-            match result {
-                Ok(n) => {
-                    println!("audit trail intact: {n} records verified");
+            match verdict {
+                ChainVerdict::Intact { records } => {
+                    println!("audit trail intact: {records} records verified");
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(e) => {
+                ChainVerdict::Broken(e) => {
                     println!("audit trail BROKEN: {e}");
                     Ok(ExitCode::from(1))
                 }

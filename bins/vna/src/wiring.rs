@@ -2,6 +2,8 @@
 
 use crate::config::VnaConfig;
 use anyhow::Context;
+use archive_core::archive::ArchiveError;
+use archive_core::catalog::CatalogError;
 use archive_core::ingest::RecoveryReport;
 use archive_core::tier::{Tier, TierName};
 use archive_core::Archive;
@@ -32,16 +34,9 @@ pub async fn open_archive(config: VnaConfig) -> anyhow::Result<(Archive, Recover
             .with_context(|| format!("opening tier {name} ({})", spec.kind))?;
         tiers.push(tier);
     }
-    let catalog_path = archive_config.catalog_path();
-    Archive::open(archive_config, tiers, hot_name).await.map_err(|e| {
-        let msg = e.to_string();
-        if msg.contains("lock") {
-            anyhow::anyhow!(
-                "the catalog at {} is in use by another vna process (is `vna serve` running?): {msg}",
-                catalog_path.display()
-            )
-        } else {
-            anyhow::Error::new(e)
-        }
+    Archive::open(archive_config, tiers, hot_name).await.map_err(|e| match e {
+        // Said as it is (the catalog's path, "is `vna serve` running?"), RocksDB's report as its cause.
+        ArchiveError::Catalog(in_use @ CatalogError::InUse { .. }) => anyhow::Error::new(in_use),
+        other => anyhow::Error::new(other),
     })
 }

@@ -83,7 +83,7 @@ async fn pydicom_corpus_round_trips_byte_exact() {
         }
         assert_eq!(archive.catalog().stats().unwrap(), stats);
         let records = archive.catalog().audit_records(1).unwrap().len() as u64;
-        assert_eq!(archive.catalog().verify_audit().unwrap(), Ok(records));
+        assert_eq!(archive.catalog().verify_audit().unwrap(), archive_core::audit::ChainVerdict::Intact { records });
         archive.close().await.unwrap();
         pending = next;
     }
@@ -235,7 +235,7 @@ async fn conflicts_are_refused_or_replaced_as_configured() {
     assert!(audit
         .iter()
         .any(|r| r.as_ref().unwrap().event.action == archive_core::audit::AuditAction::InstanceReplaced));
-    assert!(archive.catalog().verify_audit().unwrap().is_ok());
+    assert!(archive.catalog().verify_audit().unwrap().is_intact());
     archive.close().await.unwrap();
 }
 

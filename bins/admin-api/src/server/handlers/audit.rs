@@ -6,7 +6,7 @@ use crate::server::auth::{Auditor, Authorized};
 use crate::server::error::ApiError;
 use crate::server::extract::QueryParams;
 use crate::types::{AuditFilter, AuditFormat, AuditList, AuditRecord, AuditVerdict, ErrorBody};
-use archive_core::audit::{AuditAction, AuditQuery};
+use archive_core::audit::{AuditAction, AuditQuery, ChainVerdict};
 use archive_core::catalog::Catalog;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -85,7 +85,7 @@ pub(super) async fn verify(a: Authorized<Auditor>) -> Result<Json<AuditVerdict>,
     let archive = a.state.archive.clone();
     let verdict = tokio::task::spawn_blocking(move || archive.catalog().verify_audit()).await??;
     Ok(Json(match verdict {
-        Ok(n) => AuditVerdict { intact: true, records: Some(n), error: None },
-        Err(e) => AuditVerdict { intact: false, records: None, error: Some(e.to_string()) },
+        ChainVerdict::Intact { records } => AuditVerdict { intact: true, records: Some(records), error: None },
+        ChainVerdict::Broken(e) => AuditVerdict { intact: false, records: None, error: Some(e.to_string()) },
     }))
 }
