@@ -180,7 +180,7 @@ async fn write_fixtures() {
             .save_job(&Job {
                 v: JOB_VERSION,
                 id: JobId(7),
-                kind: JobKind::Migrate,
+                kind: JobKind::Move,
                 study: study3.clone(),
                 from: Some(TierName::new("hot").unwrap()),
                 to: TierName::new("warm").unwrap(),

@@ -14,7 +14,7 @@ use archive_core::disk::DiskGuard;
 use archive_core::ingest::{Ingest, IngestInput};
 use archive_core::lifecycle::scrub::Scrubber;
 use archive_core::lifecycle::{
-    JobKind, JobState, Lifecycle, LifecycleError, LifecycleSettings, MigrationRequest, OnlineState,
+    JobKind, JobState, Lifecycle, LifecycleError, LifecycleSettings, OnlineState, TierMoveRequest,
 };
 use archive_core::metrics::Metrics;
 use archive_core::model::Source;
@@ -116,8 +116,8 @@ async fn fixture_with(
     Fixture { _dir: dir, catalog, hot, warm, cold, lifecycle, tiers }
 }
 
-fn request(study: &str, to: &str, from: Option<&str>, keep_source: bool) -> MigrationRequest {
-    MigrationRequest {
+fn request(study: &str, to: &str, from: Option<&str>, keep_source: bool) -> TierMoveRequest {
+    TierMoveRequest {
         study: StudyUid::new(study).unwrap(),
         to: name(to),
         from: from.map(name),
@@ -127,7 +127,7 @@ fn request(study: &str, to: &str, from: Option<&str>, keep_source: bool) -> Migr
     }
 }
 
-async fn run(f: &Fixture, req: MigrationRequest) -> archive_core::lifecycle::Job {
+async fn run(f: &Fixture, req: TierMoveRequest) -> archive_core::lifecycle::Job {
     let job = f.lifecycle.submit(req).unwrap();
     f.lifecycle.wait(job.id, Duration::from_secs(60)).await.unwrap()
 }

@@ -8,7 +8,7 @@ use archive_core::catalog::rocks::{RocksCatalog, RocksCatalogOptions};
 use archive_core::catalog::ConflictPolicy;
 use archive_core::disk::DiskGuard;
 use archive_core::ingest::{Ingest, IngestInput};
-use archive_core::lifecycle::{JobState, Lifecycle, LifecycleSettings, MigrationRequest};
+use archive_core::lifecycle::{JobState, Lifecycle, LifecycleSettings, TierMoveRequest};
 use archive_core::metrics::Metrics;
 use archive_core::model::Source;
 use archive_core::tier::memory::MemoryTier;
@@ -119,7 +119,7 @@ async fn migrate_to(batch_bytes: Option<u64>) -> BTreeMap<String, Option<String>
     };
     let lifecycle = Lifecycle::new(catalog, tiers, settings, metrics);
     let job = lifecycle
-        .submit(MigrationRequest {
+        .submit(TierMoveRequest {
             study: StudyUid::new("1.7.1").unwrap(),
             to: name("target"),
             from: None,

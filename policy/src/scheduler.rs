@@ -22,7 +22,7 @@ use crate::simulate::{SimulationReport, Simulator};
 use archive_core::audit::{AuditAction, AuditEvent, AuditOutcome};
 use archive_core::catalog::{Catalog, CatalogError};
 use archive_core::deletion::{DeletionCause, DeletionError, DeletionRequest};
-use archive_core::lifecycle::{LifecycleError, MigrationRequest};
+use archive_core::lifecycle::{LifecycleError, TierMoveRequest};
 use archive_core::tier::TierName;
 use archive_core::uid::StudyUid;
 use archive_core::Archive;
@@ -437,7 +437,7 @@ impl PolicyEngine {
                     return;
                 }
                 let Ok(to_tier) = TierName::new(to.clone()) else { return };
-                let req = MigrationRequest {
+                let req = TierMoveRequest {
                     study: uid.clone(),
                     to: to_tier,
                     from: None,

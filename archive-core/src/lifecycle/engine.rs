@@ -75,7 +75,7 @@ impl LifecycleSettings {
 
 /// A request to move or copy a study's copies to a tier.
 #[derive(Debug, Clone)]
-pub struct MigrationRequest {
+pub struct TierMoveRequest {
     /// The study.
     pub study: StudyUid,
     /// The tier to copy to.
@@ -221,11 +221,11 @@ impl Lifecycle {
 
     /// Starts a migration; refused when a tier is unknown, the study is missing, or another
     /// job is working on the study.
-    pub fn submit(&self, req: MigrationRequest) -> Result<Job, LifecycleError> {
-        self.submit_kind(req, JobKind::Migrate)
+    pub fn submit(&self, req: TierMoveRequest) -> Result<Job, LifecycleError> {
+        self.submit_kind(req, JobKind::Move)
     }
 
-    fn submit_kind(&self, req: MigrationRequest, kind: JobKind) -> Result<Job, LifecycleError> {
+    fn submit_kind(&self, req: TierMoveRequest, kind: JobKind) -> Result<Job, LifecycleError> {
         let tiers = &self.inner.tiers;
         if tiers.get(&req.to).is_none() {
             return Err(LifecycleError::UnknownTier(req.to.to_string()));
@@ -327,7 +327,7 @@ impl Lifecycle {
             let id = match running {
                 Some(id) => id,
                 None => {
-                    let req = MigrationRequest {
+                    let req = TierMoveRequest {
                         study: study.clone(),
                         to: self.inner.settings.recall_tier.clone(),
                         from: None,
@@ -651,7 +651,7 @@ impl Lifecycle {
             items,
             min_copies: self.inner.settings.min_copies,
             action: match job.kind {
-                JobKind::Migrate => AuditAction::InstancesMigrated,
+                JobKind::Move => AuditAction::InstancesMigrated,
                 JobKind::Recall => AuditAction::InstancesRecalled,
             },
             actor: job.requested_by.clone(),
@@ -848,7 +848,7 @@ fn batch_ranges(sizes: impl IntoIterator<Item = u64>, max_bytes: u64, max_count:
 
 fn kind_label(kind: JobKind) -> &'static str {
     match kind {
-        JobKind::Migrate => "migrate",
+        JobKind::Move => "migrate",
         JobKind::Recall => "recall",
     }
 }

@@ -33,8 +33,10 @@ impl std::str::FromStr for JobId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
-    /// Asked for by an administrator or a policy rule.
-    Migrate,
+    /// A tier move asked for by an administrator or a policy rule (stored as `migrate`, its
+    /// name in format 1).
+    #[serde(rename = "migrate")]
+    Move,
     /// Started by a retrieve of a study with no online copy.
     Recall,
 }

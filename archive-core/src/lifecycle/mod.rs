@@ -27,5 +27,5 @@ pub mod job;
 pub mod scrub;
 pub mod throttle;
 
-pub use engine::{Lifecycle, LifecycleError, LifecycleSettings, MigrationRequest, OnlineState};
+pub use engine::{Lifecycle, LifecycleError, LifecycleSettings, OnlineState, TierMoveRequest};
 pub use job::{Job, JobId, JobKind, JobState};

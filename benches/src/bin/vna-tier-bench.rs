@@ -15,7 +15,7 @@
 
 use archive_core::config::ArchiveConfig;
 use archive_core::ingest::IngestInput;
-use archive_core::lifecycle::{Job, JobState, MigrationRequest};
+use archive_core::lifecycle::{Job, JobState, TierMoveRequest};
 use archive_core::model::Source;
 use archive_core::tier::{GetOpts, ObjectKey, PutOpts, Tier, TierExt, TierName};
 use archive_core::uid::StudyUid;
@@ -589,7 +589,7 @@ async fn migrate(
     expected: u64,
 ) -> anyhow::Result<(Job, Duration)> {
     let started = Instant::now();
-    let job = archive.lifecycle().submit(MigrationRequest {
+    let job = archive.lifecycle().submit(TierMoveRequest {
         study: study.clone(),
         to: name(to),
         from: from.map(name),

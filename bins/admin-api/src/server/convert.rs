@@ -26,7 +26,7 @@ impl From<&archive_core::lifecycle::Job> for api::TierJob {
         Self {
             id: j.id.0,
             kind: match j.kind {
-                JobKind::Migrate => api::TierJobKind::Move,
+                JobKind::Move => api::TierJobKind::Move,
                 JobKind::Recall => api::TierJobKind::Recall,
             },
             study: j.study.to_string(),

@@ -5,7 +5,7 @@ use crate::server::auth::{Admin, Authorized, Public};
 use crate::server::error::ApiError;
 use crate::server::extract::{JsonBody, PathParam};
 use crate::types::{ErrorBody, MoveRequest, ScrubStatus, TierJob, TierJobList};
-use archive_core::lifecycle::{JobId, MigrationRequest};
+use archive_core::lifecycle::{JobId, TierMoveRequest};
 use archive_core::tier::TierName;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -30,7 +30,7 @@ pub(super) async fn move_study(
     PathParam(raw): PathParam,
     JsonBody(req): JsonBody<MoveRequest>,
 ) -> Result<Response, ApiError> {
-    let request = MigrationRequest {
+    let request = TierMoveRequest {
         study: study_uid(&raw)?,
         to: tier_name("to", &req.to)?,
         from: req.from.as_deref().map(|f| tier_name("from", f)).transpose()?,
