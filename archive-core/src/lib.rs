@@ -40,6 +40,7 @@ pub mod config;
 pub mod deletion;
 pub mod dicom_status;
 pub mod disk;
+pub mod error_chain;
 pub mod failpoint;
 pub mod format;
 pub mod hold;

@@ -549,18 +549,6 @@ async fn wait_for_store_response(
     match reader.receive(assoc, None).await {
         Ok(Received::Message(m)) => Ok(Message::decode(&m.command).ok().and_then(|m| m.status())),
         Ok(Received::Pdu(other)) => Err(format!("the destination sent {}", other.short_description())),
-        Err(e) => Err(dimse_error_chain(&e)),
+        Err(e) => Err(archive_core::error_chain::error_chain(&e)),
     }
-}
-
-/// An error with its causes, for a log line or an error comment.
-fn dimse_error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }

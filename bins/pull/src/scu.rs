@@ -259,7 +259,7 @@ async fn receive(a: &mut Assoc) -> Result<(Message, Option<Vec<u8>>), PullError>
     use dimse::ul::{ReceiveError, Received};
     let received = a.reader.receive(&mut a.assoc, None).await.map_err(|e| match e {
         ReceiveError::Assemble(e) => PullError::Remote(e.to_string()),
-        other => net("receiving", error_chain(&other)),
+        other => net("receiving", archive_core::error_chain::error_chain(&other)),
     })?;
     match received {
         Received::Message(m) => {
@@ -271,18 +271,6 @@ async fn receive(a: &mut Assoc) -> Result<(Message, Option<Vec<u8>>), PullError>
         Received::Pdu(dicom_ul::Pdu::ReleaseRQ) => Err(net("receiving", "the source released the association")),
         Received::Pdu(other) => Err(PullError::Remote(format!("unexpected {}", other.short_description()))),
     }
-}
-
-/// An error with its causes.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 /// One C-FIND match as a planned study (`None` without a usable Study Instance UID).
