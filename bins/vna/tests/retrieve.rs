@@ -486,6 +486,15 @@ fn c_cancel_ends_a_running_find_and_get() {
         .unwrap();
     assert_eq!(rsp.status().as_u16(), 200);
 
+    // C-FIND: the C-CANCEL travels in the same P-DATA PDU as the request, so it is waiting
+    // for the server before the first response goes out, however fast the server answers
+    // (a client that cancels after reading a response may come too late for 600 small rows).
+    let (pending, final_status) = find_with_queued_cancel(server.dicom_port, &study[0].study);
+    assert_eq!(final_status, 0xFE00, "C-FIND ends cancelled ({pending} pending responses)");
+    assert!(pending < 600, "the cancel stopped the C-FIND early: {pending} pending responses");
+
+    // C-GET (pynetdicom): cancelled after the first sub-operation; each C-STORE waits for the
+    // client's answer, so the cancel arrives while the retrieve runs.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scripts/cancel_scu.py");
     let out = std::process::Command::new("python3")
         .arg(&script)
@@ -495,12 +504,72 @@ fn c_cancel_ends_a_running_find_and_get() {
         .unwrap();
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), server.log());
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["find"]["final"], 0xFE00, "{report}");
-    assert!(report["find"]["pending"].as_u64().unwrap() < 600, "{report}");
     assert_eq!(report["get"]["final"], 0xFE00, "{report}");
     let received = report["get"]["received"].as_u64().unwrap();
     assert!((1..600).contains(&received), "{report}");
     assert!(report["get"]["remaining"].as_i64().unwrap() > 0, "{report}");
+}
+
+/// Sends a Study Root C-FIND at IMAGE level for every instance of `study` and its C-CANCEL in
+/// one P-DATA PDU; returns the pending responses received and the final status.
+fn find_with_queued_cancel(port: u16, study: &str) -> (usize, u16) {
+    use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+    use dicom_encoding::TransferSyntaxIndex;
+    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    use dimse::command::{CCancelRq, CFindRq, Message};
+    const FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+    let mut assoc = dicom_ul::ClientAssociationOptions::new()
+        .calling_ae_title("CANCELLER")
+        .called_ae_title("VNA")
+        .with_presentation_context(FIND, vec!["1.2.840.10008.1.2.1"])
+        .read_timeout(std::time::Duration::from_secs(20))
+        .establish(("127.0.0.1", port))
+        .expect("association");
+    let pc = assoc.presentation_contexts()[0].id;
+    let mut identifier = dicom_object::InMemDicomObject::new_empty();
+    for (tag, vr, value) in [
+        (Tag(0x0008, 0x0052), VR::CS, "IMAGE"),
+        (Tag(0x0020, 0x000D), VR::UI, study),
+        (Tag(0x0020, 0x000E), VR::UI, ""),
+        (Tag(0x0008, 0x0018), VR::UI, ""),
+    ] {
+        identifier.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+    }
+    let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get("1.2.840.10008.1.2.1").unwrap();
+    let mut data = Vec::new();
+    identifier.write_dataset_with_ts(&mut data, ts).unwrap();
+    let request = Message::from(CFindRq {
+        message_id: 7,
+        affected_sop_class: FIND.into(),
+        priority: Default::default(),
+    });
+    let cancel = Message::from(CCancelRq { message_id_being_responded_to: 7 });
+    let pdv = |value_type, data: Vec<u8>| PDataValue { presentation_context_id: pc, value_type, is_last: true, data };
+    let values = vec![
+        pdv(PDataValueType::Command, request.encode()),
+        pdv(PDataValueType::Data, data),
+        pdv(PDataValueType::Command, cancel.encode()),
+    ];
+    assoc.send(&dicom_ul::Pdu::PData { data: values }).unwrap();
+    let mut assembler = dimse::pdv::MessageAssembler::new(1 << 20);
+    let mut pending = 0;
+    loop {
+        let dicom_ul::Pdu::PData { data } = assoc.receive().unwrap() else { panic!("unexpected PDU") };
+        for v in data {
+            let is_command = v.value_type == PDataValueType::Command;
+            let Some(m) = assembler.push_parts(v.presentation_context_id, is_command, v.is_last, &v.data).unwrap()
+            else {
+                continue;
+            };
+            let Message::CFindRsp(rsp) = Message::decode(&m.command).unwrap() else { panic!("not a C-FIND-RSP") };
+            if matches!(rsp.status, 0xFF00 | 0xFF01) {
+                pending += 1;
+            } else {
+                let _ = assoc.release();
+                return (pending, rsp.status);
+            }
+        }
+    }
 }
 
 /// The data set of a Storage Commitment request for every instance of `study`.
