@@ -538,11 +538,8 @@ fn find_with_queued_cancel(port: u16, study: &str) -> (usize, u16) {
     let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get("1.2.840.10008.1.2.1").unwrap();
     let mut data = Vec::new();
     identifier.write_dataset_with_ts(&mut data, ts).unwrap();
-    let request = Message::from(CFindRq {
-        message_id: 7,
-        affected_sop_class: FIND.into(),
-        priority: Default::default(),
-    });
+    let request =
+        Message::from(CFindRq { message_id: 7, affected_sop_class: FIND.into(), priority: Default::default() });
     let cancel = Message::from(CCancelRq { message_id_being_responded_to: 7 });
     let pdv = |value_type, data: Vec<u8>| PDataValue { presentation_context_id: pc, value_type, is_last: true, data };
     let values = vec![
