@@ -39,7 +39,7 @@ pub enum MetadataError {
     Parse(#[from] ParseError),
     /// The data set cannot be decoded element by element.
     #[error("cannot decode the data set for its metadata: {0}")]
-    Decode(String),
+    Decode(#[source] Box<dicom_object::ReadError>),
     /// The metadata would be larger than [`MAX_METADATA`].
     #[error("the metadata would take {0} bytes, more than the 64 MiB vna keeps per instance")]
     TooLarge(usize),
@@ -57,7 +57,7 @@ pub fn instance_metadata(bytes: &[u8], parsed: &ParsedObject) -> Result<String, 
     let ts = TransferSyntaxRegistry.get(read_as).expect("the three native syntaxes are registered");
     let pixel = parsed.pixel_data.clone();
     let head = &data[..pixel.as_ref().map_or(data.len(), |p| p.start)];
-    let obj = InMemDicomObject::read_dataset_with_ts(head, ts).map_err(|e| MetadataError::Decode(e.to_string()))?;
+    let obj = InMemDicomObject::read_dataset_with_ts(head, ts).map_err(|e| MetadataError::Decode(Box::new(e)))?;
 
     let base = format!(
         "studies/{}/series/{}/instances/{}/bulkdata/",

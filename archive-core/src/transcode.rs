@@ -28,10 +28,10 @@ pub enum TranscodeError {
     },
     /// The data set could not be re-encoded.
     #[error("cannot re-encode the data set: {0}")]
-    Encode(String),
+    Encode(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The pixel data could not be decoded.
     #[error("cannot decode the pixel data: {0}")]
-    Decode(String),
+    Decode(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The object could not be re-wrapped.
     #[error(transparent)]
     Parse(#[from] ParseError),
@@ -61,7 +61,9 @@ pub fn transcode_dataset(dataset: &[u8], from: &str, to: &str) -> Result<Vec<u8>
     if !can_convert(from, to) {
         return Err(TranscodeError::Unsupported { from: from.into(), to: to.into() });
     }
-    let encode = |e: &dyn std::fmt::Display| TranscodeError::Encode(e.to_string());
+    fn encode<E: std::error::Error + Send + Sync + 'static>(e: E) -> TranscodeError {
+        TranscodeError::Encode(Box::new(e))
+    }
     let to_ts = TransferSyntaxRegistry.get(to).expect("native syntaxes are registered");
     // The deflated syntax is explicit VR little endian once inflated.
     let (inflated, from) = if from == crate::parse::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN {
@@ -73,7 +75,7 @@ pub fn transcode_dataset(dataset: &[u8], from: &str, to: &str) -> Result<Vec<u8>
     let from_ts = TransferSyntaxRegistry
         .get(from)
         .ok_or_else(|| TranscodeError::Unsupported { from: from.into(), to: to.into() })?;
-    let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(data, from_ts).map_err(|e| encode(&e))?;
+    let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(data, from_ts).map_err(encode)?;
     let obj = if is_native(from) {
         obj
     } else {
@@ -85,12 +87,12 @@ pub fn transcode_dataset(dataset: &[u8], from: &str, to: &str) -> Result<Vec<u8>
             .transfer_syntax(from)
             .media_storage_sop_class_uid(text(dicom_dictionary_std::tags::SOP_CLASS_UID).unwrap_or_default())
             .media_storage_sop_instance_uid(text(dicom_dictionary_std::tags::SOP_INSTANCE_UID).unwrap_or_default());
-        let mut file = obj.with_meta(meta).map_err(|e| encode(&e))?;
-        file.transcode(to_ts).map_err(|e| TranscodeError::Decode(e.to_string()))?;
+        let mut file = obj.with_meta(meta).map_err(encode)?;
+        file.transcode(to_ts).map_err(|e| TranscodeError::Decode(Box::new(e)))?;
         file.into_inner()
     };
     let mut out = Vec::with_capacity(data.len() + 1024);
-    obj.write_dataset_with_ts(&mut out, to_ts).map_err(|e| encode(&e))?;
+    obj.write_dataset_with_ts(&mut out, to_ts).map_err(encode)?;
     Ok(out)
 }
 
